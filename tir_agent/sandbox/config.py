@@ -1,0 +1,52 @@
+"""Sandbox configuration: limits, timeouts, preloading, isolation switches."""
+
+from __future__ import annotations
+
+import sys
+
+from pydantic import BaseModel, ConfigDict, Field
+
+GiB = 1024**3
+MiB = 1024**2
+
+
+class SandboxConfig(BaseModel):
+    """Every knob of :class:`~tir_agent.sandbox.LocalSandbox`; ``None`` means "no limit"."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    timeout: float = Field(10.0, gt=0)
+    """Default hard wall-clock limit of one execution, in seconds."""
+    max_output_characters: int = Field(1000, ge=0)
+    """Default cap of each stream (stdout, stderr); longer output ends with ``<output cut>``."""
+    protect_state: bool = True
+    """Run each cell in a forked copy of the session so a timeout or crash rolls back to the state
+    before that cell instead of losing the session. Costs a fork per execution (see docs)."""
+    state_notes: bool = True
+    """Append a line to ``stderr`` telling the model when state was rolled back or lost."""
+    memory_limit: int | None = Field(4 * GiB, gt=0)
+    """Address space per session process in bytes (``RLIMIT_AS``)."""
+    cpu_time_limit: int | None = Field(3600, gt=0)
+    """CPU seconds one session process may use in total (``RLIMIT_CPU``)."""
+    max_file_size: int | None = Field(256 * MiB, gt=0)
+    """Largest file a session may write, in bytes (``RLIMIT_FSIZE``)."""
+    max_open_files: int | None = Field(256, gt=0)
+    """Open file descriptors per session process (``RLIMIT_NOFILE``)."""
+    max_processes: int | None = Field(64, gt=0)
+    """Processes and threads per session; binds even as root through a per-session uid."""
+    workspace_size: int | None = Field(1 * GiB, gt=0)
+    """Size of the in-memory file system holding all session work directories, in bytes."""
+    network: bool = False
+    """Allow network access from user code (off: a new, empty network namespace)."""
+    strict: bool = False
+    """Refuse to start unless network and file-system isolation are both active."""
+    preload: tuple[str, ...] = ("numpy", "sympy", "scipy", "mpmath")
+    """Modules imported once in the template process, so sessions start with them warm."""
+    max_sessions: int | None = Field(256, gt=0)
+    """Concurrent sessions; further ``session()`` calls wait for a free slot."""
+    idle_timeout: float | None = Field(600.0, gt=0)
+    """Seconds after which an idle session is closed and its processes stopped."""
+    python: str = sys.executable
+    """The interpreter that runs user code (needs the math stack installed)."""
+    env: dict[str, str] = Field(default_factory=dict)
+    """Extra environment variables for user code; the host's environment is never passed."""
