@@ -21,11 +21,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import structlog
-
+from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, ModelError
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 LOCAL_MODEL_NAME = "local"
 """``Agent(model="local")`` starts the embedded model."""
@@ -83,7 +82,7 @@ class LlamaCppServer:
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         # The server logs every request; a file, not a pipe, so it can never block on a full pipe.
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
 
     @property
     def base_url(self) -> str:
@@ -143,10 +142,12 @@ class LlamaCppServer:
                     f"The local model server exited with code {self._process.returncode}:\n"
                     f"{stderr[-2000:]}"
                 )
-            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError):
-                with urllib.request.urlopen(url, timeout=1) as reply:  # noqa: S310 - loopback only
-                    if reply.status == 200:
-                        return
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(url, timeout=1) as reply,
+            ):
+                if reply.status == 200:
+                    return
             time.sleep(0.1)
         raise ModelError(
             f"The local model server did not answer within {self.startup_timeout:g} s on {url}"
