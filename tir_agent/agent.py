@@ -1,0 +1,568 @@
+"""The agent: one loop that lets a model solve a problem by running Python in a sandbox.
+
+The loop (:meth:`Agent._loop`) is written once for every format. A format
+(:mod:`tir_agent.formats`) only builds the request, parses the reply into a
+:class:`~tir_agent.turn.Turn` and feeds execution outputs back; budget, hints, sandbox use,
+stopping and statistics live here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, Literal, cast
+from urllib.parse import urlparse
+
+import structlog
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tir_agent._log import get_logger
+from tir_agent._sync import run_sync
+from tir_agent.answers import extract_answer
+from tir_agent.budget import RUN_OUT_HINT, draw_total_code_executions, hint_after
+from tir_agent.chat_templates import ChatTemplate, get_chat_template
+from tir_agent.client import OPENAI_URL, ModelClient
+from tir_agent.errors import AuthenticationError, ConfigError, ContextLengthError, ModelError
+from tir_agent.formats.base import Feedback, Format
+from tir_agent.formats.chat_tags import ChatTagsFormat
+from tir_agent.formats.completion_tags import CompletionTagsFormat
+from tir_agent.formats.native import ToolsFormat
+from tir_agent.formats.parsing import BlockWatcher
+from tir_agent.formats.tags import TagPreset, get_preset
+from tir_agent.prompts import PromptConfig, load_prompt
+from tir_agent.sandbox.base import Sandbox, SandboxSession
+from tir_agent.turn import (
+    CodeCall,
+    CodeComplete,
+    CodeStart,
+    Event,
+    Execution,
+    ExecutionDone,
+    Finished,
+    SolveResult,
+    SolveStatus,
+    TextDelta,
+    Turn,
+    TurnEnd,
+    Usage,
+)
+
+log = get_logger(__name__)
+_std = logging.getLogger(__name__)
+
+Problem = str | Sequence[Mapping[str, Any]]
+"""A problem statement (filled into the prompt), or a conversation of chat messages."""
+
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+class AgentConfig(BaseModel):
+    """Every option of :class:`Agent`, validated at construction."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    model: str = Field(min_length=1)
+    """Model name as the endpoint knows it."""
+    base_url: str | None = None
+    """OpenAI-compatible endpoint; ``None`` is api.openai.com."""
+    format: Literal["tools", "tags"] = "tools"
+    """``tools``: native ``python_exec`` function calls; ``tags``: code between text tags."""
+    api: Literal["chat", "completions"] = "chat"
+    """``chat``: /v1/chat/completions; ``completions``: /v1/completions with a chat template."""
+    tags: str | TagPreset | dict[str, str] | None = None
+    """Tag preset name or custom tags; ``None``: the prompt's ``code_tags``, else ``openmath``."""
+    max_code_executions: int | None = Field(8, ge=0)
+    """Executions per solve; one more generation follows the last. ``None``: unlimited."""
+    add_remaining_code_executions: bool = False
+    """Append the remaining-executions hint after each execution (REFERENCE.md §4)."""
+    code_execution_timeout: float = Field(10.0, gt=0)
+    """Seconds one execution may run."""
+    max_code_output_characters: int = Field(1000, ge=0)
+    """Cap of each output stream; longer output ends with ``<output cut>``."""
+    prompt: str | PromptConfig | None = None
+    """Prompt config (name, YAML path or object); ``None`` picks one for the format."""
+    system: str | None = None
+    """System template (instead of ``prompt``)."""
+    user: str | None = None
+    """User template with ``{problem}`` (instead of ``prompt``)."""
+    chat_template: str | ChatTemplate | None = None
+    """Completions only: ``chatml``, ``qwen``, ``llama3``, a tokenizer_config.json, a Jinja string."""
+    temperature: float | None = None
+    """Sampling temperature (endpoint default when ``None``)."""
+    top_p: float | None = None
+    """Nucleus sampling (endpoint default when ``None``)."""
+    max_tokens: int | None = Field(None, gt=0)
+    """Token budget of the whole solution (all model calls together); ``None``: no budget."""
+    seed: int | None = None
+    """Sampling seed (and the seed of the budget draw); ``solve(seed=...)`` overrides it."""
+    reasoning_effort: str | None = None
+    """Reasoning models: ``low``, ``medium``, ``high`` ..."""
+    extra_body: dict[str, Any] | None = None
+    """Extra JSON fields for every request (e.g. vLLM's ``top_k``)."""
+    total_code_executions_in_prompt: int | tuple[int, int] | None = None
+    """Fills ``{total_code_executions}``: an int, or ``[lo, hi]`` drawn per sample from the seed."""
+    override_max_code_executions: bool = False
+    """The drawn ``total_code_executions_in_prompt`` also becomes the enforced budget."""
+    max_model_calls: int = Field(64, ge=1)
+    """Bound on model calls per solve (also with an unlimited budget)."""
+    timeout: float | None = Field(600.0, gt=0)
+    """Seconds one HTTP request may take."""
+    max_retries: int = Field(5, ge=0)
+    """Retries of transient endpoint errors (429, 408, 409, 5xx, connection, timeout)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> AgentConfig:
+        if self.format == "tools" and self.api != "chat":
+            raise ValueError(
+                "format='tools' needs api='chat'; use format='tags' with api='completions'"
+            )
+        if self.chat_template is not None and self.api != "completions":
+            raise ValueError(
+                "chat_template is used only with api='completions'; drop it or set api='completions'"
+            )
+        if self.prompt is not None and (self.system is not None or self.user is not None):
+            raise ValueError("pass either prompt=... or system=/user= templates, not both")
+        spec = self.total_code_executions_in_prompt
+        if isinstance(spec, tuple) and not 0 <= spec[0] <= spec[1]:
+            raise ValueError(
+                f"total_code_executions_in_prompt={list(spec)}: need [lo, hi] with 0 <= lo <= hi"
+            )
+        if self.override_max_code_executions and spec is None:
+            raise ValueError(
+                "override_max_code_executions=True needs total_code_executions_in_prompt"
+            )
+        return self
+
+
+class Agent:
+    """Solves problems with a model that writes Python and a sandbox that runs it.
+
+    ``Agent(model="gpt-4o-mini").solve("...")`` uses OpenAI with the native ``python_exec`` tool;
+    ``Agent(model=..., base_url=..., format="tags", tags="qwen", api="completions")`` a local
+    server. Options are those of :class:`AgentConfig`, plus ``api_key`` (default
+    ``OPENAI_API_KEY``), ``sandbox`` (default: a :class:`~tir_agent.sandbox.LocalSandbox`, created
+    on first use and closed with the agent) and ``http_client`` (an ``httpx2.AsyncClient``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        sandbox: Sandbox | None = None,
+        http_client: Any = None,
+        **options: Any,
+    ) -> None:
+        try:
+            self.config = config = AgentConfig(model=model, **options)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg'].removeprefix('Value error, ')}"
+                for err in e.errors()
+            )
+            raise ConfigError(f"Invalid Agent options: {problems}") from None
+        self.prompt = self._resolve_prompt(config)
+        self.tags = get_preset(config.tags or self.prompt.code_tags or "openmath")
+        self.template: ChatTemplate | None = None
+        if config.api == "completions":
+            self.template = get_chat_template(
+                config.chat_template or _default_template(config.tags)
+            )
+        if self.prompt.needs_total_code_executions() and (
+            config.total_code_executions_in_prompt is None and config.max_code_executions is None
+        ):
+            raise ConfigError(
+                f"The prompt {self.prompt.name} states {{total_code_executions}}, but the budget is "
+                "unlimited: set total_code_executions_in_prompt=... or max_code_executions=..."
+            )
+        base_url = config.base_url or OPENAI_URL
+        api_key = api_key or os.environ.get("OPENAI_API_KEY")
+        if not api_key:
+            if urlparse(base_url).hostname == "api.openai.com":
+                raise AuthenticationError(
+                    "No API key for api.openai.com: pass Agent(api_key=...) or set the "
+                    "OPENAI_API_KEY environment variable (or use base_url= for a local server)."
+                )
+            api_key = "none"  # local OpenAI-compatible servers accept any key
+        self.client = ModelClient(
+            model=config.model,
+            base_url=base_url,
+            api_key=api_key,
+            timeout=config.timeout,
+            max_retries=config.max_retries,
+            http_client=http_client,
+        )
+        self._sandbox = sandbox
+        self._own_sandboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    @staticmethod
+    def _resolve_prompt(config: AgentConfig) -> PromptConfig:
+        if config.system is not None or config.user is not None:
+            return PromptConfig.from_templates(
+                user=config.user or "{problem}", system=config.system
+            )
+        if config.prompt is not None:
+            return load_prompt(config.prompt)
+        if config.format == "tools":
+            return load_prompt("generic/tool-calling")
+        return load_prompt("generic/tool-output" if config.api == "chat" else "openmath/tir")
+
+    def __repr__(self) -> str:
+        c = self.config
+        return f"Agent(model={c.model!r}, format={c.format!r}, api={c.api!r}, max_code_executions={c.max_code_executions})"
+
+    # -- public API -------------------------------------------------------------------------
+
+    def solve(self, problem: Problem, *, seed: int | None = None, **fields: Any) -> SolveResult:
+        """Solve ``problem`` synchronously (works inside Jupyter's running loop too)."""
+        return run_sync(self.asolve(problem, seed=seed, **fields))
+
+    async def asolve(
+        self, problem: Problem, *, seed: int | None = None, **fields: Any
+    ) -> SolveResult:
+        """Solve ``problem``; extra keyword ``fields`` fill further prompt placeholders."""
+        return await self._solve(problem, seed, fields, None)
+
+    async def stream(
+        self, problem: Problem, *, seed: int | None = None, **fields: Any
+    ) -> AsyncIterator[Event]:
+        """Solve ``problem``, yielding typed events as they happen; the last is :class:`Finished`."""
+        queue: asyncio.Queue[Event | Exception] = asyncio.Queue()
+
+        async def produce() -> None:
+            try:
+                await self._solve(problem, seed, fields, queue.put_nowait)
+            except Exception as e:  # handed to the consumer, raised there
+                queue.put_nowait(e)
+
+        task = asyncio.ensure_future(produce())
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, Exception):
+                    raise item
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def close(self) -> None:
+        """Close the HTTP clients and the default sandbox (synchronously)."""
+        run_sync(self.aclose())
+
+    async def aclose(self) -> None:
+        """Close the HTTP client and the default sandbox of the running loop."""
+        await self.client.aclose()
+        sandbox = self._own_sandboxes.pop(asyncio.get_running_loop(), None)
+        if sandbox is not None:
+            await sandbox.close()
+
+    async def __aenter__(self) -> Agent:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- one solve --------------------------------------------------------------------------
+
+    async def _solve(
+        self,
+        problem: Problem,
+        seed: int | None,
+        fields: Mapping[str, Any],
+        emit: Callable[[Event], None] | None,
+    ) -> SolveResult:
+        seed = self.config.seed if seed is None else seed
+        run = _Run(self, problem, seed, fields, emit)
+        with structlog.contextvars.bound_contextvars(problem=run.problem_id, seed=seed):
+            async with run:
+                result = await self._loop(run)
+        if emit is not None:
+            emit(Finished(result=result))
+        return result
+
+    async def _loop(self, run: _Run) -> SolveResult:
+        """The agent loop: ask the model, run its code, feed the output back, until it stops."""
+        fmt, budget = run.format, run.budget
+        while True:
+            if len(run.turns) >= self.config.max_model_calls:
+                return run.finish("max_model_calls")
+            if (tokens_left := run.tokens_left()) is not None and tokens_left <= 0:
+                return run.finish("length")
+            final = budget is not None and run.executed >= budget
+            try:
+                reply = await self.client.request(
+                    fmt.build_request(final=final, max_tokens=tokens_left), **run.callbacks()
+                )
+            except ModelError as e:
+                if isinstance(e, AuthenticationError):
+                    raise
+                return run.finish(
+                    "length" if isinstance(e, ContextLengthError) else "error", error=e
+                )
+            turn = run.record(fmt.parse(reply, len(run.turns)))
+            if turn.continues:
+                run.add_text(fmt.feed(turn, []))
+                continue
+            if not turn.calls:
+                return run.finish(run.stop_status(turn))
+            if final:
+                return run.finish("budget_spent")
+            feedback = [await run.execute(call, turn) for call in turn.calls]
+            run.add_text(fmt.feed(turn, feedback))
+
+
+def _default_template(tags: object) -> str:
+    """The chat template a tag preset's models usually use."""
+    return {"llama3": "llama3", "qwen": "qwen"}.get(tags if isinstance(tags, str) else "", "chatml")
+
+
+def _check_messages(problem: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of a conversation, each entry checked (the error names the bad one)."""
+    if not problem:
+        raise ConfigError(
+            "Invalid OpenAI prompt format: the message list is empty; pass at least one user message"
+        )
+    messages = []
+    for i, entry in enumerate(problem):
+        if not isinstance(entry, Mapping):
+            raise ConfigError(
+                f"Invalid OpenAI prompt format: message {i} is a {type(entry).__name__}, not a "
+                f'dict like {{"role": "user", "content": "..."}}: {entry!r:.80}'
+            )
+        role, content = entry.get("role"), entry.get("content")
+        if role not in _ROLES:
+            raise ConfigError(
+                f"Invalid OpenAI prompt format: message {i} has role {role!r}; use one of "
+                f"{', '.join(sorted(_ROLES))}: {dict(entry)!r:.80}"
+            )
+        if not isinstance(content, str | list) and not (
+            role == "assistant" and "tool_calls" in entry
+        ):
+            raise ConfigError(
+                f"Invalid OpenAI prompt format: message {i} ({role}) needs a string 'content': {dict(entry)!r:.80}"
+            )
+        messages.append(dict(entry))
+    return messages
+
+
+class _Run:
+    """The state of one solve: conversation, counters, transcript, sandbox session, events."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        problem: Problem,
+        seed: int | None,
+        fields: Mapping[str, Any],
+        emit: Callable[[Event], None] | None,
+    ) -> None:
+        config = agent.config
+        self.agent = agent
+        self.config = config
+        self.seed = seed
+        self.emit = emit
+        self.total = draw_total_code_executions(config.total_code_executions_in_prompt, seed or 0)
+        if self.total is None and agent.prompt.needs_total_code_executions():
+            self.total = config.max_code_executions
+        self.budget = (
+            self.total if config.override_max_code_executions else config.max_code_executions
+        )
+        if isinstance(problem, str):
+            self.problem_id = hashlib.blake2b(problem.encode(), digest_size=5).hexdigest()
+            messages = agent.prompt.build_messages(
+                {"problem": problem, **fields}, tags=agent.tags, total_code_executions=self.total
+            )
+        elif isinstance(problem, Sequence):
+            messages = _check_messages(cast(Sequence[Mapping[str, Any]], problem))
+            self.problem_id = hashlib.blake2b(repr(messages).encode(), digest_size=5).hexdigest()
+        else:
+            raise ConfigError(
+                f"A problem is a string or a list of chat messages, not {type(problem).__name__}"
+            )
+        params: dict[str, Any] = {}
+        for key in ("temperature", "top_p", "reasoning_effort", "extra_body"):
+            if (value := getattr(config, key)) is not None:
+                params[key] = value
+        if seed is not None:
+            params["seed"] = seed
+        self.format: Format
+        if config.api == "completions":
+            params.pop("reasoning_effort", None)
+            template = cast(ChatTemplate, agent.template)
+            self.format = CompletionTagsFormat(
+                template.render(messages), messages, agent.tags, params, template.stop
+            )
+        elif config.format == "tools":
+            self.format = ToolsFormat(messages, agent.tags, params)
+        else:
+            self.format = ChatTagsFormat(messages, agent.tags, params)
+        self.turns: list[Turn] = []
+        self.executions: list[Execution] = []
+        self.executed = 0
+        self.usage = Usage()
+        self.parts: list[str] = []
+        self.started = time.perf_counter()
+        self._stack = AsyncExitStack()
+        self._session: SandboxSession | None = None
+
+    async def __aenter__(self) -> _Run:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    def tokens_left(self) -> int | None:
+        """What remains of the solution's token budget (``None``: no budget)."""
+        if self.config.max_tokens is None:
+            return None
+        return self.config.max_tokens - self.usage.completion_tokens
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        """Streaming callbacks for the client (none when not streaming: plain requests)."""
+        emit = self.emit
+        if emit is None:
+            return {}
+        index = len(self.turns)
+        watcher = BlockWatcher(self.agent.tags)
+
+        def on_text(text: str) -> None:
+            emit(TextDelta(turn=index, text=text))
+            if self.format.name != "tools" and watcher.feed(text):
+                emit(CodeStart(turn=index))
+
+        return {"on_text": on_text, "on_tool_call": lambda: emit(CodeStart(turn=index))}
+
+    def record(self, turn: Turn) -> Turn:
+        """Count a model reply and add its text to the generation."""
+        self.turns.append(turn)
+        self.usage += turn.usage
+        self.parts.append(turn.text)
+        if _std.isEnabledFor(logging.INFO):  # skip building the event when nobody listens
+            log.info(
+                "model.call",
+                turn=turn.index,
+                prompt_tokens=turn.usage.prompt_tokens,
+                completion_tokens=turn.usage.completion_tokens,
+                latency=round(turn.latency, 4),
+                finish_reason=turn.finish_reason,
+                calls=len(turn.calls),
+            )
+        if self.emit is not None:
+            for call in turn.calls:
+                self.emit(CodeComplete(turn=turn.index, call=call))
+            self.emit(TurnEnd(turn=turn))
+        return turn
+
+    def add_text(self, text: str) -> None:
+        """Add fed-back text (formatted outputs) to the generation."""
+        self.parts.append(text)
+
+    async def _open_session(self) -> SandboxSession:
+        if self._session is None:
+            sandbox = self.agent._sandbox or await self._default_sandbox()
+            self._session = await self._stack.enter_async_context(sandbox.session())
+        return self._session
+
+    async def _default_sandbox(self) -> Sandbox:
+        loop = asyncio.get_running_loop()
+        sandbox = self.agent._own_sandboxes.get(loop)
+        if sandbox is None:
+            from tir_agent.sandbox.local import LocalSandbox  # heavy: only when code runs
+
+            sandbox = self.agent._own_sandboxes[loop] = LocalSandbox()
+        return cast(Sandbox, sandbox)
+
+    async def execute(self, call: CodeCall, turn: Turn) -> Feedback:
+        """Run one call within the budget; refused calls are answered, not run."""
+        if call.code is None:
+            return Feedback(call, None, call.error or "Error: no code")
+        if self.budget is not None and self.executed >= self.budget:
+            return Feedback(call, None, RUN_OUT_HINT)
+        session = await self._open_session()
+        started = time.perf_counter()
+        result = await session.run(
+            call.code,
+            timeout=self.config.code_execution_timeout,
+            max_output_characters=self.config.max_code_output_characters,
+        )
+        duration = time.perf_counter() - started
+        self.executed += 1
+        hint = (
+            hint_after(self.executed, self.budget)
+            if self.config.add_remaining_code_executions
+            else ""
+        )
+        if not hint and self.format.name == "tools" and self.executed == self.budget:
+            hint = RUN_OUT_HINT  # tools are withdrawn next: the model must learn why
+        execution = Execution.from_result(
+            result, code=call.code, duration=duration, turn=turn.index, call_id=call.id
+        )
+        self.executions.append(execution)
+        if _std.isEnabledFor(logging.INFO):
+            log.info(
+                "code.execute", turn=turn.index, status=result.status, duration=round(duration, 4)
+            )
+        if self.emit is not None:
+            self.emit(ExecutionDone(execution=execution))
+        return Feedback(call, result, hint)
+
+    def stop_status(self, turn: Turn) -> SolveStatus:
+        """Why a reply without code ended the solve."""
+        if turn.finish_reason == "length":
+            return "length"
+        if turn.finish_reason == "content_filter":
+            return "content_filter"
+        return "finished"
+
+    def finish(self, status: SolveStatus, error: ModelError | None = None) -> SolveResult:
+        """The result of the solve."""
+        generation = "".join(self.parts)
+        fmt = self.format
+        messages = list(fmt.messages())
+        result = SolveResult(
+            answer=extract_answer(generation),
+            generation=generation,
+            messages=messages,
+            prompt=fmt.prompt(),
+            turns=self.turns,
+            executions=self.executions,
+            usage=self.usage,
+            generation_time=time.perf_counter() - self.started,
+            code_execution_time=sum(e.duration for e in self.executions),
+            status=status,
+            error=None if error is None else str(error),
+            model=self.config.model,
+            format=fmt.name,
+            max_code_executions=self.budget,
+            total_code_executions=self.total,
+            seed=self.seed,
+        )
+        if _std.isEnabledFor(logging.INFO):
+            log.info(
+                "solve.finish",
+                status=status,
+                turns=len(self.turns),
+                executions=len(self.executions),
+                tokens=self.usage.completion_tokens,
+            )
+        return result

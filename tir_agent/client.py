@@ -1,0 +1,327 @@
+"""The model client: the only module that touches the ``openai`` SDK.
+
+It sends a :class:`~tir_agent.formats.base.ModelRequest`, retries transient failures with backoff
+(honouring ``retry-after``), adapts parameters for reasoning models, assembles streamed replies
+(text, tool-call argument deltas, the usage chunk) and translates SDK errors into
+:mod:`tir_agent.errors` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import random
+import re
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+import httpx2
+import openai
+
+from tir_agent import errors
+from tir_agent._log import get_logger
+from tir_agent.formats.base import ModelReply, ModelRequest, ToolCallData
+from tir_agent.turn import Usage
+
+log = get_logger(__name__)
+_std = logging.getLogger(__name__)
+
+OPENAI_URL = "https://api.openai.com/v1"
+_REASONING = re.compile(r"^(o\d|gpt-5)")
+_RETRY_STATUS = frozenset({408, 409, 429})
+_SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty", "logprobs")
+_CONTEXT = re.compile(r"context[_ ]length|maximum context|context window|too many tokens", re.I)
+
+
+def is_reasoning_model(model: str) -> bool:
+    """OpenAI reasoning models (``o1``, ``o3-mini``, ``gpt-5`` ...) per REFERENCE.md §6."""
+    return bool(_REASONING.match(model.rsplit("/", 1)[-1]))
+
+
+def _retry_after(headers: httpx2.Headers) -> float | None:
+    """Seconds the server asks us to wait (``retry-after-ms``, ``retry-after`` seconds or date)."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(ms) / 1000
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        return None if parsed is None else max(0.0, email.utils.mktime_tz(parsed) - time.time())
+
+
+def translate(e: openai.OpenAIError) -> errors.ModelError:
+    """The project's exception for an SDK error (the one place this mapping lives)."""
+    if isinstance(e, openai.APIStatusError):
+        status, message = e.status_code, f"{e.status_code} from the model endpoint: {e.message}"
+        if status in (401, 403):
+            return errors.AuthenticationError(
+                f"{message}. Check the API key (api_key=... or OPENAI_API_KEY) and its permissions.",
+                status_code=status,
+            )
+        if status == 429:
+            return errors.RateLimitError(
+                f"{message} (still rate limited after retries)", status_code=status
+            )
+        if status in (400, 413, 422) and (
+            e.code == "context_length_exceeded" or _CONTEXT.search(e.message)
+        ):
+            return errors.ContextLengthError(message, status_code=status)
+        if status in (400, 404, 422):
+            return errors.BadRequestError(message, status_code=status)
+        return errors.ModelError(message, status_code=status)
+    return errors.ModelError(f"model endpoint unreachable: {e}")
+
+
+class ModelClient:
+    """Sends requests to one OpenAI-compatible endpoint for one model.
+
+    One SDK client is kept per event loop (an HTTP connection pool belongs to the loop that opened
+    it), so the same client serves ``solve()`` (on a private loop) and ``asolve()`` (on yours).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str,
+        api_key: str,
+        timeout: float | None = 600.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        http_client: httpx2.AsyncClient | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = base_url
+        self.reasoning = is_reasoning_model(model)
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self._api_key = api_key
+        self._timeout = timeout
+        self._http_client = http_client
+        self._sdk: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._rejected: set[str] = set()
+        """Parameters the endpoint rejected with a 400; dropped (or renamed) from then on."""
+        self._warned: set[str] = set()
+
+    def _client(self) -> openai.AsyncOpenAI:
+        loop = asyncio.get_running_loop()
+        client = self._sdk.get(loop)
+        if client is None:
+            client = openai.AsyncOpenAI(
+                api_key=self._api_key,
+                base_url=self.base_url,
+                timeout=self._timeout,
+                max_retries=0,  # retries happen in request(), with logging and our backoff
+                http_client=self._http_client,
+            )
+            self._sdk[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the SDK client of the running loop (others close with their loop)."""
+        client = self._sdk.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    def _warn(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning("model.parameter_dropped", model=self.model, parameter=key, reason=message)
+
+    def _adapt(self, request: ModelRequest) -> dict[str, Any]:
+        """Parameters as this model accepts them (REFERENCE.md §6 and what the endpoint rejected)."""
+        params = dict(request.params)
+        params["model"] = self.model
+        rejected = self._rejected
+        if (self.reasoning or "max_tokens" in rejected) and "max_tokens" in params:
+            params["max_completion_tokens"] = params.pop("max_tokens")
+        if self.reasoning:
+            if request.api == "chat":
+                params["messages"] = [
+                    {**m, "role": "developer"} if m.get("role") == "system" else m
+                    for m in params["messages"]
+                ]
+            rejected = rejected | {"stop", *_SAMPLING}
+        for key in rejected:
+            if key in params and key != "max_tokens":
+                del params[key]
+                self._warn(key, "not supported by this model")
+        return params
+
+    def _learn(self, e: openai.BadRequestError, params: dict[str, Any]) -> bool:
+        """A 400 naming a parameter we can drop or rename: remember it; ``True`` to resend."""
+        text = f"{e.param or ''} {e.message}"
+        for key in ("stop", "max_tokens", "temperature", "top_p", "seed", "presence_penalty"):
+            if key in params and key not in self._rejected and re.search(rf"\b{key}\b", text):
+                self._rejected.add(key)
+                return True
+        return False
+
+    async def request(
+        self,
+        request: ModelRequest,
+        *,
+        on_text: Callable[[str], None] | None = None,
+        on_tool_call: Callable[[], None] | None = None,
+    ) -> ModelReply:
+        """Send ``request``; stream when a callback is given. Raises :class:`errors.ModelError`."""
+        started = time.perf_counter()
+        attempt = 0
+        while True:
+            params = self._adapt(request)
+            try:
+                if on_text is None and on_tool_call is None:
+                    reply = await self._once(request.api, params)
+                else:
+                    reply = await self._stream(request.api, params, on_text, on_tool_call)
+            except openai.BadRequestError as e:
+                if self._learn(e, params):
+                    continue
+                raise translate(e) from e
+            except (openai.APIStatusError, openai.APIConnectionError) as e:
+                status = getattr(e, "status_code", None)
+                retryable = status is None or status in _RETRY_STATUS or status >= 500
+                if not retryable or attempt >= self.max_retries:
+                    raise translate(e) from e
+                wait = (
+                    _retry_after(e.response.headers)
+                    if isinstance(e, openai.APIStatusError)
+                    else None
+                )
+                if wait is None:
+                    wait = self.backoff * 2**attempt * (0.5 + random.random())
+                attempt += 1
+                log.warning("model.retry", status=status, attempt=attempt, wait=round(wait, 3))
+                await asyncio.sleep(min(wait, 120.0))
+                continue
+            except openai.OpenAIError as e:
+                raise translate(e) from e
+            reply.stop_sent = "stop" in params
+            reply.latency = time.perf_counter() - started
+            return reply
+
+    async def _once(self, api: str, params: dict[str, Any]) -> ModelReply:
+        client = self._client()
+        if api == "chat":
+            completion = await client.chat.completions.create(**params)
+            choice = completion.choices[0]
+            message = choice.message
+            calls = [
+                ToolCallData(tc.id, tc.function.name, tc.function.arguments)
+                for tc in message.tool_calls or ()
+                if tc.type == "function"
+            ]
+            extra = message.model_extra or {}
+            reasoning = extra.get("reasoning_content") or extra.get("reasoning")
+            text = message.content or ""
+        else:
+            completion = await client.completions.create(**params)
+            choice = completion.choices[0]  # type: ignore[assignment]
+            calls, reasoning, text = [], None, choice.text  # type: ignore[attr-defined]
+        return ModelReply(
+            text=text,
+            finish_reason=_finish(choice.finish_reason),
+            usage=_usage(completion.usage),
+            tool_calls=calls,
+            matched_stop=_matched_stop(choice),
+            reasoning=reasoning if isinstance(reasoning, str) else None,
+        )
+
+    async def _stream(
+        self,
+        api: str,
+        params: dict[str, Any],
+        on_text: Callable[[str], None] | None,
+        on_tool_call: Callable[[], None] | None,
+    ) -> ModelReply:
+        client = self._client()
+        params = {**params, "stream": True, "stream_options": {"include_usage": True}}
+        create = client.chat.completions.create if api == "chat" else client.completions.create
+        stream: Any = await create(**params)
+        text: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+        finish: Any = None
+        matched: str | int | None = None
+        usage = Usage()
+        async for chunk in stream:
+            if chunk.usage is not None:
+                usage = _usage(chunk.usage)
+            if not chunk.choices:
+                continue
+            choice = chunk.choices[0]
+            if api == "chat":
+                delta = choice.delta
+                piece = delta.content
+                extra = delta.model_extra or {}
+                thought = extra.get("reasoning_content") or extra.get("reasoning")
+                if isinstance(thought, str):
+                    reasoning.append(thought)
+                for tc in delta.tool_calls or ():
+                    slot = calls.get(tc.index)
+                    if slot is None:
+                        slot = calls[tc.index] = ["", "", ""]
+                        if on_tool_call is not None:
+                            on_tool_call()
+                    if tc.id:
+                        slot[0] = tc.id
+                    if tc.function is not None:
+                        slot[1] += tc.function.name or ""
+                        slot[2] += tc.function.arguments or ""
+            else:
+                piece = choice.text
+            if piece:
+                text.append(piece)
+                if on_text is not None:
+                    on_text(piece)
+            if choice.finish_reason is not None:
+                finish = choice.finish_reason
+                matched = _matched_stop(choice)
+        return ModelReply(
+            text="".join(text),
+            finish_reason=_finish(finish),
+            usage=usage,
+            tool_calls=[ToolCallData(*calls[i]) for i in sorted(calls)],
+            matched_stop=matched,
+            reasoning="".join(reasoning) or None,
+        )
+
+
+_FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
+
+
+def _finish(value: Any) -> Any:
+    """The finish reason if it is a standard one (servers invent others, e.g. ``eos``)."""
+    if value in _FINISH:
+        return value
+    return None if value is None else "stop"
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "completion_tokens_details", None)
+    reasoning = getattr(details, "reasoning_tokens", None) or 0
+    return Usage(
+        prompt_tokens=usage.prompt_tokens or 0,
+        completion_tokens=usage.completion_tokens or 0,
+        reasoning_tokens=reasoning,
+    )
+
+
+def _matched_stop(choice: Any) -> str | int | None:
+    """vLLM's ``stop_reason`` or SGLang's ``matched_stop``, when the server reports one."""
+    extra = choice.model_extra or {}
+    value = extra.get("stop_reason", extra.get("matched_stop"))
+    return value if isinstance(value, str | int) else None

@@ -1,0 +1,129 @@
+"""Native function calling: ``python_exec`` is a real tool (REFERENCE.md §6)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+
+from tir_agent._resources import data_dir
+from tir_agent.formats.base import Feedback, ModelReply, ModelRequest, ToolCallData
+from tir_agent.formats.output import format_result
+from tir_agent.formats.tags import TagPreset
+from tir_agent.turn import CodeCall, Turn
+
+TOOL_NAME = "python_exec"
+
+
+@cache
+def tool_definition() -> dict[str, Any]:
+    """The ``python_exec`` function as the chat API expects it (schema from ``tools/``)."""
+    spec = json.loads((data_dir("tools") / f"{TOOL_NAME}.json").read_text(encoding="utf-8"))
+    return {"type": "function", "function": spec}
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(tool_definition()["function"]["parameters"])
+
+
+_HOW = 'Call python_exec with a JSON object {"code": "<python source>"}.'
+
+
+def parse_call(tool_call: ToolCallData) -> CodeCall:
+    """A tool call as a :class:`CodeCall`; malformed ones carry the error the model is sent."""
+
+    def refused(error: str) -> CodeCall:
+        return CodeCall(code=None, id=tool_call.id, arguments=tool_call.arguments, error=error)
+
+    if tool_call.name != TOOL_NAME:
+        return refused(f"Error: unknown tool {tool_call.name!r}; the only tool is {TOOL_NAME}.")
+    try:
+        args = json.loads(tool_call.arguments)
+    except json.JSONDecodeError as e:
+        return refused(
+            f"Error: the arguments are not valid JSON ({e.msg} at position {e.pos}). {_HOW}"
+        )
+    error = next(iter(_validator().iter_errors(args)), None)
+    if error is not None:
+        return refused(f"Error: invalid arguments: {error.message}. {_HOW}")
+    return CodeCall(code=args["code"], id=tool_call.id, arguments=tool_call.arguments)
+
+
+def code_block(tags: TagPreset, code: str) -> str:
+    """How a tool call's code reads in the generation: between the tags, on its own lines."""
+    head = tags.code_begin if tags.code_begin.endswith("\n") else tags.code_begin + "\n"
+    body = code if code.endswith("\n") else code + "\n"
+    return head + body + tags.code_end
+
+
+class ToolsFormat:
+    """Chat completions with the ``python_exec`` tool; outputs go back as tool messages."""
+
+    name: Literal["tools"] = "tools"
+
+    def __init__(
+        self, messages: list[dict[str, Any]], tags: TagPreset, params: dict[str, Any]
+    ) -> None:
+        self.tags = tags
+        self._messages = messages
+        self._params = params
+
+    def build_request(self, *, final: bool, max_tokens: int | None) -> ModelRequest:
+        """Messages plus the tool; ``tool_choice="none"`` once the budget is spent."""
+        params = {**self._params, "messages": self._messages, "tools": [tool_definition()]}
+        if final:
+            params["tool_choice"] = "none"
+        if max_tokens is not None:
+            params["max_tokens"] = max_tokens
+        return ModelRequest("chat", params)
+
+    def parse(self, reply: ModelReply, index: int) -> Turn:
+        """Tool calls become code calls (validated); the assistant message joins the history."""
+        calls = tuple(parse_call(tc) for tc in reply.tool_calls)
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.name, "arguments": tc.arguments},
+                }
+                for tc in reply.tool_calls
+            ]
+        self._messages.append(message)
+        return Turn(
+            index=index,
+            text=reply.text,
+            calls=calls,
+            finish_reason=reply.finish_reason,
+            usage=reply.usage,
+            latency=reply.latency,
+            reasoning=reply.reasoning,
+        )
+
+    def feed(self, turn: Turn, feedback: list[Feedback]) -> str:
+        """One tool message per call, in order; executed calls enter the generation as blocks."""
+        transcript = []
+        for item in feedback:
+            body = item.result.stdout + item.result.stderr if item.result is not None else ""
+            self._messages.append(
+                {"role": "tool", "tool_call_id": item.call.id, "content": body + item.hint}
+            )
+            if item.result is not None and item.call.code is not None:
+                transcript.append(code_block(self.tags, item.call.code))
+                transcript.append(format_result(self.tags, item.result, item.hint))
+        text = "".join(transcript)
+        if text and turn.text and not turn.text.endswith("\n"):
+            text = "\n" + text
+        return text
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as sent."""
+        return self._messages
+
+    def prompt(self) -> str | None:
+        """Not a completions format."""
+        return None
