@@ -32,18 +32,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import structlog
 
-from tir_agent.errors import TirAgentError
+from tir_agent.answers import extract_answer
+from tir_agent.errors import ConfigError, TirAgentError
 
 __all__ = [
     "GradingPool",
     "choice_letter",
     "grade_many",
+    "grade_records",
     "is_equivalent",
     "normalize_answer",
 ]
@@ -177,6 +180,39 @@ def grade_many(
         for index in pending[pair]:
             verdicts[index] = verdict
     return [bool(v) for v in verdicts]
+
+
+def grade_records(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    expected_key: str = "expected_answer",
+    generation_key: str = "generation",
+    workers: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    pool: GradingPool | None = None,
+) -> list[dict[str, Any]]:
+    """Each record plus ``predicted_answer`` (the last ``\\boxed{}`` of its generation, or
+    ``None``) and ``symbolic_correct``, graded in parallel by :func:`grade_many`.
+
+    A record without ``expected_key`` is a :class:`~tir_agent.errors.ConfigError` naming it; a
+    record without a generation (a failed sample) gets no answer and is not correct.
+    """
+    graded: list[dict[str, Any]] = []
+    pairs: list[tuple[str | None, str | None]] = []
+    for index, record in enumerate(records):
+        if record.get(expected_key) is None:
+            raise ConfigError(
+                f"record {index} has no {expected_key!r} to grade against (keys: "
+                f"{', '.join(record)}); pass expected_key= to use another field"
+            )
+        generation = record.get(generation_key)
+        predicted = extract_answer(generation) if isinstance(generation, str) else None
+        graded.append({**record, "predicted_answer": predicted})
+        pairs.append((predicted, str(record[expected_key])))
+    verdicts = grade_many(pairs, workers=workers, timeout=timeout, pool=pool)
+    for record, verdict in zip(graded, verdicts, strict=True):
+        record["symbolic_correct"] = verdict
+    return graded
 
 
 # --- worker processes ---------------------------------------------------------------------------
