@@ -33,8 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
-import structlog
-
+from tir_agent._log import get_logger
 from tir_agent.config import GenerateConfig
 from tir_agent.errors import AuthenticationError, ConfigError, ModelError, SandboxError
 from tir_agent.ratelimit import RateLimiter
@@ -65,7 +64,7 @@ __all__ = [
     "scan_input",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _HEADER = "#tir-agent-journal "
 

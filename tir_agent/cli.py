@@ -1,0 +1,386 @@
+"""The ``tir-agent`` command: ``solve``, ``generate``, ``evaluate``, ``export``.
+
+Options of ``solve`` and ``generate`` come from :func:`tir_agent.config.load_config`: defaults,
+then ``--config FILE``, then the flags, then ``key=value`` / ``++key=value`` overrides (NeMo-Skills'
+names). This is the only module that configures logging. Exit status: 0 done, 1 the model or the
+sandbox failed, 2 invalid options or input (nothing written), 130 interrupted (rerun to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from tir_agent.config import GenerateConfig, config_keys, load_config
+from tir_agent.errors import ConfigError, TirAgentError
+
+__all__ = ["main"]
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    """Flags shared by ``solve`` and ``generate`` (each also settable as an override)."""
+    parser.add_argument(
+        "--config", metavar="FILE", help="YAML file of options (ours or NeMo-Skills')"
+    )
+    parser.add_argument("--model", help="model name (override: model=...)")
+    parser.add_argument(
+        "--base-url", help="OpenAI-compatible endpoint (override: server_address=...)"
+    )
+    parser.add_argument(
+        "--format", choices=["tools", "tags"], help="native tool calls or text tags"
+    )
+    parser.add_argument("--api", choices=["chat", "completions"], help="chat or completions API")
+    parser.add_argument("--tags", help="tag preset for --format tags (override: code_tags=...)")
+    parser.add_argument(
+        "--prompt", help="prompt config name or YAML path (override: prompt_config=...)"
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log INFO events (-vv: DEBUG)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tir-agent",
+        description="Tool-integrated reasoning: a model solves problems by writing Python that a "
+        "sandbox runs. Options of solve/generate accept key=value and ++key=value overrides "
+        "with NeMo-Skills' names (see `tir-agent generate --list-options`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    solve = sub.add_parser("solve", help="solve one problem and print the solution readably")
+    solve.add_argument("problem", help="the problem statement")
+    _common(solve)
+    solve.add_argument("--seed", type=int, help="sampling seed (and budget draw)")
+    solve.add_argument("--json", action="store_true", help="print the whole result as JSON")
+    solve.set_defaults(handler=_solve)
+
+    gen = sub.add_parser(
+        "generate",
+        help="generate solutions for a JSONL file (restartable)",
+        description="Every input row (times every seed) through the model; output rows are the "
+        "input fields plus generation and statistics. Rerun the same command after a crash: "
+        "finished samples are kept. num_random_seeds=S writes <output stem>-rs{seed}.jsonl.",
+    )
+    gen.add_argument("--input", "-i", metavar="FILE", help="input JSONL (one problem per line)")
+    gen.add_argument("--output", "-o", metavar="FILE", help="output JSONL")
+    _common(gen)
+    gen.add_argument("--concurrency", type=int, help="samples in flight (max_concurrent_requests)")
+    gen.add_argument(
+        "--dry-run", action="store_true", help="print the first prompt and request, exit"
+    )
+    gen.add_argument("--retry-errors", action="store_true", help="redo samples saved with an error")
+    gen.add_argument(
+        "--overwrite", action="store_true", help="discard earlier results (skip_filled=false)"
+    )
+    gen.add_argument("--keep-conversation", action="store_true", help="add messages to each row")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    gen.add_argument("--list-options", action="store_true", help="print every option key and exit")
+    gen.set_defaults(handler=_generate)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="grade generations and print metrics",
+        description="Grades each file (predicted_answer, symbolic_correct, written back in place "
+        "or into --output-dir) and prints pass@k, pass@1[avg-of-k], majority@k, no_answer. "
+        "Several files are several seeds of the same rows (out-rs0.jsonl out-rs1.jsonl ...).",
+    )
+    ev.add_argument(
+        "files", nargs="+", metavar="FILE", help="generation JSONL files (one per seed)"
+    )
+    ev.add_argument(
+        "--output-dir", metavar="DIR", help="write graded files here instead of in place"
+    )
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    ev.add_argument(
+        "--expected-key", default="expected_answer", help="field with the reference answer"
+    )
+    ev.add_argument("--workers", type=int, help="grading processes (default: CPU count; 0 inline)")
+    ev.add_argument("--ks", help="comma-separated k values (default 1, 2, 4, ... S)")
+    ev.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
+    ev.set_defaults(handler=_evaluate)
+
+    from tir_agent import export  # the export command's flags live with the filters
+
+    ex = sub.add_parser(
+        "export",
+        help="filter solutions into training data and convert formats",
+        description=export.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_arguments(ex)
+    ex.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
+    ex.set_defaults(handler=_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``tir-agent`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [a for a in extra if "=" in a and not a.startswith("-")]
+    unknown = [a for a in extra if a not in overrides]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if overrides and args.command not in ("solve", "generate"):
+        parser.error(f"{args.command} takes no key=value overrides: {' '.join(overrides)}")
+    _configure_logging(args.verbose)
+    try:
+        return int(args.handler(args, overrides))
+    except ConfigError as e:
+        print(f"tir-agent: error: {e}", file=sys.stderr)
+        return 2
+    except TirAgentError as e:
+        print(f"tir-agent: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tir-agent: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(message)s", force=True)
+
+
+def _config(args: argparse.Namespace, overrides: list[str], **more: Any) -> GenerateConfig:
+    flags = {
+        "model": args.model,
+        "server_address": args.base_url,
+        "format": args.format,
+        "api": args.api,
+        "code_tags": args.tags,
+        "prompt_config": args.prompt,
+        **more,
+    }
+    base = {k: v for k, v in flags.items() if v is not None}
+    return load_config(args.config, overrides, base=base)
+
+
+# -- solve ------------------------------------------------------------------------------------
+
+
+def _solve(args: argparse.Namespace, overrides: list[str]) -> int:
+    from tir_agent.batch import build_agent
+
+    config = _config(args, overrides)
+
+    async def run() -> Any:
+        agent = build_agent(config)
+        try:
+            return await agent.asolve(args.problem, seed=args.seed), agent
+        finally:
+            await agent.aclose()
+
+    result, agent = asyncio.run(run())
+    if args.json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print_solution(result, agent.tags.code_begin, sys.stdout)
+    return 1 if result.status == "error" else 0
+
+
+def print_solution(result: Any, code_begin: str, stream: TextIO) -> None:
+    """A :class:`~tir_agent.turn.SolveResult` for people: text, code, outputs, answer, figures."""
+    from rich.console import Console
+    from rich.panel import Panel
+    from rich.syntax import Syntax
+    from rich.text import Text
+
+    console = Console(file=stream, highlight=False, soft_wrap=True)
+    for turn in result.turns:
+        text = turn.text
+        if turn.calls and result.format != "tools" and code_begin in text:
+            text = text[: text.rfind(code_begin)]  # the code is shown below, from the call
+        if text.strip():
+            console.print(Text(text.strip("\n")))
+        for execution in (e for e in result.executions if e.turn == turn.index):
+            console.print(Panel(Syntax(execution.code.rstrip("\n"), "python"), title="code"))
+            output = execution.stdout + execution.stderr
+            title = "output" if execution.status == "completed" else f"output ({execution.status})"
+            console.print(Panel(Text(output.rstrip("\n") or "(no output)"), title=title))
+    if result.error:
+        console.print(Text(f"error: {result.error}"))
+    console.print(Text(f"answer: {result.answer}"))
+    console.print(
+        Text(
+            f"status {result.status} · {len(result.executions)} executions · "
+            f"{len(result.turns)} model calls · {result.usage.completion_tokens} tokens · "
+            f"{result.generation_time:.2f} s"
+        )
+    )
+
+
+# -- generate ---------------------------------------------------------------------------------
+
+
+def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from tir_agent import batch
+
+    if args.list_options:
+        for key in config_keys():
+            print(key)
+        return 0
+    if not args.input or not args.output:
+        raise ConfigError("generate needs --input FILE and --output FILE")
+    more: dict[str, Any] = {}
+    if args.concurrency is not None:
+        more["max_concurrent_requests"] = args.concurrency
+    if args.retry_errors:
+        more["retry_errors"] = True
+    if args.overwrite:
+        more["skip_filled"] = False
+    if args.keep_conversation:
+        more["keep_conversation"] = True
+    config = _config(args, overrides, **more)
+    source, target = Path(args.input), Path(args.output)
+    if not source.is_file():
+        raise ConfigError(f"Input file {source} does not exist")
+    if not target.parent.is_dir():
+        raise ConfigError(f"Output folder {target.parent} does not exist")
+    if source.resolve() == target.resolve():
+        raise ConfigError("--output must differ from --input")
+    if args.dry_run:
+        return asyncio.run(_dry_run(config, source))
+    progress = batch.make_progress(sys.stderr, enabled=not args.no_progress)
+    summary = asyncio.run(batch.generate(source, target, config, progress=progress))
+    names = ", ".join(str(p) for p in summary.outputs)
+    print(
+        f"wrote {names}: {summary.generated} samples generated, {summary.skipped} kept from an "
+        f"earlier run",
+        file=sys.stderr,
+    )
+    if summary.errors:
+        print(
+            f"{summary.errors} samples failed (saved with an 'error' field); rerun with "
+            "--retry-errors to retry them",
+            file=sys.stderr,
+        )
+    return 0
+
+
+async def _dry_run(config: GenerateConfig, source: Path) -> int:
+    """Print the first row's prompt and the exact request the agent would send; send nothing."""
+    import httpx2
+
+    from tir_agent.batch import AgentSolver, Job, build_agent, read_rows, scan_input
+
+    captured: list[httpx2.Request] = []
+
+    def refuse(request: httpx2.Request) -> httpx2.Response:
+        captured.append(request)
+        error = {"message": "dry run: not sent", "type": "dry_run", "param": None, "code": None}
+        return httpx2.Response(418, json={"error": error})
+
+    dry = config.model_copy(update={"max_retries": 0})
+    if dry.api_key is None:
+        dry = dry.model_copy(update={"api_key": "dry-run"})
+    client = httpx2.AsyncClient(transport=httpx2.MockTransport(refuse))
+    agent = build_agent(dry, http_client=client)
+    try:
+        solver = AgentSolver(dry, agent)
+        scan = scan_input(source, solver.validate, config.max_samples)
+        _, _, row = next(read_rows(source, 1))
+        await solver(Job(index=0, seed=config.seeds()[0], row=row))
+    finally:
+        await agent.aclose()
+    if not captured:
+        raise ConfigError("dry run: the agent made no request")
+    body = json.loads(captured[0].content)
+    print(f"# {scan.rows} rows x {len(config.seeds())} seeds; first row's prompt:")
+    if "messages" in body:
+        for message in body["messages"]:
+            print(f"--- {message.get('role')}")
+            print(message.get("content"))
+    else:
+        print(body.get("prompt"))
+    print(f"# request: POST {captured[0].url}")
+    print(json.dumps(body, indent=2, ensure_ascii=False))
+    return 0
+
+
+# -- evaluate ---------------------------------------------------------------------------------
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"Cannot read {path}: {e.strerror or e}") from None
+    with handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+    return rows
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    from rich.console import Console
+
+    from tir_agent.grading import grade_records
+    from tir_agent.metrics import compute_metrics
+
+    paths = [Path(f) for f in args.files]
+    out_dir = Path(args.output_dir) if args.output_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else None
+    seeds: list[list[dict[str, Any]]] = []
+    for path in paths:
+        rows = _read_jsonl(path)
+        if seeds and len(rows) != len(seeds[0]):
+            raise ConfigError(
+                f"{path} has {len(rows)} rows but {paths[0]} has {len(seeds[0])}; the files must "
+                "be seeds of the same input"
+            )
+        try:
+            graded = grade_records(rows, expected_key=args.expected_key, workers=args.workers)
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        _write_jsonl(out_dir / path.name if out_dir else path, graded)
+        seeds.append(graded)
+    problems = [[seed[i] for seed in seeds] for i in range(len(seeds[0]))]
+    metrics = compute_metrics(problems, ks=ks)
+    if args.json:
+        print(metrics.to_json())
+    else:
+        Console(file=sys.stdout).print(metrics.to_table(title=", ".join(args.files)))
+    return 0
+
+
+# -- export -----------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace, overrides: list[str]) -> int:
+    from tir_agent import export
+
+    counts = export.run(args)
+    print(export.report(counts), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
