@@ -398,7 +398,11 @@ def get_chat_template(spec: str | os.PathLike[str] | ChatTemplate, **kwargs: Any
     if isinstance(spec, str):
         if "{%" in spec or "{{" in spec:
             return JinjaChatTemplate(spec, **kwargs)
-        if spec in BUILTIN_TEMPLATES and not kwargs:
+        if spec in BUILTIN_TEMPLATES:
+            if kwargs:
+                raise ConfigError(
+                    f"the built-in chat template {spec!r} takes no options ({', '.join(kwargs)})"
+                )
             return BUILTIN_TEMPLATES[spec]
     path = Path(spec)
     if path.is_dir():

@@ -58,8 +58,9 @@ DEFAULT_TIMEOUT = 5.0
 
 _CHOICE = re.compile(r"^(?:\\text(?:bf)?\{)?\(?\s*(?:\\text(?:bf)?\{)?([A-J])\}?\s*\)?\}?$")
 _INTEGER = re.compile(r"^[+-]?\d{1,50}$")
-_INLINE_LIMIT = 16
-"""Up to this many pairs needing math-verify are graded inline (main thread only)."""
+_INLINE_LIMIT = 64
+"""Up to this many pairs needing math-verify are graded inline (main thread only): starting worker
+processes costs about as much as grading this many pairs."""
 
 
 def normalize_answer(answer: str) -> str:

@@ -272,3 +272,8 @@ def test_passthrough() -> None:
     template = get_chat_template("llama3")
     assert isinstance(template, ChatTemplate)
     assert get_chat_template(template) is template
+
+
+def test_builtin_templates_take_no_options() -> None:
+    with pytest.raises(ConfigError, match="takes no options"):
+        get_chat_template("qwen", bos_token="<s>")
