@@ -10,7 +10,8 @@ For each k in ``ks`` (default 1, 2, 4, ... up to S, and S):
 - ``pass@k``: the unbiased estimator ``1 - C(n-c, k) / C(n, k)`` per problem (n samples, c
   correct), averaged over problems;
 - ``pass@1[avg-of-k]``: the accuracy of each of the first k seeds, averaged, with the standard
-  deviation across those seeds (sample std, ``ddof=1``; 0 for k = 1);
+  deviation across those seeds (sample std, ``ddof=1``; 0 for k = 1) and its standard error
+  ``std / sqrt(k)``, as NeMo-Skills' ``std_dev_across_runs`` / ``std_err_across_runs``;
 - ``majority@k``: per problem, the most common non-empty answer among its first k samples
   (answers grouped by :func:`~tir_agent.grading.normalize_answer`); a tie scores the mean
   correctness of the tied answers; no answer at all scores 0.
@@ -95,6 +96,8 @@ class MeanStd(BaseModel):
     """Mean of the per-seed accuracies."""
     std: float
     """Sample standard deviation of the per-seed accuracies (0 for a single seed)."""
+    std_err: float
+    """Standard error of the mean: ``std / sqrt(number of seeds)``."""
 
 
 class EvaluationMetrics(BaseModel):
@@ -195,10 +198,8 @@ def compute_metrics(
     for k in ks:
         pass_k[k] = statistics.fmean(pass_at_k(len(f), sum(f), k) for f in correct)
         accuracies = seed_accuracy[:k]
-        avg[k] = MeanStd(
-            mean=statistics.fmean(accuracies),
-            std=statistics.stdev(accuracies) if k > 1 else 0.0,
-        )
+        std = statistics.stdev(accuracies) if k > 1 else 0.0
+        avg[k] = MeanStd(mean=statistics.fmean(accuracies), std=std, std_err=std / math.sqrt(k))
         majority[k] = statistics.fmean(majority_score(samples[:k]) for samples in problems)
 
     every = [sample for samples in problems for sample in samples]

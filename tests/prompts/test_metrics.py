@@ -62,6 +62,7 @@ def test_metrics_by_hand() -> None:
     assert metrics.pass_at_1_avg[2].std == pytest.approx(math.sqrt(2) / 6)
     assert metrics.pass_at_1_avg[4].mean == pytest.approx(5 / 12)
     assert metrics.pass_at_1_avg[4].std == pytest.approx(math.sqrt(44 / 144 / 3))
+    assert metrics.pass_at_1_avg[4].std_err == pytest.approx(math.sqrt(44 / 144 / 3) / 2)
     # majority@1: 1, 1, 0 (no answer); @2: 1, tie 2/7 -> 0.5, 0; @4: 1, 0.5, tie 4 vs 1/2 -> 0.5
     assert metrics.majority_at_k == pytest.approx({1: 2 / 3, 2: 0.5, 4: 2 / 3})
     assert metrics.no_answer == pytest.approx(3 / 12)
