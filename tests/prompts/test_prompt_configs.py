@@ -107,12 +107,23 @@ def test_tool_output_example_is_the_seed_example_in_tool_output_tags() -> None:
 def test_fewshot_example_follows_the_runtime_tags() -> None:
     prompt = load_prompt("generic/math-tir-fewshot")
     qwen = prompt.build_messages({"problem": "P"}, tags=get_preset("qwen"))[0]["content"]
-    assert "```python\nprint(pow(2, 100, 7))\n```\n```output\n2\n```\n" in qwen
+    assert qwen == (
+        "Solve the following math problem, integrating natural language reasoning with Python "
+        "code executions. Write Python code in a code block exactly as in the example; it is "
+        "executed and its output is shown right after the block. Make sure to put the answer "
+        "(and only answer) inside \\boxed{}.\n\n"
+        "Here is an example of a problem and its solution:\n\n"
+        "Problem:\nWhat is the remainder when $2^{100}$ is divided by 7?\n\n"
+        "Solution:\nI will compute the remainder with Python.\n"
+        "```python\nprint(pow(2, 100, 7))\n```\n```output\n2\n```\n"
+        "The remainder when $2^{100}$ is divided by 7 is 2.\n\n**Final Answer**: \\boxed{2}\n\n\n"
+        "Now solve this problem in the same way:\nP"
+    )
     openmath = prompt.build_messages({"problem": "P"}, tags=get_preset("openmath"))[0]["content"]
     assert "<tool_call>\nprint(pow(2, 100, 7))\n</tool_call>\n```output\n2\n```\n" in openmath
     llama = prompt.build_messages({"problem": "P"}, tags=get_preset("llama3"))[0]["content"]
     expected_output = format_output(get_preset("llama3"), stdout="2\n")
-    assert "<|python_tag|>\nprint(pow(2, 100, 7))\n<|eom_id|>" + expected_output in llama
+    assert "<|python_tag|>\nprint(pow(2, 100, 7))\n<|eom_id|>" + expected_output + "The" in llama
     assert "completed\n[stdout]\n2\n[/stdout]" in llama
 
 
