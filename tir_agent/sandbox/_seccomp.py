@@ -9,7 +9,6 @@ compiles the program once (:func:`compiled_filter`) and every forked session onl
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
@@ -112,7 +111,15 @@ class SeccompUnavailableError(OSError):
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The interpreter's own symbol namespace includes libc; find_library would spawn ldconfig.
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def warm_up() -> None:
+    """Load libc's symbols now (in the template) so the first ``prctl`` in a session is cheap."""
+    libc = _libc()
+    libc.prctl  # noqa: B018 - resolves and caches the function pointer
+    libc.unshare  # noqa: B018
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
