@@ -380,8 +380,12 @@ def _from_tokenizer_config(path: Path, **kwargs: Any) -> JinjaChatTemplate:
         raise ConfigError(
             f"{path} has no chat_template; pass the model's template as a .jinja file or string"
         )
-    kwargs.setdefault("bos_token", _token(config.get("bos_token")))
-    kwargs.setdefault("eos_token", _token(config.get("eos_token")))
+    # Every special token is a template variable, as in transformers (bos, eos, pad, unk, ...).
+    for key, value in config.items():
+        if key.endswith("_token") and isinstance(value, str | dict):
+            kwargs.setdefault(key, _token(value))
+    kwargs.setdefault("bos_token", "")
+    kwargs.setdefault("eos_token", "")
     return JinjaChatTemplate(source, name=str(path), **kwargs)
 
 

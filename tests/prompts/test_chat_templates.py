@@ -188,17 +188,21 @@ def test_jinja_continue_final_message_survives_trim() -> None:
 
 
 def test_tokenizer_config_with_token_dicts(tmp_path: Path) -> None:
-    source = "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"
+    source = (
+        "{{ bos_token }}{% for m in messages %}{{ m.content }}{{ eos_token }}{% endfor %}"
+        "{{ pad_token }}"
+    )
     config = {
         "chat_template": source,
         "bos_token": {"content": "<s>", "lstrip": False, "__type": "AddedToken"},
         "eos_token": "</s>",
+        "pad_token": "<pad>",
     }
     path = tmp_path / "tokenizer_config.json"
     path.write_text(json.dumps(config))
     for spec in (path, str(path), tmp_path):
         template = get_chat_template(spec)
-        assert template.render([{"role": "user", "content": "hi"}]) == "<s>hi</s>"
+        assert template.render([{"role": "user", "content": "hi"}]) == "<s>hi</s><pad>"
         assert template.stop == ("</s>",)
 
 
