@@ -81,6 +81,12 @@ def translate(e: openai.OpenAIError) -> errors.ModelError:
     return errors.ModelError(f"model endpoint unreachable: {e}")
 
 
+_SHARED_HTTP: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx2.AsyncClient] = (
+    weakref.WeakKeyDictionary()
+)
+"""One HTTP connection pool per event loop, shared by every client (built on first use)."""
+
+
 class ModelClient:
     """Sends requests to one OpenAI-compatible endpoint for one model.
 
@@ -118,21 +124,29 @@ class ModelClient:
         loop = asyncio.get_running_loop()
         client = self._sdk.get(loop)
         if client is None:
+            http = self._http_client
+            if http is None:
+                http = _SHARED_HTTP.get(loop)
+                if http is None:
+                    http = _SHARED_HTTP[loop] = openai.DefaultAsyncHttpx2Client()
             client = openai.AsyncOpenAI(
                 api_key=self._api_key,
                 base_url=self.base_url,
                 timeout=self._timeout,
                 max_retries=0,  # retries happen in request(), with logging and our backoff
-                http_client=self._http_client,
+                http_client=http,
             )
             self._sdk[loop] = client
         return client
 
     async def aclose(self) -> None:
-        """Close the SDK client of the running loop (others close with their loop)."""
-        client = self._sdk.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.close()
+        """Forget the SDK client of the running loop.
+
+        The HTTP connection pool is not closed: it is shared by every client on the loop (building
+        one costs ~25 ms, mostly the TLS context) and lives as long as the loop; a pool passed in
+        as ``http_client`` belongs to the caller.
+        """
+        self._sdk.pop(asyncio.get_running_loop(), None)
 
     def _warn(self, key: str, message: str) -> None:
         if key not in self._warned:
@@ -144,26 +158,27 @@ class ModelClient:
         params = dict(request.params)
         params["model"] = self.model
         rejected = self._rejected
-        if (self.reasoning or "max_tokens" in rejected) and "max_tokens" in params:
+        renamed = request.api == "chat" and (self.reasoning or "max_tokens" in rejected)
+        if renamed and "max_tokens" in params:
             params["max_completion_tokens"] = params.pop("max_tokens")
         if self.reasoning:
+            rejected = rejected | {"stop", *_SAMPLING}
             if request.api == "chat":
                 params["messages"] = [
                     {**m, "role": "developer"} if m.get("role") == "system" else m
                     for m in params["messages"]
                 ]
-            rejected = rejected | {"stop", *_SAMPLING}
         for key in rejected:
-            if key in params and key != "max_tokens":
+            if key in params:
                 del params[key]
                 self._warn(key, "not supported by this model")
         return params
 
     def _learn(self, e: openai.BadRequestError, params: dict[str, Any]) -> bool:
         """A 400 naming a parameter we can drop or rename: remember it; ``True`` to resend."""
-        text = f"{e.param or ''} {e.message}"
         for key in ("stop", "max_tokens", "temperature", "top_p", "seed", "presence_penalty"):
-            if key in params and key not in self._rejected and re.search(rf"\b{key}\b", text):
+            named = e.param == key or f"'{key}'" in e.message or f'"{key}"' in e.message
+            if named and key in params and key not in self._rejected:
                 self._rejected.add(key)
                 return True
         return False

@@ -58,7 +58,7 @@ class Harness:
         agent = Agent(
             options.pop("model", "scripted-model"),
             base_url="http://scripted.test/v1",
-            api_key="test-key",
+            api_key=options.pop("api_key", "test-key"),
             format="tools" if self.is_tools else "tags",
             api=self.api,
             tags=tags,

@@ -162,3 +162,22 @@ async def test_budget_drawn_per_seed_and_override(fmt: Harness) -> None:
     again = await fmt.solve(agent, "p", seed=3)
     assert again.total_code_executions == seen[3]  # reproducible from the seed
     assert again.max_code_executions == 8  # no override: the default budget is enforced
+
+
+async def test_conversation_problem(fmt: Harness) -> None:
+    conversation = [
+        {"role": "system", "content": "Use Python."},
+        {"role": "user", "content": "What is 6*7?"},
+    ]
+    agent, server = fmt.agent([Step("", ["print(6*7)\n"]), Step("\\boxed{42}")])
+    result = await fmt.solve(agent, conversation)
+    first = server.requests[0]
+    if fmt.name == "completions":
+        assert agent.template is not None
+        assert first["prompt"] == agent.template.render(conversation)
+        assert first["prompt"].startswith("<|im_start|>system\nUse Python.<|im_end|>\n")
+        assert first["stop"] == ["</tool_call>", "<|im_end|>"]
+        assert result.prompt == first["prompt"] + result.generation
+    else:
+        assert first["messages"] == conversation
+    assert result.messages[:2] == conversation and result.answer == "42"
