@@ -45,6 +45,7 @@ from tir_agent.errors import ConfigError, TirAgentError
 __all__ = [
     "GradingPool",
     "choice_letter",
+    "close_pools",
     "grade_many",
     "grade_records",
     "is_equivalent",
@@ -154,8 +155,9 @@ def grade_many(
     """:func:`is_equivalent` for every ``(predicted, expected)`` pair, in order, in parallel.
 
     ``workers`` worker processes (default: the CPU count; ``0`` grades inline in this thread,
-    with math-verify's timeouts only in the main thread). Pass ``pool`` to reuse running workers
-    across calls.
+    with math-verify's timeouts only in the main thread). The workers are shared by calls with
+    the same settings and stay warm until exit or :func:`close_pools`; pass ``pool`` to use your
+    own :class:`GradingPool` instead.
     """
     verdicts: list[bool | None] = []
     pending: dict[tuple[str, str], list[int]] = {}
@@ -172,11 +174,8 @@ def grade_many(
     elif workers == 0 or (pool is None and len(unique) <= _INLINE_LIMIT and _in_main_thread()):
         seconds = _seconds(timeout) if _in_main_thread() else None
         results = [_verify(pred, gold, seconds) for pred, gold in unique]
-    elif pool is not None:
-        results = pool.grade_settled(unique)
     else:
-        with GradingPool(workers, timeout=timeout) as own:
-            results = own.grade_settled(unique)
+        results = (pool or _shared_pool(timeout, workers)).grade_settled(unique)
     for pair, verdict in zip(unique, results, strict=True):
         for index in pending[pair]:
             verdicts[index] = verdict
@@ -392,18 +391,30 @@ class GradingPool:
         return verdicts
 
 
-_shared: dict[float, GradingPool] = {}
+_shared: dict[tuple[float, int | None], GradingPool] = {}
 _shared_lock = threading.Lock()
 
 
-def _shared_pool(timeout: float) -> GradingPool:
-    """The process pool :func:`is_equivalent` uses outside the main thread (closed at exit)."""
+def _shared_pool(timeout: float, workers: int | None = None) -> GradingPool:
+    """The process pool shared by :func:`is_equivalent` and :func:`grade_many` calls with these
+    settings: its workers stay warm between calls and stop at exit or :func:`close_pools`."""
     with _shared_lock:
-        pool = _shared.get(timeout)
+        pool = _shared.get((timeout, workers))
         if pool is None:
-            pool = _shared[timeout] = GradingPool(timeout=timeout)
-            atexit.register(pool.close)
+            pool = _shared[(timeout, workers)] = GradingPool(workers, timeout=timeout)
         return pool
+
+
+def close_pools() -> None:
+    """Stop the worker processes of the shared pools (they restart on next use)."""
+    with _shared_lock:
+        pools = list(_shared.values())
+        _shared.clear()
+    for pool in pools:
+        pool.close()
+
+
+atexit.register(close_pools)
 
 
 if __name__ == "__main__":

@@ -4,16 +4,26 @@ and grading from worker threads and worker processes (real math-verify, real pro
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 
 import pytest
 
+from tir_agent import grading
 from tir_agent.grading import (
     GradingPool,
     choice_letter,
+    close_pools,
     grade_many,
     is_equivalent,
     normalize_answer,
 )
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _stop_shared_workers() -> Iterator[None]:
+    yield
+    close_pools()
+
 
 EQUAL = [
     ("5", "5.0"),
@@ -157,3 +167,17 @@ def test_a_stuck_worker_is_killed_and_its_pair_counts_as_different() -> None:
         assert first.poll() is not None
         pool._deadline, pool.startup_grace = 10.0, 60.0
         assert pool.grade([("\\frac{1}{4}", "0.25")]) == [True]
+
+
+@pytest.mark.slow
+def test_shared_workers_stay_warm_between_calls_until_closed() -> None:
+    first = [(f"\\frac{{{i}}}{{5}}", f"{i / 5}") for i in range(70)]
+    second = [(f"\\frac{{{i}}}{{8}}", f"{i / 8}") for i in range(70)]
+    assert grade_many(first, workers=1) == [True] * 70
+    pool = grading._shared[(grading.DEFAULT_TIMEOUT, 1)]
+    (process,) = [worker.process for worker in pool._all]
+    assert grade_many(second, workers=1) == [True] * 70
+    assert [worker.process for worker in pool._all] == [process]  # the same, warm worker
+    close_pools()
+    assert process.poll() is not None
+    assert grading._shared == {}
