@@ -287,6 +287,10 @@ def _bwrap_args(config: SandboxConfig, protections: Protections) -> list[str]:
     size = [] if config.workspace_size is None else ["--size", str(config.workspace_size)]
     args += ["--perms", "1777", *size, "--tmpfs", "/tmp"]
     args += ["--perms", "0755", *size, "--tmpfs", WORKSPACE_ROOT]
+    args += [
+        "--remount-ro",
+        "/",
+    ]  # the root tmpfs bwrap builds on; mounts below keep their own mode
     if root:
         args += ["--cap-drop", "ALL"]
         for cap in ZYGOTE_CAPABILITIES:

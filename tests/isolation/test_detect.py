@@ -1,0 +1,109 @@
+"""detect_protections on this host, strict mode, and the small pure helpers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from tir_agent.errors import IsolationError
+from tir_agent.sandbox import isolation
+from tir_agent.sandbox.config import SandboxConfig
+
+ALL = [
+    "network",
+    "filesystem",
+    "pid_namespace",
+    "session_uids",
+    "seccomp",
+    "rlimits",
+    "env_scrubbed",
+]
+
+
+def test_this_host_has_every_protection(protections: isolation.Protections) -> None:
+    # This machine: root, bubblewrap 0.8 at /usr/bin/bwrap, pyseccomp installed (see docs/isolation.md).
+    assert os.geteuid() == 0 and shutil.which("bwrap")
+    assert protections.mechanism == "bwrap"
+    assert protections.active() == ALL
+    assert protections.missing == ()
+    assert protections.workspace_root == isolation.WORKSPACE_ROOT
+    protections.require_strict()  # does not raise
+    print("\n" + protections.table())
+
+
+def test_table_has_one_line_per_protection(protections: isolation.Protections) -> None:
+    lines = protections.table().splitlines()
+    assert lines[0].split() == ["mechanism", "bwrap"]
+    assert [line.split()[0] for line in lines[1:]] == ALL
+    assert all(line.split()[1] == "active" for line in lines[1:])
+
+
+def test_detection_is_cached(config: SandboxConfig, protections: isolation.Protections) -> None:
+    assert isolation.detect_protections(config) is protections
+    same = config.model_copy(update={"timeout": 3.0, "max_output_characters": 5})
+    assert isolation.detect_protections(same) is protections
+
+
+def test_network_allowed_is_reported_and_strict_still_passes() -> None:
+    p = isolation.detect_protections(SandboxConfig(network=True))
+    assert p.network is False and p.network_allowed
+    assert dict(p.missing)["network"] == "network access allowed by config (network=True)"
+    assert p.filesystem and p.session_uids and p.seccomp
+    p.require_strict()
+
+
+def test_strict_refuses_without_filesystem_isolation() -> None:
+    weak = isolation.Protections(
+        mechanism="none",
+        network=False,
+        filesystem=False,
+        pid_namespace=False,
+        session_uids=True,
+        seccomp=True,
+        missing=(("network", "install bubblewrap"), ("filesystem", "install bubblewrap")),
+    )
+    with pytest.raises(IsolationError, match=r"apt-get install bubblewrap") as e:
+        weak.require_strict()
+    assert "no filesystem and no network isolation" in str(e.value)
+    assert "MISSING" in weak.table()
+
+
+def test_protections_round_trip_through_json(protections: isolation.Protections) -> None:
+    import json
+
+    data = json.loads(json.dumps(protections.to_dict()))
+    assert isolation.Protections.from_dict(data) == protections
+
+
+def test_sandbox_env_is_only_ours(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-must-not-leak")
+    env = isolation.sandbox_env(SandboxConfig(env={"FOO": "bar"}), home="/sandbox/s3")
+    assert env["HOME"] == "/sandbox/s3"
+    assert env["LANG"] == "C.UTF-8" and env["PYTHONDONTWRITEBYTECODE"] == "1"
+    assert env["OPENBLAS_NUM_THREADS"] == env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == "1"
+    assert env["FOO"] == "bar"
+    assert "OPENAI_API_KEY" not in env
+    assert not set(env) & (set(os.environ) - set(env))
+
+
+def test_session_uids_are_distinct_and_unprivileged() -> None:
+    uids = [isolation.session_uid(slot) for slot in range(256)]
+    assert len(set(uids)) == 256 and min(uids) == isolation.UID_BASE > 65535
+    with pytest.raises(ValueError):
+        isolation.session_uid(-1)
+
+
+def test_kill_uid_refuses_root_and_itself() -> None:
+    with pytest.raises(ValueError):
+        isolation.kill_uid(0)
+    with pytest.raises(ValueError):
+        isolation.kill_uid(os.getuid())
+
+
+def test_remove_workdir_refuses_top_level_paths() -> None:
+    for path in ("/", "/usr", "/tmp/"):
+        with pytest.raises(ValueError):
+            isolation.remove_workdir(path)
+    assert os.path.isdir("/usr") and os.path.isdir("/tmp")

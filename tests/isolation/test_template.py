@@ -1,0 +1,244 @@
+"""template_command really confines the template process: network, files, processes, environment."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.isolation.conftest import run_wrapped
+from tir_agent.sandbox import isolation
+from tir_agent.sandbox.config import SandboxConfig
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A real TCP listener on the host's 127.0.0.1."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        server.close()
+
+
+def run_json(
+    code: str, config: SandboxConfig, protections: isolation.Protections, **kw: object
+) -> dict[str, object]:
+    proc = run_wrapped(code, config, protections, **kw)  # type: ignore[arg-type]
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_host_listener_is_unreachable(
+    config: SandboxConfig, protections: isolation.Protections, listener: int
+) -> None:
+    # Sanity: the listener is reachable from the host itself.
+    with socket.create_connection(("127.0.0.1", listener), timeout=2):
+        pass
+    code = f"""
+import json, socket
+try:
+    socket.create_connection(("127.0.0.1", {listener}), timeout=2)
+    r = "connected"
+except OSError as e:
+    r = type(e).__name__
+print(json.dumps({{"connect": r, "ifaces": [n for _, n in socket.if_nameindex()]}}))
+"""
+    out = run_json(code, config, protections)
+    assert out == {"connect": "ConnectionRefusedError", "ifaces": ["lo"]}
+
+
+def test_network_config_keeps_the_host_network(listener: int) -> None:
+    config = SandboxConfig(network=True)
+    protections = isolation.detect_protections(config)
+    code = f"""
+import json, socket
+socket.create_connection(("127.0.0.1", {listener}), timeout=2).close()
+print(json.dumps({{"ok": True}}))
+"""
+    assert run_json(code, config, protections) == {"ok": True}
+
+
+def test_file_system_is_read_only_outside_the_workspace(
+    config: SandboxConfig, protections: isolation.Protections, tmp_path: Path
+) -> None:
+    target = tmp_path / "host-file.txt"
+    target.write_text("original")
+    package_file = str(Path(isolation.__file__).resolve())
+    code = f"""
+import json, os
+res = {{}}
+def attempt(name, fn):
+    try:
+        fn()
+        res[name] = "ok"
+    except OSError as e:
+        res[name] = e.strerror
+def write(path):
+    with open(path, "w") as f:
+        f.write("pwned")
+for name, path in [("usr", "/usr/pwned"), ("etc", "/etc/passwd"), ("package", {package_file!r}),
+                   ("root_dir", "/pwned"), ("host_tmp_file", {str(target)!r})]:
+    attempt(name, lambda p=path: write(p))
+os.mkdir("/sandbox/w")
+os.symlink({str(target)!r}, "/sandbox/w/link-host")
+os.symlink("/etc/passwd", "/sandbox/w/link-etc")
+attempt("symlink_host", lambda: write("/sandbox/w/link-host"))
+attempt("symlink_etc", lambda: write("/sandbox/w/link-etc"))
+attempt("workspace", lambda: write("/sandbox/w/fine.txt"))
+attempt("tmp", lambda: write("/tmp/fine.txt"))
+print(json.dumps(res))
+"""
+    out = run_json(code, config, protections)
+    assert out == {
+        "usr": "Read-only file system",
+        "etc": "Read-only file system",
+        "package": "Read-only file system",
+        "root_dir": "Read-only file system",
+        "host_tmp_file": "No such file or directory",  # the host's /tmp is not even visible
+        "symlink_host": "No such file or directory",
+        "symlink_etc": "Read-only file system",
+        "workspace": "ok",
+        "tmp": "ok",
+    }
+    assert target.read_text() == "original"
+
+
+def test_secrets_and_homes_are_hidden(
+    config: SandboxConfig, protections: isolation.Protections
+) -> None:
+    code = """
+import json, os
+res = {}
+for path in ["/etc/shadow", "/etc/gshadow", "/root/.bashrc", "/work/notes/common.md"]:
+    try:
+        with open(path) as f:
+            res[path] = "read %d bytes" % len(f.read())
+    except OSError as e:
+        res[path] = e.strerror
+res["root"] = sorted(os.listdir("/root")) if os.path.isdir("/root") else None
+res["home"] = os.path.exists("/home")
+res["checkout"] = sorted(os.listdir("/work/main")) if os.path.isdir("/work/main") else None
+res["git"] = os.listdir("/work/main/.git") if os.path.isdir("/work/main/.git") else None
+print(json.dumps(res))
+"""
+    out = run_json(code, config, protections)
+    assert out["/etc/shadow"] == out["/etc/gshadow"] == "Permission denied"
+    assert out["/root/.bashrc"] == out["/work/notes/common.md"] == "No such file or directory"
+    assert out["root"] == [".pyenv"]  # only the interpreter's prefix is bound back
+    assert out["home"] is False
+    # This checkout is not installed: only the package directory is bound (read-only).
+    assert out["checkout"] == ["tir_agent"] and out["git"] is None
+
+
+def test_host_processes_and_environment_are_invisible(
+    config: SandboxConfig, protections: isolation.Protections
+) -> None:
+    env = dict(os.environ, OPENAI_API_KEY="sk-fake-key-for-test")
+    code = """
+import json, os
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+cmdlines = []
+for p in pids:
+    try:
+        with open("/proc/%d/cmdline" % p, "rb") as f:
+            cmdlines.append(f.read().replace(b"\\0", b" ").decode())
+    except OSError:
+        pass
+with open("/proc/1/environ", "rb") as f:
+    env1 = f.read().decode()
+print(json.dumps({"pid": os.getpid(), "pids": pids, "cmdlines": cmdlines, "env": dict(os.environ),
+                  "env1": env1, "hostname": os.uname().nodename}))
+"""
+    out = run_json(code, config, protections, env=env)
+    assert out["pid"] == 2 and out["pids"] == [1, 2]  # bwrap's reaper and us
+    assert not any("pytest" in c for c in out["cmdlines"])  # type: ignore[union-attr]
+    assert out["env"] == isolation.sandbox_env(config) | {"PWD": "/sandbox"}
+    assert "sk-fake" not in json.dumps(out)
+    assert out["hostname"] == "sandbox"
+
+
+def test_template_keeps_only_the_capabilities_it_needs(
+    config: SandboxConfig, protections: isolation.Protections
+) -> None:
+    code = """
+import json
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+print(json.dumps({k: status[k].strip() for k in ("CapEff", "CapPrm", "NoNewPrivs", "Uid")}))
+"""
+    out = run_json(code, config, protections)
+    # CAP_CHOWN 0, DAC_OVERRIDE 1, FOWNER 3, KILL 5, SETGID 6, SETUID 7
+    expected = hex((1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 6) | (1 << 7))[2:].zfill(16)
+    assert out == {"CapEff": expected, "CapPrm": expected, "NoNewPrivs": "1", "Uid": "0\t0\t0\t0"}
+
+
+def test_workspace_is_a_sized_tmpfs(protections: isolation.Protections) -> None:
+    config = SandboxConfig(workspace_size=8 * 1024 * 1024)
+    code = """
+import json, os
+st = os.statvfs("/sandbox")
+try:
+    with open("/sandbox/big", "wb") as f:
+        f.write(b"x" * (16 * 1024 * 1024))
+    r = "ok"
+except OSError as e:
+    r = e.strerror
+print(json.dumps({"size": st.f_blocks * st.f_frsize, "write": r}))
+"""
+    out = run_json(code, config, protections)
+    assert out == {"size": 8 * 1024 * 1024, "write": "No space left on device"}
+
+
+def test_template_dies_with_its_parent(
+    config: SandboxConfig, protections: isolation.Protections
+) -> None:
+    # The host side (here: a shell) is SIGKILLed; the sandboxed template must not survive it.
+    inner = subprocess.list2cmdline(
+        isolation.template_command(
+            [config.python, "-I", "-c", "import time; time.sleep(60)"], config, protections
+        )
+    )
+    shell = subprocess.Popen(
+        ["/bin/sh", "-c", f"{inner} & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    )
+    assert shell.stdout is not None
+    wrapper_pid = int(shell.stdout.readline())
+    time.sleep(0.3)
+    os.kill(wrapper_pid, 9)  # kill env/bwrap: --die-with-parent must take the template down
+    shell.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = subprocess.run(
+            ["pgrep", "-f", "time.sleep\\(60\\)"], capture_output=True, text=True
+        ).stdout
+        if not alive.strip():
+            break
+        time.sleep(0.05)
+    assert not alive.strip()
+
+
+def test_start_up_cost(config: SandboxConfig, protections: isolation.Protections) -> None:
+    def timed(cmd: list[str]) -> float:
+        t = time.perf_counter()
+        subprocess.run(cmd, check=True, env={})
+        return time.perf_counter() - t
+
+    bare = [config.python, "-I", "-S", "-c", "pass"]
+    wrapped = isolation.template_command(bare, config, protections)
+    plain = statistics.median(timed(bare) for _ in range(7))
+    boxed = statistics.median(timed(wrapped) for _ in range(7))
+    print(
+        f"\npython -I -S -c pass: {plain * 1000:.1f} ms bare, {boxed * 1000:.1f} ms in bwrap "
+        f"(+{(boxed - plain) * 1000:.1f} ms)"
+    )
+    assert boxed - plain < 0.2
