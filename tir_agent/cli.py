@@ -269,6 +269,7 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
 async def _dry_run(config: GenerateConfig, source: Path) -> int:
     """Print the first row's prompt and the exact request the agent would send; send nothing."""
     import httpx2
+    from pydantic import SecretStr
 
     from tir_agent.batch import AgentSolver, Job, build_agent, read_rows, scan_input
 
@@ -281,7 +282,7 @@ async def _dry_run(config: GenerateConfig, source: Path) -> int:
 
     dry = config.model_copy(update={"max_retries": 0})
     if dry.api_key is None:
-        dry = dry.model_copy(update={"api_key": "dry-run"})
+        dry = dry.model_copy(update={"api_key": SecretStr("dry-run")})
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(refuse))
     agent = build_agent(dry, http_client=client)
     try:

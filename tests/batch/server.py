@@ -37,9 +37,13 @@ def problems(n: int) -> list[dict[str, Any]]:
 class ReactiveServer(ScriptedServer):
     """A :class:`ScriptedServer` whose reply depends on the request (thread-safe)."""
 
-    def __init__(self, tags: TagPreset | None = None, *, delay: float = 0.0) -> None:
+    def __init__(
+        self, tags: TagPreset | None = None, *, delay: float = 0.0, direct: bool = False
+    ) -> None:
         super().__init__([], tags=tags or PRESETS["openmath"])
         self.delay = delay
+        self.direct = direct
+        """Answer at once, without code (for runs without a sandbox)."""
         self.per_problem: Counter[str] = Counter()
         self._lock = threading.Lock()
 
@@ -52,7 +56,7 @@ class ReactiveServer(ScriptedServer):
         if match is None:
             return Step("I cannot parse this problem.")
         a, b = int(match[1]), int(match[2])
-        if "RESULT=" in text:
+        if "RESULT=" in text or self.direct:
             return Step(f"So the answer is \\boxed{{{a + b}}}.")
         return Step("Let me compute.\n", [f"print('RESULT=' + str({a} + {b}))"])
 
@@ -104,7 +108,9 @@ class HTTPModel:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:

@@ -1,0 +1,149 @@
+"""``tir-agent generate`` in-process (``main(argv)``) against a scripted model on a loopback port.
+
+These runs use ``code_execution=false`` with a server that answers directly, so they need no
+sandbox; code execution through ``generate`` is covered by tests/batch/test_generate.py.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.batch.server import HTTPModel, ReactiveServer, problems
+from tir_agent.cli import main
+
+
+@pytest.fixture
+def model() -> Iterator[HTTPModel]:
+    with HTTPModel(ReactiveServer(direct=True)) as server:
+        yield server
+
+
+def write(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def base_args(model: HTTPModel, tmp_path: Path, n: int = 4) -> list[str]:
+    inp = write(tmp_path / "in.jsonl", problems(n))
+    return [
+        "generate", "--input", str(inp), "--output", str(tmp_path / "out.jsonl"),
+        "--model", "scripted", "--base-url", model.base_url, "++code_execution=false",
+        "++prompt_config=generic/math", "++max_retries=0",
+    ]  # fmt: skip
+
+
+def test_generate_writes_output_and_plain_progress(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(base_args(model, tmp_path)) == 0
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["predicted_answer"] for r in rows] == ["0", "3", "6", "9"]
+    err = capsys.readouterr().err
+    assert "generate: 4 samples" in err  # not a terminal: plain lines
+    assert "4/4 samples" in err and "0 errors" in err
+    assert "4 samples generated, 0 kept" in err
+    assert main(base_args(model, tmp_path)) == 0  # a rerun keeps everything
+    assert "0 samples generated, 4 kept" in capsys.readouterr().err
+    assert sum(model.scripted.per_problem.values()) == 4
+
+
+def test_seed_document_arguments_are_accepted(model: HTTPModel, tmp_path: Path) -> None:
+    args = [
+        *base_args(model, tmp_path, 2),
+        "++inference.tokens_to_generate=16384",
+        "++server.code_execution.max_code_executions=null",
+        "++server.code_execution.add_remaining_code_executions=true",
+        "++server.code_execution.code_execution_timeout=15.0",
+        "++server.code_execution.max_code_output_characters=2000",
+        "++total_code_executions_in_prompt=[1, 8]",
+        "++override_max_code_executions=true",
+        "++num_random_seeds=2", "++server_type=openai", "++with_sandbox=true",
+    ]  # fmt: skip
+    assert main(args) == 0
+    assert (tmp_path / "out-rs0.jsonl").exists() and (tmp_path / "out-rs1.jsonl").exists()
+    first = model.scripted.requests[0]
+    assert first["max_tokens"] == 16384 and first["temperature"] == 0.7
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["++server.code_execution.max_code_execution=5"],
+         "Did you mean: server.code_execution.max_code_executions"),
+        (["++prompt_config=no/such"], "Unknown prompt 'no/such'"),
+        (["--format", "tags", "--tags", "nosuch"], "Unknown tag preset 'nosuch'"),
+        (["++num_random_seeds=many"], "num_random_seeds"),
+    ],
+)  # fmt: skip
+def test_invalid_options_exit_2_without_output(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    extra: list[str], message: str,
+) -> None:  # fmt: skip
+    assert main([*base_args(model, tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+    assert model.scripted.requests == []
+
+
+def test_malformed_line_exits_2_naming_the_line(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = base_args(model, tmp_path)
+    with (tmp_path / "in.jsonl").open("a") as f:
+        f.write('{"problem": "What is 1 + 1?"\n')
+    assert main(args) == 2
+    assert "in.jsonl:5: not valid JSON" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_row_missing_template_key_exits_2(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = base_args(model, tmp_path)
+    with (tmp_path / "in.jsonl").open("a") as f:
+        f.write('{"question": "What is 1 + 1?"}\n')
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl:5: the row lacks problem, which prompt generic/math needs" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_dry_run_prints_prompt_and_request_and_sends_nothing(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*base_args(model, tmp_path), "--dry-run", "++inference.temperature=0.3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# 4 rows x 1 seeds; first row's prompt:\n--- user\n")
+    assert "What is 0 + 0?" in out
+    assert f"# request: POST {model.base_url}/chat/completions" in out
+    request = json.loads(out[out.index("\n{", out.index("# request")) :])
+    assert request["model"] == "scripted" and request["temperature"] == 0.3
+    assert "tools" in request
+    assert model.scripted.requests == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def test_list_options(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "--list-options"]) == 0
+    keys = capsys.readouterr().out.split()
+    assert "server.code_execution.max_code_executions" in keys and "num_random_seeds" in keys
+
+
+def test_failed_samples_are_reported_and_retried(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = base_args(model, tmp_path, 2)
+    with (tmp_path / "in.jsonl").open("a") as f:
+        f.write('{"problem": "FAIL", "expected_answer": "1"}\n')
+    assert main(args) == 0
+    assert "1 samples failed" in capsys.readouterr().err
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert "error" in rows[2]
+    before = len(model.scripted.requests)
+    assert main([*args, "--retry-errors"]) == 0
+    assert len(model.scripted.requests) == before + 1  # only the failed sample is redone
