@@ -115,6 +115,10 @@ def _verify(predicted: str, expected: str, timeout: int | None) -> bool:
     # Imported here, not at module level: it loads sympy (math-verify ships no type hints).
     from math_verify import parse, verify  # type: ignore[import-untyped]
 
+    # math-verify's signal.alarm replaces and then cancels any timer the caller had armed (a
+    # pytest-timeout, a CLI's own alarm): put it back, minus the time spent here.
+    pending, interval = signal.getitimer(signal.ITIMER_REAL) if timeout else (0.0, 0.0)
+    start = time.monotonic()
     try:
         gold = parse("\\boxed{" + expected + "}", parsing_timeout=timeout)
         pred = parse("\\boxed{" + predicted + "}", parsing_timeout=timeout)
@@ -123,6 +127,10 @@ def _verify(predicted: str, expected: str, timeout: int | None) -> bool:
         return bool(verify(gold, pred, timeout_seconds=timeout))
     except Exception:  # math-verify raises on malformed input and on its own timeouts
         return False
+    finally:
+        if pending > 0:
+            left = max(pending - (time.monotonic() - start), 0.001)
+            signal.setitimer(signal.ITIMER_REAL, left, interval)
 
 
 def _in_main_thread() -> bool:

@@ -3,6 +3,7 @@ and grading from worker threads and worker processes (real math-verify, real pro
 
 from __future__ import annotations
 
+import signal
 import threading
 from collections.abc import Iterator
 
@@ -106,6 +107,19 @@ def test_integers_and_malformed_latex() -> None:
     assert is_equivalent("007", "7")
     assert not is_equivalent("12", "13")
     assert not is_equivalent("\\frac{1}{", "1")
+
+
+def test_a_callers_alarm_survives_inline_grading() -> None:
+    # math-verify's own signal.alarm would otherwise cancel it (pytest-timeout uses one).
+    previous = signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 50.0)
+        assert is_equivalent("x^2+2x+1", "(x+1)^2")
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 45.0 < remaining <= 50.0
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def test_grade_many_inline_keeps_order_and_duplicates() -> None:
