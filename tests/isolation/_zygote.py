@@ -44,7 +44,7 @@ def serve(request):
             exec(request["code"], {"out": out, "__name__": "__cell__"})
         except BaseException as e:  # the report must get out whatever the code did
             out["error"] = "".join(traceback.format_exception_only(type(e), e)).strip()
-        os.write(w, json.dumps(out, default=repr).encode())
+        os.write(w, json.dumps(out, default=repr).encode() + b"\n")
         os._exit(0)
     os.close(w)
     chunks = []
@@ -57,6 +57,8 @@ def serve(request):
         if not data:
             break
         chunks.append(data)
+        if data.endswith(b"\n"):  # the report is complete (forked children may hold the pipe)
+            break
     os.close(r)
     t = time.perf_counter()
     left_before = len(isolation.pids_of_uid(uid))

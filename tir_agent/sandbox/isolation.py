@@ -274,7 +274,20 @@ def _bwrap_args(config: SandboxConfig, protections: Protections) -> list[str]:
             args += ["--symlink", os.readlink(d), d]
         elif os.path.isdir(d):
             args += ["--ro-bind", d, d]
-    for d in _bind_roots(config):
+    roots = _bind_roots(config)
+    made: set[str] = set()
+    for d in roots:
+        # bwrap would create missing parents (e.g. /root for /root/.pyenv/...) with mode 0700,
+        # which locks session uids out of the interpreter: create them 0755 first.
+        parent = os.path.dirname(d)
+        ancestors: list[str] = []
+        while parent not in ("/", "") and parent not in made:
+            ancestors.append(parent)
+            parent = os.path.dirname(parent)
+        for a in reversed(ancestors):
+            args += ["--perms", "0755", "--dir", a]
+            made.add(a)
+    for d in roots:
         args += ["--ro-bind", d, d]
         if os.path.isdir(os.path.join(d, ".git")):  # an editable checkout: keep its git config out
             args += ["--tmpfs", os.path.join(d, ".git")]
