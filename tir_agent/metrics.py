@@ -190,7 +190,14 @@ def compute_metrics(
     if ks[0] < 1 or ks[-1] > smallest:
         raise ConfigError(f"k must be between 1 and the samples per problem ({smallest}), got {ks}")
 
-    correct = [[bool(s.get("symbolic_correct")) for s in samples] for samples in problems]
+    for index, samples in enumerate(problems):
+        for seed, sample in enumerate(samples):
+            if "symbolic_correct" not in sample:
+                raise ConfigError(
+                    f"problem {index}, sample {seed} has no symbolic_correct: grade the samples "
+                    "first (tir_agent.grading.grade_records)"
+                )
+    correct = [[bool(s["symbolic_correct"]) for s in samples] for samples in problems]
     seed_accuracy = [statistics.fmean(flags[seed] for flags in correct) for seed in range(smallest)]
     pass_k: dict[int, float] = {}
     avg: dict[int, MeanStd] = {}

@@ -125,6 +125,8 @@ def test_uneven_samples_and_explicit_ks() -> None:
         compute_metrics([])
     with pytest.raises(ConfigError, match="problem 1 has no samples"):
         compute_metrics([PROBLEMS[0], []])
+    with pytest.raises(ConfigError, match="problem 0, sample 1 has no symbolic_correct"):
+        compute_metrics([[sample("1", True), {"predicted_answer": "1"}]])
 
 
 def test_table_and_json() -> None:
