@@ -138,22 +138,17 @@ def _parse_output(text: str, at: int, tags: TagPreset) -> tuple[Block | None, in
     end = text.find(closer, start)
     if end < 0:
         return None, at
-    inner = text[start:end]
-    status = next((s for s in ("completed", "error", "timeout") if inner.startswith(s)), None)
-    if status is None:
-        return None, at
-    rest = inner[len(status) :]
+    inner, hint = _split_hint(text[start:end])
     stdout = stderr = ""
-    for name in ("stdout", "stderr"):
-        head, tail = f"\n[{name}]\n", f"[/{name}]"
-        if rest.startswith(head) and (close := rest.find(tail, len(head))) >= 0:
-            value = rest[len(head) : close]
-            rest = rest[close + len(tail) :]
-            if name == "stdout":
-                stdout = value
-            else:
-                stderr = value
-    return Block("", stdout, stderr, status, rest), end + len(closer)
+    # Read from the end: a stream may itself contain "[/stdout]" and the like.
+    if inner.endswith("[/stderr]") and (cut := inner.rfind("\n[stderr]\n")) >= 0:
+        stderr, inner = inner[cut + len("\n[stderr]\n") : -len("[/stderr]")], inner[:cut]
+    if inner.endswith("[/stdout]") and (cut := inner.find("\n[stdout]\n")) >= 0:
+        stdout, inner = inner[cut + len("\n[stdout]\n") : -len("[/stdout]")], inner[:cut]
+    if inner not in ("completed", "error", "timeout"):
+        return None, at
+    status = inner
+    return Block("", stdout, stderr, status, hint), end + len(closer)
 
 
 def parse_tags(text: str, tags: TagPreset | str) -> Transcript:
@@ -343,6 +338,8 @@ def _outputs_follow(s: Sample) -> bool:
 
 
 def _no_early_answer(s: Sample) -> bool:
+    if not _has_code(s):
+        return True  # nothing comes "before the first code block"; has_code judges this
     before = ""
     for part in s.parts:
         if isinstance(part, Block):
