@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--input", "-i", metavar="FILE", help="input JSONL (one problem per line)")
     gen.add_argument("--output", "-o", metavar="FILE", help="output JSONL")
+    gen.add_argument("--demo", action="store_true", help="use the bundled problem set as input")
     _common(gen)
     gen.add_argument("--concurrency", type=int, help="samples in flight (max_concurrent_requests)")
     gen.add_argument(
@@ -228,8 +229,14 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
         for key in config_keys():
             print(key)
         return 0
+    if args.demo:
+        if args.input:
+            raise ConfigError("pass either --input FILE or --demo, not both")
+        from tir_agent.data import problems_path
+
+        args.input = str(problems_path())
     if not args.input or not args.output:
-        raise ConfigError("generate needs --input FILE and --output FILE")
+        raise ConfigError("generate needs --input FILE (or --demo) and --output FILE")
     more: dict[str, Any] = {}
     if args.concurrency is not None:
         more["max_concurrent_requests"] = args.concurrency
