@@ -67,6 +67,15 @@ __all__ = [
 log = get_logger(__name__)
 
 _HEADER = "#tir-agent-journal "
+_MISSING = object()
+_WRITTEN = frozenset(
+    {
+        "generation", "predicted_answer", "symbolic_correct", "error", "messages", "prompt",
+        "code_rounds_executed", "num_code_timeouts", "num_generated_tokens", "generation_time",
+        "code_execution_time", "finish_status", "num_model_calls", "total_code_executions",
+    }
+)  # fmt: skip
+"""Fields a run writes (an input may carry them from an earlier run: not compared on resume)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +193,19 @@ class Journal:
         """Indices whose latest record has an ``error`` field."""
         self._handle: TextIO | None = None
 
-    def load(self, *, resume: bool) -> None:
-        """Read what an earlier run finished (or start afresh when ``resume`` is false)."""
+    def load(
+        self, *, resume: bool, rows: Callable[[], Iterator[dict[str, Any]]] | None = None
+    ) -> None:
+        """Read what an earlier run finished (or start afresh when ``resume`` is false).
+
+        ``rows`` streams the input rows; an existing output is adopted only if it matches them.
+        """
         if not resume:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
             self._read_existing()
         elif self.output.exists():
-            self._adopt_output()
+            self._adopt_output(rows() if rows is not None else None)
         if not self.path.exists():
             self._write_header()
 
@@ -225,23 +239,43 @@ class Journal:
         with self.path.open("r+b") as f:
             f.truncate(good_end)
 
-    def _adopt_output(self) -> None:
+    def _adopt_output(self, rows: Iterator[dict[str, Any]] | None) -> None:
         """A complete output from an earlier run: treat its rows as finished samples."""
         lines = 0
         with self.output.open(encoding="utf-8") as src:
             for _ in src:
                 lines += 1
+        fix = "pass --overwrite (skip_filled=false) to regenerate it"
         if lines != self.scan.rows:
             raise ConfigError(
-                f"{self.output} exists with {lines} rows but the input has {self.scan.rows}; pass "
-                "--overwrite (skip_filled=false) to regenerate it"
+                f"{self.output} exists with {lines} rows but the input has {self.scan.rows}; {fix}"
             )
         self._write_header()
-        with self.output.open(encoding="utf-8") as src, self.path.open("a", encoding="utf-8") as f:
-            for index, line in enumerate(src):
-                record = json.loads(line)
-                self._note(index, record)
-                f.write(f"{index}\t{line.rstrip(chr(10))}\n")
+        try:
+            with (
+                self.output.open(encoding="utf-8") as src,
+                self.path.open("a", encoding="utf-8") as f,
+            ):
+                for index, line in enumerate(src):
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError:
+                        raise ConfigError(
+                            f"{self.output}:{index + 1} is not valid JSON; {fix}"
+                        ) from None
+                    row = next(rows) if rows is not None else {}
+                    if any(
+                        record.get(k, _MISSING) != v for k, v in row.items() if k not in _WRITTEN
+                    ):
+                        raise ConfigError(
+                            f"{self.output}:{index + 1} does not hold input row {index + 1} (an "
+                            f"output of another input?); {fix}"
+                        )
+                    self._note(index, record)
+                    f.write(f"{index}\t{line.rstrip(chr(10))}\n")
+        except ConfigError:
+            self.path.unlink(missing_ok=True)
+            raise
 
     def _note(self, index: int, record: Mapping[str, Any]) -> None:
         self.done.add(index)
@@ -486,7 +520,9 @@ async def run_batch(
     progress = progress if progress is not None else _NoProgress()
     journals = {seed: Journal(output_path(output, seed), scan) for seed in seeds}
     for journal in journals.values():
-        journal.load(resume=resume)
+        journal.load(
+            resume=resume, rows=lambda: (row for _, _, row in read_rows(input_path, max_samples))
+        )
     total = scan.rows * len(seeds)
     todo = sum(
         journal.pending(i, retry_errors=retry_errors)

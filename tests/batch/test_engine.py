@@ -196,3 +196,12 @@ async def test_existing_complete_output_is_adopted(rows: Path, tmp_path: Path) -
     await run(rows, out, retry, retry_errors=True)  # no journal: the output is read back
     assert retry.calls == [(5, None)]
     assert "error" not in read(out)[5]
+
+
+async def test_output_of_another_input_is_not_adopted(rows: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    await run(rows, out, Solver())
+    other = write_rows(tmp_path / "other.jsonl", [{"x": i + 100} for i in range(40)])
+    with pytest.raises(ConfigError, match=r"out.jsonl:1 does not hold input row 1"):
+        await run(other, out, Solver())
+    assert not journal_path(out).exists()
