@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from tir_agent.config import GenerateConfig, config_keys, load_config
+from tir_agent.config import GenerateConfig, describe_options, load_config
 from tir_agent.errors import ConfigError, TirAgentError
 
 __all__ = ["main"]
@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tir-agent: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and the like
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _configure_logging(verbose: int) -> None:
@@ -226,8 +229,10 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
     from tir_agent import batch
 
     if args.list_options:
-        for key in config_keys():
-            print(key)
+        for key, default, description in describe_options():
+            print(f"{key} = {default}")
+            if description:
+                print(f"    {' '.join(description.split())}")
         return 0
     if args.demo:
         if args.input:

@@ -23,6 +23,7 @@ Environment variables are read here and nowhere else: ``OPENAI_API_KEY`` (the AP
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
@@ -42,11 +43,12 @@ __all__ = [
     "InferenceConfig",
     "ServerConfig",
     "config_keys",
+    "describe_options",
     "load_config",
     "parse_override",
 ]
 
-_FORBID = ConfigDict(extra="forbid")
+_FORBID = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 ServerType = Literal["openai", "vllm", "sglang", "trtllm", "local"]
 
@@ -244,6 +246,25 @@ def config_keys() -> list[str]:
 
 
 _KEYS = dict(_walk(GenerateConfig))
+
+
+def describe_options() -> list[tuple[str, str, str]]:
+    """``(key, default, description)`` of every leaf option, for ``--list-options``."""
+    rows: list[tuple[str, str, str]] = []
+
+    def visit(model: type[BaseModel], instance: BaseModel, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            value = getattr(instance, name)
+            if isinstance(value, BaseModel):
+                visit(type(value), value, f"{prefix}{name}.")
+                continue
+            default = "null" if value is None else json.dumps(value, default=str)
+            if name == "api_key":
+                default = "null (OPENAI_API_KEY)"
+            rows.append((prefix + name, default, (field.description or "").replace("\n", " ")))
+
+    visit(GenerateConfig, GenerateConfig(), "")
+    return rows
 
 
 def _check_key(key: str, where: str) -> str:

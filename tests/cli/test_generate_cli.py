@@ -130,8 +130,9 @@ def test_dry_run_prints_prompt_and_request_and_sends_nothing(
 
 def test_list_options(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["generate", "--list-options"]) == 0
-    keys = capsys.readouterr().out.split()
-    assert "server.code_execution.max_code_executions" in keys and "num_random_seeds" in keys
+    out = capsys.readouterr().out
+    assert "server.code_execution.max_code_executions = 8\n    Executions allowed per sample" in out
+    assert "num_random_seeds = null\n" in out and "sandbox.memory_limit = " in out
 
 
 def test_failed_samples_are_reported_and_retried(
