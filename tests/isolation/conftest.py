@@ -24,8 +24,17 @@ def config() -> SandboxConfig:
     return TEST_CONFIG
 
 
+def detect(config: SandboxConfig, mechanism: str) -> isolation.Protections:
+    """detect_protections restricted to one mechanism; checks it is really the one in use."""
+    mechanisms = () if mechanism == "none" else (mechanism,)
+    p = isolation.detect_protections(config, mechanisms=mechanisms)  # type: ignore[arg-type]
+    assert p.mechanism == mechanism, p.table()
+    return p
+
+
 @pytest.fixture(scope="session")
 def protections(config: SandboxConfig) -> isolation.Protections:
+    """What this host offers by default (bubblewrap here)."""
     return isolation.detect_protections(config)
 
 

@@ -13,9 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.isolation.conftest import run_wrapped
+from tests.isolation.conftest import detect, run_wrapped
 from tir_agent.sandbox import isolation
 from tir_agent.sandbox.config import SandboxConfig
+
+
+@pytest.fixture(scope="module", params=["bwrap", "unshare"])
+def protections(request: pytest.FixtureRequest, config: SandboxConfig) -> isolation.Protections:
+    """Every test here runs with bubblewrap and with the unshare fallback."""
+    return detect(config, request.param)
 
 
 @pytest.fixture
@@ -58,9 +64,11 @@ print(json.dumps({{"connect": r, "ifaces": [n for _, n in socket.if_nameindex()]
     assert out == {"connect": "ConnectionRefusedError", "ifaces": ["lo"]}
 
 
-def test_network_config_keeps_the_host_network(listener: int) -> None:
+def test_network_config_keeps_the_host_network(
+    protections: isolation.Protections, listener: int
+) -> None:
     config = SandboxConfig(network=True)
-    protections = isolation.detect_protections(config)
+    protections = detect(config, protections.mechanism)
     code = f"""
 import json, socket
 socket.create_connection(("127.0.0.1", {listener}), timeout=2).close()
@@ -155,15 +163,20 @@ for p in pids:
             cmdlines.append(f.read().replace(b"\\0", b" ").decode())
     except OSError:
         pass
-with open("/proc/1/environ", "rb") as f:
-    env1 = f.read().decode()
+try:  # pid 1 is the namespace's reaper (bwrap's, or _nsroot's with more capabilities than us)
+    with open("/proc/1/environ", "rb") as f:
+        env1 = f.read().decode()
+except PermissionError:
+    env1 = "denied"
 print(json.dumps({"pid": os.getpid(), "pids": pids, "cmdlines": cmdlines, "env": dict(os.environ),
                   "env1": env1, "hostname": os.uname().nodename}))
 """
     out = run_json(code, config, protections, env=env)
-    assert out["pid"] == 2 and out["pids"] == [1, 2]  # bwrap's reaper and us
+    assert out["pid"] == 2 and out["pids"] == [1, 2]  # the namespace's reaper and us
     assert not any("pytest" in c for c in out["cmdlines"])  # type: ignore[union-attr]
-    assert out["env"] == isolation.sandbox_env(config) | {"PWD": "/sandbox"}
+    env_seen = dict(out["env"])  # type: ignore[call-overload]
+    assert env_seen.pop("PWD", "/sandbox") == "/sandbox"  # bwrap sets PWD with --chdir
+    assert env_seen == isolation.sandbox_env(config)
     assert "sk-fake" not in json.dumps(out)
     assert out["hostname"] == "sandbox"
 
@@ -184,6 +197,7 @@ print(json.dumps({k: status[k].strip() for k in ("CapEff", "CapPrm", "NoNewPrivs
 
 def test_workspace_is_a_sized_tmpfs(protections: isolation.Protections) -> None:
     config = SandboxConfig(workspace_size=8 * 1024 * 1024)
+    protections = detect(config, protections.mechanism)
     code = """
 import json, os
 st = os.statvfs("/sandbox")
@@ -238,7 +252,7 @@ def test_start_up_cost(config: SandboxConfig, protections: isolation.Protections
     plain = statistics.median(timed(bare) for _ in range(7))
     boxed = statistics.median(timed(wrapped) for _ in range(7))
     print(
-        f"\npython -I -S -c pass: {plain * 1000:.1f} ms bare, {boxed * 1000:.1f} ms in bwrap "
+        f"\n[{protections.mechanism}] python -I -S -c pass: {plain * 1000:.1f} ms bare, {boxed * 1000:.1f} ms wrapped "
         f"(+{(boxed - plain) * 1000:.1f} ms)"
     )
     assert boxed - plain < 0.2

@@ -21,7 +21,6 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -31,14 +30,14 @@ from typing import Any, Literal
 
 from tir_agent._log import get_logger
 from tir_agent.errors import IsolationError
-from tir_agent.sandbox import _seccomp
+from tir_agent.sandbox import _mounts, _probe, _seccomp
 from tir_agent.sandbox.config import SandboxConfig
 
 log = get_logger(__name__)
 
 Mechanism = Literal["bwrap", "unshare", "none"]
 
-WORKSPACE_ROOT = "/sandbox"
+WORKSPACE_ROOT = _mounts.WORKSPACE_ROOT
 """Inside the sandbox: the in-memory file system holding the per-session work directories."""
 
 UID_BASE = 2_000_000
@@ -53,21 +52,6 @@ ZYGOTE_CAPABILITIES: tuple[str, ...] = (
     "CAP_KILL",  # kill_uid
 )
 """The only capabilities the template keeps inside bubblewrap (when started as root)."""
-
-SYSTEM_DIRS: tuple[str, ...] = (
-    "/usr",
-    "/bin",
-    "/sbin",
-    "/lib",
-    "/lib32",
-    "/lib64",
-    "/libx32",
-    "/etc",
-)
-"""Host directories visible (read-only) inside the sandbox, besides Python's own."""
-
-HIDDEN_FILES: tuple[str, ...] = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
-"""Files covered by an unreadable node inside the sandbox."""
 
 THREAD_ENV_VARS: tuple[str, ...] = (
     "OPENBLAS_NUM_THREADS",
@@ -86,6 +70,15 @@ RUN_AS_ROOT = (
     "run the sandbox as root (e.g. in a container); unprivileged, processes are bounded by "
     "RLIMIT_NPROC of your own user instead"
 )
+
+_CAPABILITY_NUMBERS = {
+    "CAP_CHOWN": 0,
+    "CAP_DAC_OVERRIDE": 1,
+    "CAP_FOWNER": 3,
+    "CAP_KILL": 5,
+    "CAP_SETGID": 6,
+    "CAP_SETUID": 7,
+}
 
 _PROTECTION_DOCS: dict[str, str] = {
     "network": "user code runs in a new, empty network namespace",
@@ -198,59 +191,6 @@ def session_uid(slot: int) -> int:
 # The template's command line
 
 
-@functools.cache
-def _python_paths(python: str) -> tuple[str, ...]:
-    """Directories the interpreter ``python`` needs: its prefixes and ``sys.path`` (as with -I)."""
-    code = (
-        "import json, sys; "
-        "print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix] + sys.path))"
-    )
-    try:
-        out = subprocess.run(
-            [python, "-I", "-c", code],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env={},
-            check=True,
-        ).stdout
-        paths = [str(p) for p in json.loads(out) if p]
-    except (OSError, subprocess.SubprocessError, ValueError) as e:
-        raise IsolationError(f"cannot start the sandbox interpreter {python!r}: {e}") from e
-    exe = os.path.realpath(python)
-    paths.append(os.path.dirname(os.path.dirname(exe)))  # the prefix the binary really lives in
-    if os.path.realpath(python) != os.path.abspath(python):
-        paths.append(os.path.dirname(os.path.abspath(python)))
-    return tuple(paths)
-
-
-def _package_dir() -> str:
-    """The ``tir_agent`` package directory (may be an editable checkout)."""
-    return str(Path(__file__).resolve().parent.parent)
-
-
-def _covered(path: str, roots: Sequence[str]) -> bool:
-    return any(path == r or path.startswith(r.rstrip("/") + "/") for r in roots)
-
-
-def _bind_roots(config: SandboxConfig) -> list[str]:
-    """Minimal set of host directories to bind read-only for Python and tir_agent."""
-    system = [d for d in SYSTEM_DIRS if os.path.isdir(d)]
-    candidates: list[str] = []
-    for p in (*_python_paths(config.python), _package_dir()):
-        for q in {os.path.abspath(p), os.path.realpath(p)}:
-            if os.path.isdir(q):
-                candidates.append(q)
-            elif os.path.isfile(q):  # e.g. a zip on sys.path
-                candidates.append(os.path.dirname(q))
-    roots: list[str] = []
-    for p in sorted(set(candidates), key=len):
-        if _covered(p, system) or _covered(p, roots) or p == "/":
-            continue
-        roots.append(p)
-    return roots
-
-
 def _bwrap_args(config: SandboxConfig, protections: Protections) -> list[str]:
     assert protections.executable is not None
     root = os.geteuid() == 0
@@ -269,41 +209,7 @@ def _bwrap_args(config: SandboxConfig, protections: Protections) -> list[str]:
         args.append("--unshare-net")
     if not root:
         args += ["--unshare-user", "--disable-userns"]
-    for d in SYSTEM_DIRS:
-        if os.path.islink(d):
-            args += ["--symlink", os.readlink(d), d]
-        elif os.path.isdir(d):
-            args += ["--ro-bind", d, d]
-    roots = _bind_roots(config)
-    made: set[str] = set()
-    for d in roots:
-        # bwrap would create missing parents (e.g. /root for /root/.pyenv/...) with mode 0700,
-        # which locks session uids out of the interpreter: create them 0755 first.
-        parent = os.path.dirname(d)
-        ancestors: list[str] = []
-        while parent not in ("/", "") and parent not in made:
-            ancestors.append(parent)
-            parent = os.path.dirname(parent)
-        for a in reversed(ancestors):
-            args += ["--perms", "0755", "--dir", a]
-            made.add(a)
-    for d in roots:
-        args += ["--ro-bind", d, d]
-        if os.path.isdir(os.path.join(d, ".git")):  # an editable checkout: keep its git config out
-            args += ["--tmpfs", os.path.join(d, ".git")]
-    for f in HIDDEN_FILES:
-        if os.path.exists(f):
-            # /dev/null on a nodev mount: opening it fails with EACCES, even for root.
-            args += ["--ro-bind", "/dev/null", f]
-    args += ["--dev", "/dev", "--proc", "/proc"]
-    args += ["--perms", "1777", "--tmpfs", "/dev/shm"]
-    size = [] if config.workspace_size is None else ["--size", str(config.workspace_size)]
-    args += ["--perms", "1777", *size, "--tmpfs", "/tmp"]
-    args += ["--perms", "0755", *size, "--tmpfs", WORKSPACE_ROOT]
-    args += [
-        "--remount-ro",
-        "/",
-    ]  # the root tmpfs bwrap builds on; mounts below keep their own mode
+    args += _mounts.bwrap_args(_mounts.mount_plan(config))
     if root:
         args += ["--cap-drop", "ALL"]
         for cap in ZYGOTE_CAPABILITIES:
@@ -322,23 +228,25 @@ def _env_prefix(config: SandboxConfig) -> list[str]:
 
 
 def _unshare_args(config: SandboxConfig, protections: Protections) -> list[str]:
+    """``unshare`` makes the namespaces; ``_nsroot.py`` builds the file system inside them."""
     assert protections.executable is not None
     args: list[str] = []
     setpriv = shutil.which("setpriv")
     if setpriv:  # die with the host (PR_SET_PDEATHSIG survives exec)
         args += [setpriv, "--pdeathsig", "KILL"]
-    args += [
-        protections.executable,
-        "--pid",
-        "--fork",
-        "--kill-child",
-        "--mount-proc",
-        "--ipc",
-        "--uts",
-    ]
+    args += [protections.executable, "--mount", "--pid", "--fork", "--kill-child", "--ipc", "--uts"]
     if not config.network:
         args.append("--net")
-    return args
+    spec = {
+        "plan": _mounts.mount_plan(config),
+        "env": sandbox_env(config),
+        "caps": [_CAPABILITY_NUMBERS[c] for c in ZYGOTE_CAPABILITIES],
+        "chdir": WORKSPACE_ROOT,
+        "hostname": "sandbox",
+        "loopback_up": not config.network,
+    }
+    nsroot = [config.python, "-I", "-S", "-c", _mounts.nsroot_source(), json.dumps(spec)]
+    return [*args, "--", *nsroot]
 
 
 def template_command(
@@ -358,7 +266,7 @@ def template_command(
     if protections.mechanism == "bwrap":
         return [*_env_prefix(config), *_bwrap_args(config, protections), "--", *argv]
     if protections.mechanism == "unshare":
-        return [*_env_prefix(config), *_unshare_args(config, protections), "--", *argv]
+        return [*_env_prefix(config), *_unshare_args(config, protections), *argv]
     setpriv = shutil.which("setpriv")
     return [*_env_prefix(config), *([setpriv, "--pdeathsig", "KILL"] if setpriv else []), *argv]
 
@@ -366,166 +274,71 @@ def template_command(
 # --------------------------------------------------------------------------------------------------
 # Detection
 
-_PROBE = r"""
-import ctypes, errno, json, os, socket, sys
-arg = json.loads(sys.argv[1])
-r = {"pid": os.getpid(), "euid": os.geteuid(), "env": sorted(os.environ)}
-try:
-    r["ifaces"] = sorted(n for _, n in socket.if_nameindex())
-except OSError:
-    r["ifaces"] = None
-def readable(path):
-    try:
-        with open(path, "rb") as f:
-            f.read(1)
-        return True
-    except OSError:
-        return False
-r["shadow_readable"] = any(readable(p) for p in ("/etc/shadow", "/etc/gshadow") if os.path.exists(p))
-try:
-    with open("/usr/.tir-agent-probe", "w"):
-        pass
-    os.unlink("/usr/.tir-agent-probe")
-    r["root_writable"] = True
-except OSError:
-    r["root_writable"] = False
-ws = arg["workspace"]
-try:
-    p = os.path.join(ws, ".probe-%d" % os.getpid())
-    with open(p, "w"):
-        pass
-    os.unlink(p)
-    r["workspace_writable"] = True
-except OSError:
-    r["workspace_writable"] = False
-r["secrets_visible"] = [p for p in arg["secrets"] if os.path.lexists(p)]
-def child(fn):
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os._exit(0 if fn() else 1)
-        except BaseException:
-            os._exit(2)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
-def drop():
-    uid = arg["uid"]
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    return os.getuid() == uid
-r["setuid"] = os.geteuid() == 0 and child(drop)
-def seccomp():
-    libc = ctypes.CDLL(None, use_errno=True)
-    bpf = bytes.fromhex(arg["bpf"])
-    buf = ctypes.create_string_buffer(bpf, len(bpf))
-    class Prog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-    prog = Prog(len(bpf) // 8, ctypes.addressof(buf))
-    u = ctypes.c_ulong
-    if libc.prctl(38, u(1), u(0), u(0), u(0)) != 0:
-        return False
-    if libc.prctl(22, u(2), u(ctypes.addressof(prog)), u(0), u(0)) != 0:
-        return False
-    return libc.unshare(0) == -1 and ctypes.get_errno() == errno.EPERM
-r["seccomp"] = bool(arg["bpf"]) and child(seccomp)
-print(json.dumps(r))
-"""
 
-
-@dataclass(frozen=True)
-class _ProbeResult:
-    ok: bool
-    facts: dict[str, object]
-    error: str = ""
-
-
-def _run_probe(command: list[str], arg: dict[str, object]) -> _ProbeResult:
-    try:
-        proc = subprocess.run(
-            [*command, json.dumps(arg)], capture_output=True, text=True, timeout=30, env={}
-        )
-    except (OSError, subprocess.SubprocessError) as e:
-        return _ProbeResult(False, {}, str(e))
-    if proc.returncode != 0:
-        err = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        return _ProbeResult(False, {}, err)
-    try:
-        return _ProbeResult(True, json.loads(proc.stdout.strip().splitlines()[-1]))
-    except (ValueError, IndexError) as e:
-        return _ProbeResult(False, {}, f"unreadable probe output: {e}")
-
-
-def _sentinel_secrets(config: SandboxConfig, limit: int = 8) -> list[str]:
-    """Host paths in home directories that must be invisible inside the sandbox."""
-    roots = _bind_roots(config)
-    found: list[str] = []
-    homes = ["/root"] + (
-        sorted(str(p) for p in Path("/home").iterdir()) if os.path.isdir("/home") else []
+def _unreachable_python(python: str) -> str:
+    closed = [
+        str(p)
+        for p in [*reversed(Path(os.path.realpath(python)).parents)]
+        if p.is_dir() and not p.stat().st_mode & 0o001
+    ]
+    return (
+        f"a session uid cannot run {python} (directories closed to other users: "
+        f"{', '.join(closed) or 'unknown'}); install Python where other users can read it, "
+        "or install bubblewrap, which exposes only the interpreter's directories"
     )
-    homes.append(os.path.dirname(os.path.dirname(_package_dir())))  # next to an editable checkout
-    for home in homes:
-        try:
-            entries = sorted(os.listdir(home))
-        except OSError:
-            continue
-        for name in entries:
-            path = os.path.join(home, name)
-            if not any(r == path or r.startswith(path + "/") for r in roots):
-                found.append(path)
-                break
-        if len(found) >= limit:
-            break
-    return found
 
 
 @functools.cache
 def _host_workspace() -> str:
     """Work-dir root when there is no mount namespace: a private directory under the host's /tmp."""
-    return tempfile.mkdtemp(prefix="tir-agent-ws-")
+    path = tempfile.mkdtemp(prefix="tir-agent-ws-")
+    os.chmod(path, 0o711)  # session uids may traverse to their own dirs, not list the others
+    return path
 
 
-def _detect(config: SandboxConfig) -> Protections:
-    root = os.geteuid() == 0
-    missing: list[tuple[str, str]] = []
+def _try(
+    mechanism: Mechanism, executable: str | None, config: SandboxConfig, arg: dict[str, object]
+) -> _probe.ProbeResult:
+    trial = Protections(mechanism, False, False, False, False, False, executable=executable)
+    argv = [config.python, "-I", "-S", "-c", _probe.PROBE_SOURCE]
+    return _probe.run_probe(template_command(argv, config, trial), arg)
+
+
+def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protections:
     try:
         bpf = _seccomp.compiled_filter(config.network).bpf.hex()
         seccomp_error = ""
     except _seccomp.SeccompUnavailableError as e:
         bpf, seccomp_error = "", str(e)
-
     arg: dict[str, object] = {
         "uid": session_uid(0),
         "bpf": bpf,
         "workspace": WORKSPACE_ROOT,
-        "secrets": _sentinel_secrets(config),
+        "secrets": _probe.sentinel_secrets(_mounts.bind_roots(config), _mounts.package_dir()),
     }
-    probe_argv = [config.python, "-I", "-S", "-c", _PROBE]
     mechanism: Mechanism = "none"
-    result = _ProbeResult(False, {})
+    executable: str | None = None
+    result = _probe.ProbeResult(False, {})
     errors: list[str] = []
-    bwrap = shutil.which("bwrap")
-    unshare = shutil.which("unshare")
-    if bwrap:
-        trial = Protections("bwrap", False, False, False, False, False, executable=bwrap)
-        result = _run_probe(template_command(probe_argv, config, trial), arg)
+    for candidate in mechanisms:
+        if candidate == "none":
+            continue
+        executable = shutil.which(candidate)
+        if executable is None:
+            errors.append(f"{candidate} not found")
+            continue
+        if candidate == "unshare" and os.geteuid() != 0:
+            errors.append("unshare needs root")
+            continue
+        result = _try(candidate, executable, config, arg)
         if result.ok:
-            mechanism = "bwrap"
-        else:
-            errors.append(f"bwrap failed: {result.error}")
-    else:
-        errors.append("bwrap not found")
-    if mechanism == "none" and root and unshare:
-        trial = Protections("unshare", False, False, False, False, False, executable=unshare)
-        arg["workspace"] = _host_workspace()
-        result = _run_probe(template_command(probe_argv, config, trial), arg)
-        if result.ok:
-            mechanism = "unshare"
-        else:
-            errors.append(f"unshare failed: {result.error}")
+            mechanism = candidate
+            break
+        errors.append(f"{candidate} failed: {result.error}")
     if mechanism == "none":
+        executable = None
         arg["workspace"] = _host_workspace()
-        trial = Protections("none", False, False, False, False, False)
-        result = _run_probe(template_command(probe_argv, config, trial), arg)
+        result = _try("none", None, config, arg)
         if not result.ok:
             raise IsolationError(
                 f"cannot start the sandbox interpreter {config.python!r}: {result.error}"
@@ -533,28 +346,32 @@ def _detect(config: SandboxConfig) -> Protections:
 
     facts = result.facts
     namespaces = mechanism != "none"
-    why = "; ".join(errors)
+    how = f"{INSTALL_BWRAP} ({'; '.join(errors)})" if errors else INSTALL_BWRAP
+    missing: list[tuple[str, str]] = []
     network = namespaces and not config.network and facts.get("ifaces") == ["lo"]
     if config.network:
         missing.append(("network", "network access allowed by config (network=True)"))
     elif not network:
-        missing.append(("network", f"{INSTALL_BWRAP} ({why})" if why else INSTALL_BWRAP))
+        missing.append(("network", how))
     filesystem = (
-        mechanism == "bwrap"
-        and not facts.get("root_writable", True)
-        and bool(facts.get("workspace_writable"))
-        and not facts.get("shadow_readable", True)
-        and not facts.get("secrets_visible", True)
+        namespaces
+        and facts.get("root_writable") is False
+        and facts.get("workspace_writable") is True
+        and facts.get("shadow_readable") is False
+        and facts.get("secrets_visible") == []
     )
     if not filesystem:
-        missing.append(("filesystem", f"{INSTALL_BWRAP} ({why})" if why else INSTALL_BWRAP))
-    pid_namespace = namespaces and isinstance(facts.get("pid"), int) and int(str(facts["pid"])) <= 3
+        missing.append(("filesystem", how))
+    pid = facts.get("pid")
+    pid_namespace = namespaces and isinstance(pid, int) and pid <= 3
     if not pid_namespace:
-        missing.append(("pid_namespace", f"{INSTALL_BWRAP} ({why})" if why else INSTALL_BWRAP))
-    session_uids = bool(facts.get("setuid"))
-    if not session_uids:
+        missing.append(("pid_namespace", how))
+    session_uids = facts.get("setuid_reach") is True
+    if facts.get("setuid") is True and not session_uids:
+        missing.append(("session_uids", _unreachable_python(config.python)))
+    elif not session_uids:
         missing.append(("session_uids", RUN_AS_ROOT))
-    seccomp = bool(facts.get("seccomp"))
+    seccomp = facts.get("seccomp") is True
     if not seccomp:
         missing.append(
             ("seccomp", f"{INSTALL_SECCOMP} ({seccomp_error or 'the filter did not load'})")
@@ -568,8 +385,8 @@ def _detect(config: SandboxConfig) -> Protections:
         seccomp=seccomp,
         missing=tuple(missing),
         network_allowed=config.network,
-        workspace_root=WORKSPACE_ROOT if mechanism == "bwrap" else _host_workspace(),
-        executable={"bwrap": bwrap, "unshare": unshare, "none": None}[mechanism],
+        workspace_root=WORKSPACE_ROOT if namespaces else _host_workspace(),
+        executable=executable,
     )
     log.info(
         "isolation.detected",
@@ -581,16 +398,21 @@ def _detect(config: SandboxConfig) -> Protections:
 
 
 @functools.cache
-def _detect_cached(network: bool, python: str, workspace_size: int | None) -> Protections:
+def _detect_cached(
+    network: bool, python: str, workspace_size: int | None, mechanisms: tuple[Mechanism, ...]
+) -> Protections:
     config = SandboxConfig.model_validate(
         {"network": network, "python": python, "workspace_size": workspace_size}
     )
-    return _detect(config)
+    return _detect(config, mechanisms)
 
 
-def detect_protections(config: SandboxConfig) -> Protections:
-    """Probe the host (once per network/python/workspace setting) and report what is active."""
-    return _detect_cached(config.network, config.python, config.workspace_size)
+def detect_protections(
+    config: SandboxConfig, *, mechanisms: Sequence[Mechanism] = ("bwrap", "unshare")
+) -> Protections:
+    """Probe the host once per setting (really starting the wrapped interpreter) and report what
+    is active. ``mechanisms`` are tried in order; ``()`` forces ``none`` (rlimits, seccomp, uids)."""
+    return _detect_cached(config.network, config.python, config.workspace_size, tuple(mechanisms))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,0 +1,62 @@
+"""Mechanism "none" (no bubblewrap, no unshare): what confine_session still gives on this host."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.isolation.conftest import Template, detect
+from tir_agent.errors import IsolationError
+from tir_agent.sandbox import isolation
+from tir_agent.sandbox.config import SandboxConfig
+
+
+@pytest.fixture(scope="module")
+def protections(config: SandboxConfig) -> isolation.Protections:
+    return detect(config, "none")
+
+
+def test_detection_without_namespaces(protections: isolation.Protections) -> None:
+    assert protections.active() == ["seccomp", "rlimits", "env_scrubbed"]
+    how = dict(protections.missing)
+    assert (
+        "apt-get install bubblewrap" in how["filesystem"]
+        and "apt-get install bubblewrap" in how["network"]
+    )
+    # Here the interpreter lives under /root (mode 0700): a session uid could not even run it.
+    assert "cannot run" in how["session_uids"] and "/root" in how["session_uids"]
+    with pytest.raises(IsolationError):
+        protections.require_strict()
+    root = protections.workspace_root
+    assert root.startswith("/tmp/tir-agent-ws-") and os.stat(root).st_mode & 0o777 == 0o711
+
+
+def test_sessions_still_get_rlimits_seccomp_and_a_private_workdir(
+    template: Template, protections: isolation.Protections, config: SandboxConfig
+) -> None:
+    code = """
+import os, resource, socket
+out["uid"] = os.getuid()
+out["cwd"] = os.getcwd()
+out["as"] = resource.getrlimit(resource.RLIMIT_AS)
+try:
+    resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
+    out["raise"] = "raised"
+except ValueError:
+    out["raise"] = "ValueError"
+try:
+    socket.socket()
+    out["socket"] = "created"
+except OSError as e:
+    out["socket"] = e.strerror
+out["env"] = sorted(os.environ)
+"""
+    r = template.run(code, slot=5)
+    out = r["out"]
+    assert out["uid"] == 0  # no session uids here: see test_detection_without_namespaces
+    assert out["cwd"] == f"{protections.workspace_root}/s5"
+    assert out["as"] == [config.memory_limit] * 2 and out["raise"] == "ValueError"
+    assert out["socket"] == "Operation not permitted"
+    assert out["env"] == sorted(isolation.sandbox_env(config))
+    assert r["workdir_left"] is False
