@@ -129,7 +129,8 @@ class GenerateConfig(BaseModel):
     # The prompt.
     prompt_config: str | None = None
     """Prompt config by name (``openmath/tir``, ``generic/math``, ...) or path to a YAML file;
-    ``None`` = ``generic/tool-calling`` for ``format=tools``, ``generic/tool-output`` for tags."""
+    ``None`` = the agent's choice: ``generic/tool-calling`` (tools), ``generic/tool-output`` (tags
+    in chat), ``openmath/tir`` (completions)."""
     prompt_format: Literal["ns", "openai"] = "ns"
     """``ns``: rows fill the prompt template; ``openai``: each row carries ``messages``, an OpenAI
     chat conversation sent as is."""
