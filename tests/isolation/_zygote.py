@@ -21,6 +21,7 @@ from tir_agent.sandbox.config import SandboxConfig
 protections = isolation.Protections.from_dict(json.loads(sys.argv[2]))
 base_config = SandboxConfig.model_validate(json.loads(sys.argv[3]))
 isolation.prepare_template(base_config, protections)
+control_fds = os.pipe()  # stands for the engine's control channel, which sessions must not inherit
 
 
 def serve(request):
@@ -39,7 +40,10 @@ def serve(request):
         out = {}
         try:
             t = time.perf_counter()
-            isolation.confine_session(config, protections, uid=uid, workdir=workdir)
+            keep = [w] if request.get("close_fds") else None
+            isolation.confine_session(config, protections, uid=uid, workdir=workdir, keep_fds=keep)
+            out["report_fd"] = w
+            out["control_fds"] = list(control_fds)
             out["confine_ms"] = (time.perf_counter() - t) * 1000
             exec(request["code"], {"out": out, "__name__": "__cell__"})
         except BaseException as e:  # the report must get out whatever the code did

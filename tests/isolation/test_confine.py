@@ -89,11 +89,8 @@ except MemoryError:
 y = bytearray(10 * 1024**2)
 out["small"] = len(y)
 """
-    assert template.run(code)["out"] == {
-        "confine_ms": pytest.approx(0, abs=50),
-        "alloc": "MemoryError",
-        "small": 10 * 1024**2,
-    }
+    out = template.run(code)["out"]
+    assert (out["alloc"], out["small"]) == ("MemoryError", 10 * 1024**2)
 
 
 def test_fork_bomb_is_bounded_and_killed(template: Template, config: SandboxConfig) -> None:
@@ -167,15 +164,14 @@ for name, pid in (("parent", os.getppid()), ("pid1", 1)):
     for sig in (signal.SIGKILL, signal.SIGTERM, 0):
         try:
             os.kill(pid, sig)
-            out[f"{name}-{int(sig)}"] = "sent"
+            out["kill"][f"{name}-{int(sig)}"] = "sent"
         except OSError as e:
-            out[f"{name}-{int(sig)}"] = type(e).__name__
+            out["kill"][f"{name}-{int(sig)}"] = type(e).__name__
 """
-    r = template.run(code)
-    assert set(r["out"]) - {"confine_ms"} == {
-        f"{n}-{s}" for n in ("parent", "pid1") for s in (9, 15, 0)
-    }
-    assert {v for k, v in r["out"].items() if k != "confine_ms"} == {"PermissionError"}
+    r = template.run("out['kill'] = {}\n" + code)
+    kills = r["out"]["kill"]
+    assert set(kills) == {f"{n}-{s}" for n in ("parent", "pid1") for s in (9, 15, 0)}
+    assert set(kills.values()) == {"PermissionError"}
     assert template.proc.poll() is None  # the template is alive: the next request works
     assert template.run("out['ok'] = 1")["out"]["ok"] == 1
 
@@ -244,7 +240,12 @@ import numpy
 out["numpy"] = int(numpy.arange(10).sum())
 """
     out = template.run(code)["out"]
-    assert out == {"confine_ms": out["confine_ms"], "thread": "ran", "child": "42\n", "numpy": 45}
+    assert (out.get("error"), out["thread"], out["child"], out["numpy"]) == (
+        None,
+        "ran",
+        "42\n",
+        45,
+    )
 
 
 def test_confine_session_is_fast(template: Template) -> None:
@@ -254,3 +255,24 @@ def test_confine_session_is_fast(template: Template) -> None:
         f"\nconfine_session: median {median:.2f} ms, max {max(times):.2f} ms over {len(times)} sessions"
     )
     assert median < 5
+
+
+def test_inherited_descriptors_are_closed_and_temp_files_stay_in_the_workdir(
+    template: Template, protections: isolation.Protections
+) -> None:
+    code = """
+import os, tempfile
+def is_open(fd):
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+out["open"] = [is_open(fd) for fd in (0, 1, 2, out["report_fd"], *out["control_fds"])]
+out["tmp"] = tempfile.mkstemp()[1]
+"""
+    out = template.run(code, slot=4, close_fds=True)["out"]
+    assert out["open"] == [True, True, True, True, False, False]  # the control pipe is gone
+    assert out["tmp"].startswith(f"{protections.workspace_root}/s4/")
+    out = template.run(code, slot=4)["out"]
+    assert out["open"] == [True] * 6  # without keep_fds everything is inherited

@@ -427,25 +427,35 @@ _RLIMITS: tuple[tuple[str, int], ...] = (
 
 
 def confine_session(
-    config: SandboxConfig, protections: Protections, *, uid: int, workdir: str
+    config: SandboxConfig,
+    protections: Protections,
+    *,
+    uid: int,
+    workdir: str,
+    keep_fds: Sequence[int] | None = None,
 ) -> None:
     """Confine the calling, freshly forked session process before any user code runs.
 
     Order matters: the work directory is made while still privileged; no-new-privs, groups, gid
     and uid follow; rlimits get soft == hard so user code cannot raise them; the parent-death
     signal is set after the uid change (which clears it); the seccomp filter comes last because
-    it denies nothing this function still needs.
+    it denies nothing this function still needs. With ``keep_fds``, every other descriptor above
+    2 is closed first (so user code cannot write to the template's control pipes).
     """
+    if keep_fds is not None:
+        _close_fds_except(keep_fds)
     if os.path.lexists(workdir):  # left over by an earlier session of this slot
         remove_workdir(workdir)
     parent = os.path.dirname(workdir)
     if not os.path.isdir(parent):
-        os.makedirs(parent, mode=0o755, exist_ok=True)
+        os.makedirs(parent, mode=0o711, exist_ok=True)
     os.mkdir(workdir, 0o700)
     if protections.session_uids:
         os.chown(workdir, uid, uid)
     os.chdir(workdir)
     os.environ["HOME"] = workdir
+    os.environ["TMPDIR"] = workdir  # temp files stay private and go away with the session
+    tempfile.tempdir = None  # forget a temp dir the template may have cached
     os.umask(0o077)
 
     _seccomp.prctl(_seccomp.PR_SET_NO_NEW_PRIVS, 1)
@@ -458,22 +468,50 @@ def confine_session(
         if value is not None:
             resource.setrlimit(res, (value, value))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    if protections.session_uids and config.max_processes is not None:
-        resource.setrlimit(resource.RLIMIT_NPROC, (config.max_processes, config.max_processes))
+    nproc = _nproc_limit(config, protections)
+    if nproc is not None:
+        resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     _seccomp.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if protections.seccomp:
         _seccomp.compiled_filter(config.network).load()
 
 
 _PR_SET_PDEATHSIG = 1
+_nproc_baseline: int | None = None
+
+
+def _nproc_limit(config: SandboxConfig, protections: Protections) -> int | None:
+    """RLIMIT_NPROC for a session: its own budget with session uids; otherwise (unprivileged
+    host) a budget shared with every process of the user, on top of those already running."""
+    global _nproc_baseline
+    if config.max_processes is None:
+        return None
+    if protections.session_uids:
+        return config.max_processes
+    if os.geteuid() == 0:  # RLIMIT_NPROC does not bind root: nothing to set
+        return None
+    if _nproc_baseline is None:
+        _nproc_baseline = len(pids_of_uid(os.getuid())) + 1
+    return _nproc_baseline + config.max_processes
+
+
+def _close_fds_except(keep: Sequence[int]) -> None:
+    low = 3
+    for fd in sorted({fd for fd in keep if fd >= 3}):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
 def prepare_template(config: SandboxConfig, protections: Protections) -> None:
     """Call once in the template before forking: sessions then skip compiling the filter and
     loading libc symbols (without it the first :func:`confine_session` costs milliseconds more)."""
+    global _nproc_baseline
     _seccomp.warm_up()
     if protections.seccomp:
         _seccomp.compiled_filter(config.network)
+    if not protections.session_uids and os.geteuid() != 0:
+        _nproc_baseline = len(pids_of_uid(os.getuid())) + 1
 
 
 # --------------------------------------------------------------------------------------------------
