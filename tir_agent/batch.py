@@ -698,7 +698,7 @@ class AgentSolver:
         if self.config.prompt_format == "openai":
             result = await self.agent.asolve(row["messages"], seed=job.seed)
         else:
-            fields = {k: v for k, v in row.items() if k not in ("problem", "seed")}
+            fields = {k: v for k, v in row.items() if k not in ("problem", "seed", "self")}
             result = await self.agent.asolve(str(row.get("problem", "")), seed=job.seed, **fields)
         record = result.to_record()
         if result.status == "error":

@@ -148,3 +148,33 @@ def test_failed_samples_are_reported_and_retried(
     before = len(model.scripted.requests)
     assert main([*args, "--retry-errors"]) == 0
     assert len(model.scripted.requests) == before + 1  # only the failed sample is redone
+
+
+def test_config_file_then_flags_then_overrides(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "stages:\n  generate_solutions:\n"
+        "    inline_args: >-\n      ++inference.temperature=0.1 ++inference.top_p=0.5\n"
+        "    stage_kwargs:\n      model: from-file\n      num_random_seeds: 2\n"
+    )
+    args = [*base_args(model, tmp_path, 1), "--config", str(config), "--dry-run"]
+    args[args.index("--model") + 1] = "from-flag"
+    assert main([*args, "++inference.top_p=0.9"]) == 0
+    out = capsys.readouterr().out
+    request = json.loads(out[out.index("\n{", out.index("# request")) :])
+    assert request["model"] == "from-flag"  # a flag beats the file
+    assert request["temperature"] == 0.1  # the file beats the seed-run default 0.7
+    assert request["top_p"] == 0.9  # an override beats the file
+    assert request["seed"] == 0 and out.startswith("# 1 rows x 2 seeds")
+
+
+def test_solve_problem_with_equals_sign(capsys: pytest.CaptureFixture[str]) -> None:
+    with HTTPModel(ReactiveServer(direct=True)) as server:
+        argv = ["solve", "Let x = 3. What is 1 + 2?", "--model", "m", "--base-url",
+                server.base_url, "++code_execution=false"]  # fmt: skip
+        assert main(argv) == 0
+        sent = server.scripted.requests[0]["messages"][-1]["content"]
+    assert "Let x = 3. What is 1 + 2?" in sent
+    assert "answer: 3" in capsys.readouterr().out
