@@ -175,7 +175,8 @@ class Agent:
             self.template = get_chat_template(
                 config.chat_template or _default_template(config.tags)
             )
-        if self.prompt.needs_total_code_executions() and (
+        self._states_budget = self.prompt.needs_total_code_executions()
+        if self._states_budget and (
             config.total_code_executions_in_prompt is None and config.max_code_executions is None
         ):
             raise ConfigError(
@@ -382,7 +383,7 @@ class _Run:
         self.seed = seed
         self.emit = emit
         self.total = draw_total_code_executions(config.total_code_executions_in_prompt, seed or 0)
-        if self.total is None and agent.prompt.needs_total_code_executions():
+        if self.total is None and agent._states_budget:
             self.total = config.max_code_executions
         self.budget = (
             self.total if config.override_max_code_executions else config.max_code_executions
