@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 
 import pytest
@@ -276,3 +277,54 @@ out["tmp"] = tempfile.mkstemp()[1]
     assert out["tmp"].startswith(f"{protections.workspace_root}/s4/")
     out = template.run(code, slot=4)["out"]
     assert out["open"] == [True] * 6  # without keep_fds everything is inherited
+
+
+X86_64_SYSCALLS = {
+    "clone_newuser": (56, 0x10000000 | 17),  # clone(CLONE_NEWUSER | SIGCHLD)
+    "clone_newnet": (56, 0x40000000 | 17),
+    "clone3": (435, 0, 0),
+    "io_uring_setup": (425, 1, 0),
+    "bpf": (321, 0, 0, 0),
+    "keyctl": (250, 0, 0),
+    "add_key": (248, 0, 0, 0, 0, 0),
+    "perf_event_open": (298, 0, 0, -1, -1, 0),
+    "setns": (308, -1, 0),
+    "userfaultfd": (323, 0),
+    "pidfd_getfd": (438, -1, 0, 0),
+}
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="raw syscall numbers are x86_64's")
+def test_namespace_and_kernel_surface_syscalls_are_denied(template: Template) -> None:
+    code = f"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+for name, args in {X86_64_SYSCALLS!r}.items():
+    ctypes.set_errno(0)
+    rv = libc.syscall(*[ctypes.c_long(a) for a in args])
+    if rv == 0 and name.startswith("clone"):
+        os._exit(0)  # a child was created: must not happen, and must not run on
+    out[name] = [rv, os.strerror(ctypes.get_errno())]
+"""
+    out = template.run(code)["out"]
+    expected = {name: [-1, "Operation not permitted"] for name in X86_64_SYSCALLS}
+    expected["clone3"] = [-1, "Function not implemented"]  # ENOSYS: libc falls back to clone
+    assert {k: v for k, v in out.items() if k in X86_64_SYSCALLS} == expected, out
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the x32 ABI is x86_64's")
+def test_x32_syscall_numbers_are_no_bypass(template: Template) -> None:
+    # unshare(CLONE_NEWUSER) through the x32 ABI (nr | 0x40000000): the filter kills the process
+    # (bad architecture) or the kernel lacks x32 (ENOSYS); either way it must not succeed.
+    code = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+rv = libc.syscall(ctypes.c_long(0x40000000 | 272), ctypes.c_long(0x10000000))
+out["x32_unshare"] = [rv, os.strerror(ctypes.get_errno())]
+"""
+    r = template.run(code)
+    assert r["out"] is None or r["out"]["x32_unshare"][0] == -1, r
+    if r["out"] is None:
+        assert r["exitcode"] == -31  # SIGSYS
