@@ -16,10 +16,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from tir_agent.config import GenerateConfig, describe_options, load_config
 from tir_agent.errors import ConfigError, TirAgentError
+
+if TYPE_CHECKING:
+    from tir_agent.agent import Agent
+    from tir_agent.turn import SolveResult
 
 __all__ = ["main"]
 
@@ -176,7 +180,7 @@ def _solve(args: argparse.Namespace, overrides: list[str]) -> int:
 
     config = _config(args, overrides)
 
-    async def run() -> Any:
+    async def run() -> tuple[SolveResult, Agent]:
         agent = build_agent(config)
         try:
             return await agent.asolve(args.problem, seed=args.seed), agent
@@ -191,7 +195,7 @@ def _solve(args: argparse.Namespace, overrides: list[str]) -> int:
     return 1 if result.status == "error" else 0
 
 
-def print_solution(result: Any, code_begin: str, stream: TextIO) -> None:
+def print_solution(result: SolveResult, code_begin: str, stream: TextIO) -> None:
     """A :class:`~tir_agent.turn.SolveResult` for people: text, code, outputs, answer, figures."""
     from rich.console import Console
     from rich.panel import Panel
