@@ -14,6 +14,7 @@ returns :class:`Protections`: what is active, and for everything missing, how to
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import functools
 import json
@@ -293,6 +294,7 @@ def _host_workspace() -> str:
     """Work-dir root when there is no mount namespace: a private directory under the host's /tmp."""
     path = tempfile.mkdtemp(prefix="tir-agent-ws-")
     os.chmod(path, 0o711)  # session uids may traverse to their own dirs, not list the others
+    atexit.register(shutil.rmtree, path, True)
     return path
 
 
