@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO, cast
 
+import structlog
+
 from tir_agent._log import get_logger
 from tir_agent.config import GenerateConfig
 from tir_agent.errors import AuthenticationError, ConfigError, ModelError, SandboxError
@@ -552,7 +554,8 @@ async def run_batch(
             if tpm is not None:
                 await tpm.acquire(0)
             try:
-                out = await solver(job)
+                with structlog.contextvars.bound_contextvars(sample=job.index):
+                    out = await solver(job)
             except AuthenticationError:
                 raise  # every sample would fail the same way: stop the run
             except (ModelError, SandboxError) as e:

@@ -66,3 +66,28 @@ async def test_requests_per_minute_throttles_a_batch(tmp_path: Path) -> None:
     )  # fmt: skip
     # 10 per second with a burst of one second (10): the last 5 starts wait 0.1 s each
     assert starts[-1] - began >= 0.45
+
+
+async def test_tokens_per_minute_throttles_a_batch(tmp_path: Path) -> None:
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps({"x": i}) + "\n" for i in range(4)))
+    starts: list[float] = []
+
+    async def solver(job: Job) -> SampleOutput:
+        starts.append(time.monotonic())
+        return SampleOutput({"generation": "g"}, tokens=100)
+
+    await run_batch(
+        inp, tmp_path / "out.jsonl", solver, scan=scan_input(inp), seeds=[None],
+        concurrency=1, tokens_per_minute=60_000,
+    )  # fmt: skip
+    # 1000 tokens/s with a burst of 1000: the first sample's 100 tokens fit, later ones wait
+    # until the debt is paid; four samples of 100 tokens each fit in the burst: no wait
+    assert starts[-1] - starts[0] < 0.05
+    starts.clear()
+    await run_batch(
+        inp, tmp_path / "out2.jsonl", solver, scan=scan_input(inp), seeds=[None],
+        concurrency=1, tokens_per_minute=12_000,
+    )  # fmt: skip
+    # 200 tokens/s, burst 200: samples 1-3 spend 300 (100 of debt), sample 4 waits 0.5 s for it
+    assert 0.4 <= starts[-1] - starts[0] < 1.0
