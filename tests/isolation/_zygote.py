@@ -27,7 +27,7 @@ control_fds = os.pipe()  # stands for the engine's control channel, which sessio
 def serve(request):
     config = base_config.model_copy(update=request.get("config", {}))
     slot = request.get("slot", 0)
-    uid = isolation.session_uid(slot)
+    uid = isolation.session_uid(slot, protections)
     workdir = os.path.join(protections.workspace_root, f"s{slot}")
     if request.get("cleanup_only"):
         killed = isolation.kill_uid(uid)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,11 +114,7 @@ def template(config: SandboxConfig, protections: isolation.Protections) -> Itera
         t.close()
 
 
-def no_session_processes_on_host() -> list[int]:
-    """Host pids running as any session uid (must be empty after every test)."""
-    return [
-        pid
-        for pid in isolation.pids_of_uid(isolation.session_uid(0))
-        + isolation.pids_of_uid(isolation.session_uid(1))
-        if pid != os.getpid()
-    ]
+def session_processes(protections: isolation.Protections) -> list[int]:
+    """Host pids running as any uid of this sandbox's block (must be none after every test)."""
+    uids = {isolation.session_uid(slot, protections) for slot in range(8)}
+    return [pid for uid in uids for pid in isolation.pids_of_uid(uid)]

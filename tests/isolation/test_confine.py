@@ -7,7 +7,7 @@ import statistics
 
 import pytest
 
-from tests.isolation.conftest import Template, detect, no_session_processes_on_host
+from tests.isolation.conftest import Template, detect, session_processes
 from tir_agent.sandbox import isolation
 from tir_agent.sandbox.config import SandboxConfig
 
@@ -19,9 +19,9 @@ def protections(request: pytest.FixtureRequest, config: SandboxConfig) -> isolat
 
 
 @pytest.fixture(autouse=True)
-def _nothing_left_behind() -> object:
+def _nothing_left_behind(protections: isolation.Protections) -> object:
     yield
-    assert no_session_processes_on_host() == []
+    assert session_processes(protections) == []
 
 
 def test_session_runs_as_its_own_uid_in_a_private_workdir(
@@ -42,7 +42,7 @@ out["caps"] = [l.split()[1] for l in status.splitlines() if l.startswith(("CapEf
 out["nnp"] = [l.split()[1] for l in status.splitlines() if l.startswith(("NoNewPrivs", "Seccomp:"))]
 """
     r = template.run(code, slot=3)
-    uid = isolation.session_uid(3)
+    uid = isolation.session_uid(3, protections)
     out = r["out"]
     assert "error" not in out, out
     assert out["ids"] == [[uid] * 3, [uid] * 3, []]

@@ -88,11 +88,23 @@ def test_sandbox_env_is_only_ours(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not set(env) & (set(os.environ) - set(env))
 
 
-def test_session_uids_are_distinct_and_unprivileged() -> None:
-    uids = [isolation.session_uid(slot) for slot in range(256)]
-    assert len(set(uids)) == 256 and min(uids) == isolation.UID_BASE > 65535
-    with pytest.raises(ValueError):
-        isolation.session_uid(-1)
+def test_session_uids_are_distinct_and_unprivileged(protections: isolation.Protections) -> None:
+    uids = [isolation.session_uid(slot, protections) for slot in range(256)]
+    assert len(set(uids)) == 256 and min(uids) == protections.uid_base >= isolation.UID_BASE > 65535
+    assert (protections.uid_base - isolation.UID_BASE) % isolation.UID_BLOCK == 0
+    assert isolation.session_uid(5) == isolation.UID_BASE + 5
+    for bad in (-1, isolation.UID_BLOCK):
+        with pytest.raises(ValueError):
+            isolation.session_uid(bad)
+
+
+def test_sandboxes_get_different_uid_blocks() -> None:
+    bases = {isolation.fresh_uid_base() for _ in range(20)}
+    assert len(bases) > 10  # 1024 blocks: twenty draws nearly never collide much
+    assert (
+        max(bases) + isolation.UID_BLOCK
+        <= isolation.UID_BASE + isolation.UID_BLOCKS * isolation.UID_BLOCK
+    )
 
 
 def test_kill_uid_refuses_root_and_itself() -> None:

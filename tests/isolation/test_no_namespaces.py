@@ -51,12 +51,21 @@ try:
 except OSError as e:
     out["socket"] = e.strerror
 out["env"] = sorted(os.environ)
+status = open("/proc/self/status").read().splitlines()
+out["caps"] = [l.split()[1] for l in status if l.startswith(("CapEff", "CapPrm", "CapBnd"))]
+try:
+    os.chown(".", 1, 1)  # needs CAP_CHOWN even for root
+    out["chown"] = "changed"
+except OSError as e:
+    out["chown"] = e.strerror
 """
     r = template.run(code, slot=5)
     out = r["out"]
     assert out["uid"] == 0  # no session uids here: see test_detection_without_namespaces
+    assert out["caps"] == ["0000000000000000"] * 3  # but no capabilities at all
     assert out["cwd"] == f"{protections.workspace_root}/s5"
     assert out["as"] == [config.memory_limit] * 2 and out["raise"] == "ValueError"
     assert out["socket"] == "Operation not permitted"
     assert out["env"] == sorted(isolation.sandbox_env(config))
     assert r["workdir_left"] is False
+    assert out["chown"] == "Operation not permitted"

@@ -29,6 +29,7 @@ MNT_DETACH = 0x2
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PROC_COVERED = ("sys", "sysrq-trigger", "irq", "bus")
 SYS_PIVOT_ROOT = {"x86_64": 155, "aarch64": 41, "riscv64": 41, "ppc64le": 203, "s390x": 217}
 
 libc = ctypes.CDLL(None, use_errno=True)
@@ -98,6 +99,9 @@ def build(root: str, plan: list[list[object]]) -> None:
         elif kind == "proc":
             os.makedirs(path, exist_ok=True)
             mount("proc", path, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            for name in PROC_COVERED:  # as bwrap does: the kernel's knobs stay read-only
+                if os.path.exists(f"{path}/{name}"):
+                    ro_bind(f"{path}/{name}", f"{path}/{name}")
         elif kind == "remount-ro":
             mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
         else:

@@ -120,6 +120,7 @@ def warm_up() -> None:
     libc = _libc()
     libc.prctl  # noqa: B018 - resolves and caches the function pointer
     libc.unshare  # noqa: B018
+    libc.capset  # noqa: B018
 
 
 def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 0) -> None:
@@ -129,6 +130,38 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
     if libc.prctl(option, ulong(arg2), ulong(arg3), ulong(arg4), ulong(arg5)) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl({option}): {os.strerror(err)}")
+
+
+PR_CAPBSET_DROP = 24
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def drop_all_capabilities() -> None:
+    """Empty the bounding, effective, permitted and inheritable sets of the calling thread.
+
+    For root without a session uid: uid 0 stays, but no privilege bypasses a permission check
+    any more, and with no_new_privs not even executing a program brings capabilities back.
+    """
+    with open("/proc/sys/kernel/cap_last_cap") as f:
+        last = int(f.read())
+    for cap in range(last + 1):
+        prctl(PR_CAPBSET_DROP, cap)
+    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
+    data = (_CapData * 2)()
+    if _libc().capset(ctypes.byref(header), data) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"capset: {os.strerror(err)}")
 
 
 class _SockFprog(ctypes.Structure):

@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import resource
+import secrets
 import shutil
 import signal
 import tempfile
@@ -42,7 +43,12 @@ WORKSPACE_ROOT = _mounts.WORKSPACE_ROOT
 """Inside the sandbox: the in-memory file system holding the per-session work directories."""
 
 UID_BASE = 2_000_000
-"""Session slot ``n`` runs as uid and gid ``UID_BASE + n`` (no /etc/passwd entry needed)."""
+"""Session uids start here (no /etc/passwd entries needed)."""
+
+UID_BLOCK = 65_536
+UID_BLOCKS = 1024
+"""Each detection picks one of ``UID_BLOCKS`` blocks of ``UID_BLOCK`` uids at random, so two
+sandboxes running at the same time rarely share uids (which would share ``RLIMIT_NPROC``)."""
 
 ZYGOTE_CAPABILITIES: tuple[str, ...] = (
     "CAP_SETUID",  # give each session its own uid
@@ -120,6 +126,8 @@ class Protections:
     """Where work directories live, as seen by the template (outside a sandbox: a host temp dir)."""
     executable: str | None = None
     """The bwrap or unshare binary used by :func:`template_command`."""
+    uid_base: int = UID_BASE
+    """First session uid of this sandbox (see :func:`session_uid`)."""
 
     def active(self) -> list[str]:
         """Names of the active protections, in a fixed order."""
@@ -181,11 +189,19 @@ def sandbox_env(config: SandboxConfig, *, home: str = WORKSPACE_ROOT) -> dict[st
     return env
 
 
-def session_uid(slot: int) -> int:
-    """The unprivileged uid (== gid) of session slot ``slot``."""
-    if slot < 0:
-        raise ValueError(f"session slot must be >= 0, got {slot}")
-    return UID_BASE + slot
+def session_uid(slot: int, protections: Protections | None = None) -> int:
+    """The unprivileged uid (== gid) of session slot ``slot``: ``uid_base + slot``.
+
+    Pass the sandbox's ``protections`` to use its own uid block (``UID_BASE`` without them).
+    """
+    if not 0 <= slot < UID_BLOCK:
+        raise ValueError(f"session slot must be in [0, {UID_BLOCK}), got {slot}")
+    return (UID_BASE if protections is None else protections.uid_base) + slot
+
+
+def fresh_uid_base() -> int:
+    """A randomly chosen uid block for one sandbox."""
+    return UID_BASE + secrets.randbelow(UID_BLOCKS) * UID_BLOCK
 
 
 # --------------------------------------------------------------------------------------------------
@@ -389,6 +405,7 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
         network_allowed=config.network,
         workspace_root=WORKSPACE_ROOT if namespaces else _host_workspace(),
         executable=executable,
+        uid_base=fresh_uid_base(),
     )
     log.info(
         "isolation.detected",
@@ -465,6 +482,8 @@ def confine_session(
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
+    elif os.geteuid() == 0:  # root without session uids: at least no capabilities
+        _seccomp.drop_all_capabilities()
     for field, res in _RLIMITS:
         value = getattr(config, field)
         if value is not None:
