@@ -1,0 +1,922 @@
+"""Code that runs inside the sandbox: the template (zygote), session supervisors and runners.
+
+Process tree (all inside the namespaces made by :func:`isolation.template_command`)::
+
+    template (zygote)      imports config.preload once, gc.freeze(), forks one supervisor per session
+    └── supervisor S       privileged, never runs user code; subreaper; owns the output pipes,
+        │                  enforces the timeout, talks to the host over its own socket
+        └── holder H       confined (own uid, rlimits, seccomp); holds the session's state
+            └── runner C   protect_state=True: a fork of H that runs the next cell; on success it
+                           becomes the new holder, on timeout/crash S kills it and H forks again
+
+With ``protect_state=False`` the holder runs the cells itself (no fork per execution); a timeout
+first raises an exception in the cell (soft interrupt), then kills the holder and S forks a fresh
+one from its clean state (state lost).
+
+User code writes to fd 1 and 2, pipes drained by S with the cap applied while reading; Python's
+``sys.stdout``/``sys.stderr`` also stop writing once over the cap, so print loops stay cheap.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import contextlib
+import ctypes
+import errno
+import gc
+import importlib
+import io
+import json
+import linecache
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+import types
+from typing import Any, NoReturn
+
+from tir_agent.sandbox import isolation
+from tir_agent.sandbox import protocol as proto
+from tir_agent.sandbox.config import SandboxConfig
+
+FD_CTL = 3
+"""In holders and runners: the supervisor channel."""
+
+SOFT_GRACE = 0.25
+"""Fast mode: seconds between the soft interrupt and the hard kill of a timed-out cell."""
+
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_CHILD_SUBREAPER = 36
+
+_DEBUG = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _prctl(option: int, value: int) -> None:
+    _libc.prctl(
+        ctypes.c_int(option),
+        ctypes.c_ulong(value),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+        ctypes.c_ulong(0),
+    )
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (every thread's), from /proc."""
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def _descendants(roots: list[int], exclude: tuple[int, ...] = ()) -> list[int]:
+    """``roots`` and every process below them, skipping ``exclude`` and their subtrees."""
+    seen: list[int] = []
+    stack = [p for p in roots if p not in exclude]
+    while stack:
+        pid = stack.pop()
+        seen.append(pid)
+        stack.extend(p for p in _children(pid) if p not in exclude)
+    return seen
+
+
+def kill_tree(roots: list[int], *, include_roots: bool = True, rounds: int = 200) -> None:
+    """SIGKILL ``roots`` (unless ``include_roots`` is False) and every live process below them,
+    repeating while new ones appear."""
+    for _ in range(rounds):
+        pids = [p for p in _descendants(roots) if _alive(p)]
+        if not include_roots:
+            pids = [p for p in pids if p not in roots]
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.0002)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
+
+
+# --------------------------------------------------------------------------------------------------
+# Runner: executes cells
+
+
+class _CappedRaw(io.RawIOBase):
+    """fd 1/2 of user code at the Python level: writes through until ``limit`` bytes, then drops."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.limit = 1 << 20
+        self.written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return False
+
+    def write(self, b: Any) -> int:
+        view = memoryview(b).cast("B")
+        n = len(view)
+        room = self.limit - self.written
+        self.written += n
+        if room > 0:
+            chunk = view[:room] if n > room else view
+            try:
+                while chunk:
+                    chunk = chunk[os.write(self.fd, chunk) :]
+            except OSError:
+                pass
+        return n
+
+
+class _SoftInterrupt(BaseException):
+    """Raised in the cell by the supervisor's soft-timeout signal (fast mode)."""
+
+
+def _no_input(prompt: object = "") -> str:
+    raise EOFError(
+        "input() is not available in the sandbox: there is no standard input. "
+        "Put the data in the code instead."
+    )
+
+
+class Runner:
+    """The interpreter state of one session and the code that runs cells in it."""
+
+    def __init__(self) -> None:
+        self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        self.cell = 0
+        self.out_raw = _CappedRaw(1)
+        self.err_raw = _CappedRaw(2)
+        self.in_cell = False
+        sys.stdout = io.TextIOWrapper(
+            self.out_raw,
+            encoding="utf-8",
+            errors="backslashreplace",
+            write_through=True,  # type: ignore[arg-type]
+        )
+        sys.stderr = io.TextIOWrapper(
+            self.err_raw,
+            encoding="utf-8",
+            errors="backslashreplace",
+            write_through=True,  # type: ignore[arg-type]
+        )
+        sys.__stdout__ = sys.stdout
+        sys.__stderr__ = sys.stderr
+        sys.stdin = open(os.devnull)  # noqa: SIM115
+        builtins.input = _no_input
+        sys.argv = [""]
+        sys.ps1 = sys.ps2 = ""  # type: ignore[attr-defined]
+        signal.signal(signal.SIGUSR1, self._soft_interrupt)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _soft_interrupt(self, signum: int, frame: types.FrameType | None) -> None:
+        if self.in_cell:
+            raise _SoftInterrupt
+
+    def execute(self, code: str, cap: int) -> proto.Message:
+        """Run one cell; return ``status``, ``reason``, ``duration``."""
+        budget = proto.byte_budget(cap)
+        self.out_raw.limit = self.err_raw.limit = budget
+        self.out_raw.written = self.err_raw.written = 0
+        self.cell += 1
+        filename = f"<cell-{self.cell}>"
+        lines = code.splitlines(keepends=True)
+        linecache.cache[filename] = (len(code), None, lines, filename)
+        status, reason = "completed", None
+        start = time.perf_counter()
+        try:
+            self.in_cell = True
+            tree = ast.parse(code, filename, "exec")
+            last = None
+            if tree.body and isinstance(tree.body[-1], ast.Expr):
+                last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]
+            exec(compile(tree, filename, "exec"), self.ns)
+            if last is not None:
+                value = eval(compile(last, filename, "eval"), self.ns)
+                if value is not None:
+                    self.in_cell = False
+                    sys.stdout.write(repr(value) + "\n")
+            self.in_cell = False
+        except _SoftInterrupt:
+            self.in_cell = False
+            status, reason = "timeout", "timeout"
+        except BaseException as e:
+            self.in_cell = False
+            status = "error"
+            reason = "exit" if isinstance(e, SystemExit) else "exception"
+            if isinstance(e, MemoryError):
+                reason = "memory"
+            with contextlib.suppress(BaseException):
+                sys.stderr.write(short_traceback(e))
+        duration = time.perf_counter() - start
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        kill_tree([os.getpid()], include_roots=False, rounds=20)
+        return {"status": status, "reason": reason, "duration": duration}
+
+
+def short_traceback(e: BaseException) -> str:
+    """``Traceback (most recent call last):`` + the user's source lines + the exception line."""
+    if isinstance(e, SyntaxError) and (e.filename or "").startswith("<cell-"):
+        only = traceback.format_exception_only(type(e), e)
+        if only and only[0].lstrip().startswith("File "):
+            only = only[1:]
+        return "".join(only)
+    parts = ["Traceback (most recent call last):\n"]
+    for frame, lineno in traceback.walk_tb(e.__traceback__):
+        name = frame.f_code.co_filename
+        if name.startswith("<cell-") and lineno is not None:
+            line = linecache.getline(name, lineno).strip()
+            if line:
+                parts.append(f"    {line}\n")
+    parts.extend(traceback.format_exception_only(type(e), e))
+    return "".join(parts)
+
+
+def _send(ctl: socket.socket, message: proto.Message) -> None:
+    with contextlib.suppress(OSError):
+        ctl.send(proto.encode(message))
+
+
+def serve_cells(runner: Runner, ctl: socket.socket, *, protect: bool) -> None:
+    """Announce readiness, then run the cells addressed to this process. Returns after a
+    committed cell in protected mode (the caller becomes the holder)."""
+    me = os.getpid()
+    _send(ctl, {"op": "ready", "pid": me})
+    while True:
+        try:
+            data = ctl.recv(proto.MAX_PACKET)
+        except InterruptedError:
+            continue
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)  # the supervisor is gone
+        try:
+            request = proto.decode(data)
+        except ValueError:
+            continue
+        if request.get("to") != me or request.get("op") != "run":
+            continue
+        result = runner.execute(str(request["code"]), int(request["cap"]))
+        result.update(op="done", pid=me, seq=request.get("seq"))
+        _send(ctl, result)
+        if protect:
+            return
+        _send(ctl, {"op": "ready", "pid": me})
+
+
+def holder_main(
+    config: SandboxConfig, protections: isolation.Protections, uid: int, workdir: str, protect: bool
+) -> NoReturn:
+    """The first process of a session's state: confine, then run (fast) or fork runners (protected)."""
+    try:
+        isolation.confine_session(config, protections, uid=uid, workdir=workdir)
+        _prctl(PR_SET_DUMPABLE, 1)  # /proc/self stays readable by the session's own uid
+        ctl = socket.socket(fileno=FD_CTL)
+        runner = Runner()
+    except BaseException as e:
+        os.write(2, f"session start failed: {e!r}\n".encode())
+        os._exit(70)
+    if not protect:
+        serve_cells(runner, ctl, protect=False)
+        os._exit(0)
+    while True:  # protected: this process holds the state and only forks runners
+        me = os.getpid()
+        _send(ctl, {"op": "holder", "pid": me})
+        while True:
+            try:
+                pid = os.fork()
+                break
+            except OSError:
+                time.sleep(0.01)
+        if pid == 0:
+            serve_cells(runner, ctl, protect=True)
+            # committed: this runner becomes the holder
+            with contextlib.suppress(OSError):
+                os.kill(me, signal.SIGKILL)  # the old holder (the supervisor may be faster)
+            while os.getppid() == me:
+                time.sleep(0.0001)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            continue
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                status = -1
+                break
+        _send(ctl, {"op": "died", "pid": pid, "status": status})
+
+
+# --------------------------------------------------------------------------------------------------
+# Supervisor
+
+
+class _Stream:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.data = bytearray()
+        self.budget = 0
+        self.dropped = False
+        self.capturing = False
+
+    def start(self, budget: int) -> None:
+        self.drain(discard=True)
+        self.data.clear()
+        self.budget = budget
+        self.dropped = False
+        self.capturing = True
+
+    def read(self) -> bool:
+        """Read what is there; False at EOF."""
+        try:
+            chunk = os.read(self.fd, 1 << 16)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if not chunk:
+            return False
+        if self.capturing:
+            room = self.budget - len(self.data)
+            if room > 0:
+                self.data += chunk[:room]
+            if len(chunk) > room:
+                self.dropped = True
+        return True
+
+    def drain(self, *, discard: bool = False) -> None:
+        capturing = self.capturing
+        if discard:
+            self.capturing = False
+        for _ in range(1024):
+            try:
+                chunk = os.read(self.fd, 1 << 16)
+            except OSError:
+                break
+            if not chunk:
+                break
+            if self.capturing:
+                room = self.budget - len(self.data)
+                if room > 0:
+                    self.data += chunk[:room]
+                if len(chunk) > room:
+                    self.dropped = True
+        self.capturing = capturing
+
+    def text(self, cap: int) -> tuple[str, bool]:
+        self.capturing = False
+        text, cut = proto.cap_text(self.data.decode("utf-8", "backslashreplace"), cap)
+        if self.dropped and not cut:
+            text, cut = text[:cap] + proto.CUT_MARKER, True
+        self.data.clear()
+        return text, cut
+
+
+def _describe_exit(status: int | None) -> tuple[str, str]:
+    """(stderr line, reason) for a runner that died during a cell."""
+    if status is None or status < 0:
+        return "The interpreter died during this execution.\n", "crash"
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = str(sig)
+        if sig == signal.SIGKILL:
+            return (
+                f"The interpreter was killed (signal {name}), e.g. for using too much memory.\n",
+                "crash",
+            )
+        return f"The interpreter crashed (signal {name}).\n", "crash"
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+    return f"The interpreter exited with code {code} during this execution.\n", "exit"
+
+
+class Supervisor:
+    """One per session: owns the output pipes and the host channel, enforces timeouts."""
+
+    def __init__(
+        self,
+        host: socket.socket,
+        config: SandboxConfig,
+        protections: isolation.Protections,
+        slot: int,
+        protect: bool,
+    ) -> None:
+        self.host = host
+        self.config = config
+        self.protections = protections
+        self.protect = protect
+        self.uid = isolation.session_uid(slot) if protections.session_uids else os.getuid()
+        self.workdir = os.path.join(protections.workspace_root, f"s{slot}")
+        out_r, self.out_w = os.pipe()
+        err_r, self.err_w = os.pipe()
+        os.set_blocking(out_r, False)
+        os.set_blocking(err_r, False)
+        self.out = _Stream(out_r)
+        self.err = _Stream(err_r)
+        self.ctl, self.ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for s in (self.ctl, self.ctl_child):
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.MAX_PACKET)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.MAX_PACKET)
+        self.ctl.setblocking(False)
+        self.host.setblocking(False)
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        self.statuses: dict[int, int] = {}
+        self.holder = 0
+        self.runner = 0
+        self.ready = False
+        self.pidfds: dict[int, int] = {}  # pidfd -> pid
+        self.request: proto.Message | None = None  # waiting for a runner
+        self.running: proto.Message | None = None  # sent to the runner
+        self.deadline = 0.0
+        self.grace_deadline = 0.0
+        self.started = 0.0
+        self.seq = 0
+        self.inbuf = bytearray()
+        self.outbuf = bytearray()
+        self.poll = select.poll()
+        for fd in (self.host.fileno(), self.ctl.fileno(), out_r, err_r, self.wake_r):
+            self.poll.register(fd, select.POLLIN)
+
+    # -- processes
+
+    def spawn_holder(self) -> None:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(self.out_w, 1)
+                os.dup2(self.err_w, 2)
+                os.dup2(self.ctl_child.fileno(), FD_CTL)
+                os.closerange(FD_CTL + 1, 1 << 16)
+                holder_main(self.config, self.protections, self.uid, self.workdir, self.protect)
+            finally:
+                os._exit(70)
+        self.holder = pid
+        self.runner = pid if not self.protect else 0
+        self.ready = False
+        self.watch(pid)
+
+    def watch(self, pid: int) -> None:
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        self.pidfds[fd] = pid
+        self.poll.register(fd, select.POLLIN)
+
+    def unwatch(self, pid: int) -> None:
+        for fd, p in list(self.pidfds.items()):
+            if p == pid:
+                self.poll.unregister(fd)
+                os.close(fd)
+                del self.pidfds[fd]
+
+    def reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            except InterruptedError:
+                continue
+            if pid == 0:
+                return
+            if pid in (self.holder, self.runner):
+                self.statuses[pid] = status
+
+    def strays(self) -> list[int]:
+        """Children of the supervisor that are neither the holder nor the runner (orphans)."""
+        return [p for p in _children(os.getpid()) if p not in (self.holder, self.runner)]
+
+    def purge(self, extra: tuple[int, ...] = ()) -> None:
+        """Kill ``extra`` and every orphan (all children of the supervisor but the holder), with
+        everything below them, until none is left (fork bombs race us)."""
+        for _ in range(2000):
+            self.reap()
+            keep = tuple(p for p in (self.holder, self.runner) if p and p not in extra)
+            roots = [p for p in (*extra, *self.strays()) if _alive(p)]
+            targets = [p for p in _descendants(roots, keep) if _alive(p)]
+            if not targets:
+                return
+            for pid in targets:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.0002)
+
+    def kill_everything(self) -> None:
+        self.holder = self.runner = 0
+        self.purge()
+        if self.protections.session_uids:
+            isolation.kill_uid(self.uid)
+        for pid in list(self.pidfds.values()):
+            self.unwatch(pid)
+        self.reap()
+
+    # -- host channel
+
+    def reply(self, message: proto.Message) -> None:
+        self.outbuf += proto.frame(message)
+        self.flush_host()
+
+    def flush_host(self) -> None:
+        while self.outbuf:
+            try:
+                n = self.host.send(self.outbuf)
+            except BlockingIOError:
+                select.select([], [self.host], [], 1.0)
+                continue
+            except OSError:
+                self.outbuf.clear()
+                return
+            del self.outbuf[:n]
+
+    def on_host(self) -> None:
+        try:
+            data = self.host.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self.shutdown()
+        self.inbuf += data
+        for message in proto.unframe(self.inbuf):
+            op = message.get("op")
+            if op == "run":
+                self.request = message
+            elif op == "close":
+                self.shutdown(reply=True)
+
+    def shutdown(self, reply: bool = False) -> NoReturn:
+        self.kill_everything()
+        with contextlib.suppress(OSError):
+            isolation.remove_workdir(self.workdir)
+        if reply:
+            self.reply({"op": "closed"})
+        os._exit(0)
+
+    # -- session channel
+
+    def on_ctl(self) -> None:
+        while True:
+            try:
+                data = self.ctl.recv(proto.MAX_PACKET)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            try:
+                message = proto.decode(data)
+                op = message.get("op")
+                pid = int(message.get("pid", 0))
+            except (ValueError, TypeError):
+                continue
+            if _DEBUG:
+                os.write(2, f"S ctl {message} holder={self.holder} runner={self.runner}\n".encode())
+            if op == "ready":
+                if self.protect and pid != self.holder:
+                    if self.runner and self.runner != pid:
+                        self.unwatch(self.runner)
+                    self.runner = pid
+                    self.watch(pid)
+                self.ready = pid == self.runner and _alive(pid)
+            elif op == "holder" and self.protect:
+                if pid != self.holder:
+                    self.holder = pid
+            elif op == "done" and self.running is not None and pid == self.runner:
+                if message.get("seq") == self.running["seq"]:
+                    self.finish_done(message)
+            elif op == "died":
+                self.statuses[int(message.get("pid", 0))] = int(message.get("status", -1))
+
+    def dispatch(self) -> None:
+        if self.request is None or self.running is not None or not self.ready:
+            return
+        request, self.request = self.request, None
+        self.seq += 1
+        request["seq"] = self.seq
+        cap = int(request["cap"])
+        self.out.start(proto.byte_budget(cap))
+        self.err.start(proto.byte_budget(cap))
+        message = {
+            "op": "run",
+            "to": self.runner,
+            "seq": self.seq,
+            "code": request["code"],
+            "cap": cap,
+        }
+        try:
+            self.ctl.send(proto.encode(message))
+        except OSError as e:
+            size = e.errno == errno.EMSGSIZE
+            self.out.text(cap)
+            self.err.text(cap)
+            self.reply(
+                {
+                    "op": "result",
+                    "status": "error",
+                    "stderr": "The code is too large to run.\n"
+                    if size
+                    else f"The session could not run the code: {e}\n",
+                    "reason": "exception",
+                    "state": "kept",
+                }
+            )
+            return
+        self.ready = False
+        self.running = request
+        self.started = time.monotonic()
+        self.deadline = self.started + float(request["timeout"])
+        self.grace_deadline = 0.0
+
+    def collect(self, cap: int) -> tuple[str, bool, str, bool]:
+        self.out.drain()
+        self.err.drain()
+        stdout, out_cut = self.out.text(cap)
+        stderr, err_cut = self.err.text(cap)
+        return stdout, out_cut, stderr, err_cut
+
+    def finish_done(self, message: proto.Message) -> None:
+        assert self.running is not None
+        request, self.running = self.running, None
+        cap = int(request["cap"])
+        stdout, out_cut, stderr, err_cut = self.collect(cap)
+        status = message.get("status", "error")
+        if status == "timeout":
+            stderr = _join(stderr, proto.timeout_text(float(request["timeout"])))
+        if self.protect:
+            self.holder = self.runner  # the runner committed and is the holder now
+            self.runner = 0
+        if self.strays():
+            self.purge()
+        self.reply(
+            {
+                "op": "result",
+                "status": status,
+                "stdout": stdout,
+                "stderr": stderr,
+                "stdout_truncated": out_cut,
+                "stderr_truncated": err_cut,
+                "duration": float(message.get("duration", 0.0)),
+                "state": "kept",
+                "reason": message.get("reason"),
+            }
+        )
+
+    def fail_running(self, runner: int, *, timed_out: bool, status: int | None = None) -> None:
+        """The runner timed out (and is to be killed) or died: report, restore a runner."""
+        assert self.running is not None
+        request, self.running = self.running, None
+        cap = int(request["cap"])
+        duration = time.monotonic() - self.started
+        if self.protect:
+            self.purge((runner,))
+        else:
+            self.kill_everything()
+        stdout, out_cut, stderr, err_cut = self.collect(cap)
+        self.unwatch(runner)
+        if self.runner == runner:
+            self.ready = False
+            self.runner = 0
+        holder_alive = self.protect and self.holder != 0 and _alive(self.holder)
+        if timed_out:
+            notice, reason, result_status = (
+                proto.timeout_text(float(request["timeout"])),
+                "timeout",
+                "timeout",
+            )
+        else:
+            notice, reason = _describe_exit(status)
+            result_status = "error"
+        if holder_alive:
+            state, note = "rolled_back", proto.ROLLED_BACK_NOTE
+        else:
+            state, note = "lost", proto.LOST_NOTE
+            self.kill_everything()
+            self.spawn_holder()
+        stderr = _join(stderr, notice)
+        if self.config.state_notes:
+            stderr += note
+        self.reply(
+            {
+                "op": "result",
+                "status": result_status,
+                "stdout": stdout,
+                "stderr": stderr,
+                "stdout_truncated": out_cut,
+                "stderr_truncated": err_cut,
+                "duration": duration,
+                "state": state,
+                "reason": reason,
+            }
+        )
+
+    def on_exit(self, pid: int) -> None:
+        """A watched process (holder or runner) ended."""
+        if _DEBUG:
+            os.write(2, f"S exit {pid} holder={self.holder} runner={self.runner}\n".encode())
+        self.unwatch(pid)
+        self.reap()
+        if self.running is not None and pid == self.runner:
+            status = self.statuses.pop(pid, None)
+            if self.protect:
+                end = time.monotonic() + 0.2
+                while status is None and time.monotonic() < end:  # the holder reports it
+                    select.select([self.ctl], [], [], 0.02)
+                    self.on_ctl()
+                    status = self.statuses.pop(pid, None)
+            self.fail_running(pid, timed_out=False, status=status)
+            return
+        if pid == self.holder and (not self.protect or self.running is None):
+            if self.protect and self.runner and _alive(self.runner):
+                return  # the runner committed or still holds state; it will announce itself
+            # the state is gone while idle (e.g. killed by a stray process): start over
+            self.kill_everything()
+            self.spawn_holder()
+
+    def check_deadline(self) -> None:
+        if self.running is None:
+            return
+        now = time.monotonic()
+        if self.grace_deadline:
+            if now >= self.grace_deadline:
+                self.fail_running(self.runner, timed_out=True)
+            return
+        if now >= self.deadline:
+            if self.protect:
+                self.fail_running(self.runner, timed_out=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.kill(self.runner, signal.SIGUSR1)
+                self.grace_deadline = now + SOFT_GRACE
+
+    def serve(self) -> NoReturn:
+        self.spawn_holder()
+        while True:
+            timeout = None
+            if self.running is not None:
+                until = self.grace_deadline or self.deadline
+                timeout = max(0.0, until - time.monotonic()) * 1000 + 1
+            try:
+                events = self.poll.poll(timeout)
+            except InterruptedError:
+                events = []
+            fds = {fd for fd, _ in events}
+            if self.ctl.fileno() in fds:
+                self.on_ctl()
+            for stream in (self.out, self.err):
+                if stream.fd in fds:
+                    stream.read()
+            if self.wake_r in fds:
+                with contextlib.suppress(OSError):
+                    os.read(self.wake_r, 4096)
+                self.reap()
+            for fd in fds:
+                pid = self.pidfds.get(fd)
+                if pid is not None:
+                    self.on_exit(pid)
+            if self.host.fileno() in fds:
+                self.on_host()
+            self.check_deadline()
+            self.dispatch()
+
+
+def _join(text: str, notice: str) -> str:
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + notice
+
+
+def supervisor_main(
+    host: socket.socket,
+    config: SandboxConfig,
+    protections: isolation.Protections,
+    slot: int,
+    protect: bool,
+) -> NoReturn:
+    _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(PR_SET_DUMPABLE, 0)
+    Supervisor(host, config, protections, slot, protect).serve()
+
+
+# --------------------------------------------------------------------------------------------------
+# Template (zygote)
+
+
+def _reap_all() -> None:
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def template_main(argv: list[str]) -> NoReturn:
+    """Entry point of the template: ``argv`` = control fd, protections JSON, config JSON."""
+    ctl = socket.socket(fileno=int(argv[0]))
+    protections = isolation.Protections.from_dict(json.loads(argv[1]))
+    config = SandboxConfig.model_validate_json(argv[2])
+    failed: dict[str, str] = {}
+    for name in config.preload:
+        try:
+            importlib.import_module(name)
+        except Exception as e:
+            failed[name] = repr(e)
+    isolation.prepare_template(config, protections)
+    compile("x = 1\nx", "<warm>", "exec")
+    gc.collect()
+    gc.freeze()
+    ctl.send(proto.encode({"op": "ready", "pid": os.getpid(), "failed": failed}))
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    while True:
+        _reap_all()
+        try:
+            ready, _, _ = select.select([ctl], [], [], 1.0)
+        except InterruptedError:
+            continue
+        if not ready:
+            continue
+        try:
+            data = ctl.recv(proto.MAX_PACKET)
+        except InterruptedError:
+            continue
+        if not data:
+            os._exit(0)  # sessions die with us (PR_SET_PDEATHSIG)
+        request = proto.decode(data)
+        if request.get("op") == "new":
+            host_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    ctl.close()
+                    host_end.close()
+                    supervisor_main(
+                        session_end,
+                        config,
+                        protections,
+                        int(request["slot"]),
+                        bool(request["protect"]),
+                    )
+                finally:
+                    os._exit(70)
+            session_end.close()
+            socket.send_fds(
+                ctl,
+                [proto.encode({"op": "new", "pid": pid, "id": request.get("id")})],
+                [host_end.fileno()],
+            )
+            host_end.close()
+
+
+def main() -> NoReturn:
+    template_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()
