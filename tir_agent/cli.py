@@ -176,16 +176,13 @@ def _config(args: argparse.Namespace, overrides: list[str], **more: Any) -> Gene
 
 
 def _solve(args: argparse.Namespace, overrides: list[str]) -> int:
-    from tir_agent.batch import build_agent
+    from tir_agent.batch import open_agent
 
     config = _config(args, overrides)
 
     async def run() -> tuple[SolveResult, Agent]:
-        agent = build_agent(config)
-        try:
+        async with open_agent(config) as agent:
             return await agent.asolve(args.problem, seed=args.seed), agent
-        finally:
-            await agent.aclose()
 
     result, agent = asyncio.run(run())
     if args.json:
@@ -287,7 +284,7 @@ async def _dry_run(config: GenerateConfig, source: Path) -> int:
     import httpx2
     from pydantic import SecretStr
 
-    from tir_agent.batch import AgentSolver, Job, build_agent, read_rows, scan_input
+    from tir_agent.batch import AgentSolver, Job, open_agent, read_rows, scan_input
 
     captured: list[httpx2.Request] = []
 
@@ -300,14 +297,11 @@ async def _dry_run(config: GenerateConfig, source: Path) -> int:
     if dry.api_key is None:
         dry = dry.model_copy(update={"api_key": SecretStr("dry-run")})
     client = httpx2.AsyncClient(transport=httpx2.MockTransport(refuse))
-    agent = build_agent(dry, http_client=client)
-    try:
+    async with open_agent(dry, http_client=client) as agent:
         solver = AgentSolver(dry, agent)
         scan = scan_input(source, solver.validate, config.max_samples)
         _, _, row = next(read_rows(source, 1))
         await solver(Job(index=0, seed=config.seeds()[0], row=row))
-    finally:
-        await agent.aclose()
     if not captured:
         raise ConfigError("dry run: the agent made no request")
     body = json.loads(captured[0].content)

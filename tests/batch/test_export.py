@@ -116,6 +116,7 @@ def test_refused_calls_are_left_out() -> None:
     assert parts == [Block("print(2)", "2\n", hint=RUN_OUT_HINT), "\\boxed{2}"]
 
 
+@pytest.mark.slow  # starts a real sandbox
 async def test_agent_tool_conversation_converts_to_its_generation() -> None:
     server = ScriptedServer(
         [Step("First.", ["print(40 + 2)"]), Step("", ["x = 1", "x + 1"]), Step("\\boxed{42}")],

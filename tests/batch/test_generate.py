@@ -133,3 +133,24 @@ async def test_row_missing_a_template_key_fails_before_any_request(
         await run(tmp_path, rows, [], sandbox, server)
     assert server.requests == []
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def children() -> set[int]:
+    """Live child processes of this test process."""
+    import os
+    from pathlib import Path as P
+
+    pids: set[int] = set()
+    for task in P(f"/proc/{os.getpid()}/task").iterdir():
+        text = (task / "children").read_text().split()
+        pids.update(int(p) for p in text)
+    return pids
+
+
+@pytest.mark.slow
+async def test_configured_sandbox_is_started_and_closed(tmp_path: Path) -> None:
+    before = children()
+    out, _ = await run(tmp_path, problems(2), ["sandbox.max_sessions=2"], None)
+    assert [r["code_rounds_executed"] for r in read(out)] == [1, 1]
+    assert [r["predicted_answer"] for r in read(out)] == ["0", "3"]
+    assert children() <= before  # the sandbox made for the run is gone

@@ -1,0 +1,190 @@
+"""The agent as a batch solver, and ``generate``: the whole ``tir-agent generate`` run."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from tir_agent.batch.engine import BatchSummary, Job, SampleOutput, run_batch
+from tir_agent.batch.journal import scan_input
+from tir_agent.batch.progress import Progress
+from tir_agent.config import GenerateConfig
+from tir_agent.errors import ConfigError
+from tir_agent.sandbox.base import Sandbox
+from tir_agent.sandbox.config import SandboxConfig
+
+if TYPE_CHECKING:
+    from tir_agent.agent import Agent
+
+__all__ = ["AgentSolver", "agent_options", "build_agent", "generate", "open_agent"]
+
+
+def _literal(text: str) -> str:
+    """``text`` as a ``str.format`` template that renders to itself."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def agent_options(config: GenerateConfig) -> dict[str, Any]:
+    """The :class:`~tir_agent.agent.Agent` options for ``config`` (NeMo-Skills names mapped)."""
+    execution = config.server.code_execution
+    temperature, top_p = config.sampling()
+    options: dict[str, Any] = {
+        "base_url": config.server_address,
+        "format": config.format,
+        "api": config.api,
+        "tags": config.code_tags,
+        "max_code_executions": execution.max_code_executions if config.code_execution else 0,
+        "add_remaining_code_executions": execution.add_remaining_code_executions,
+        "code_execution_timeout": execution.code_execution_timeout,
+        "max_code_output_characters": execution.max_code_output_characters,
+        "prompt": config.prompt_config,
+        "chat_template": config.chat_template,
+        "temperature": temperature,
+        "top_p": top_p,
+        "max_tokens": config.inference.tokens_to_generate,
+        "reasoning_effort": config.inference.reasoning_effort,
+        "extra_body": config.inference.extra_body or None,
+        "total_code_executions_in_prompt": config.total_code_executions_in_prompt,
+        "override_max_code_executions": config.override_max_code_executions
+        and config.code_execution,
+    }
+    if config.max_model_calls is not None:
+        options["max_model_calls"] = config.max_model_calls
+    if config.request_timeout is not None:
+        options["timeout"] = config.request_timeout
+    if config.max_retries is not None:
+        options["max_retries"] = config.max_retries
+    return options
+
+
+def build_agent(
+    config: GenerateConfig, *, sandbox: Sandbox | None = None, http_client: Any = None
+) -> Agent:
+    """An :class:`~tir_agent.agent.Agent` configured from ``config`` (prompt overrides applied)."""
+    from tir_agent.agent import Agent
+
+    api_key = config.api_key.get_secret_value() if config.api_key is not None else None
+    options = agent_options(config)
+    agent = Agent(
+        config.model, api_key=api_key, sandbox=sandbox, http_client=http_client, **options
+    )
+    if config.system_message is not None or config.prompt_suffix:
+        prompt = agent.prompt
+        update: dict[str, Any] = {"user": prompt.user + _literal(config.prompt_suffix)}
+        if config.system_message is not None:
+            update["system"] = _literal(config.system_message) or None
+        options["prompt"] = prompt.model_copy(update=update)
+        agent = Agent(
+            config.model, api_key=api_key, sandbox=sandbox, http_client=http_client, **options
+        )
+    return agent
+
+
+def _check_conversation(messages: Any) -> None:
+    if not isinstance(messages, list) or not messages:
+        raise ConfigError("prompt_format=openai: the row's 'messages' must be a non-empty list")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message:
+            raise ConfigError(
+                f"prompt_format=openai: messages[{i}] must be an object with 'role' and 'content'"
+            )
+
+
+class AgentSolver:
+    """A :data:`Solver` that runs each job through one shared :class:`~tir_agent.agent.Agent`."""
+
+    def __init__(self, config: GenerateConfig, agent: Agent) -> None:
+        self.config = config
+        self.agent = agent
+        self._required = agent.prompt.required_keys()
+
+    def validate(self, row: dict[str, Any]) -> None:
+        """Raise :class:`ConfigError` when ``row`` cannot fill the prompt."""
+        if self.config.prompt_format == "openai":
+            if "messages" not in row:
+                raise ConfigError(
+                    "prompt_format=openai needs a 'messages' field (an OpenAI chat conversation) "
+                    "in every row"
+                )
+            _check_conversation(row["messages"])
+            return
+        missing = sorted(self._required - row.keys())
+        if missing:
+            name = self.agent.prompt.name or "<inline>"
+            raise ConfigError(
+                f"the row lacks {', '.join(missing)}, which prompt {name} needs (row keys: "
+                f"{', '.join(sorted(row)) or 'none'}); add the field or use another prompt"
+            )
+
+    async def __call__(self, job: Job) -> SampleOutput:
+        """Solve one job; the endpoint failing for good gives an ``error`` field."""
+        row = job.row
+        if self.config.prompt_format == "openai":
+            result = await self.agent.asolve(row["messages"], seed=job.seed)
+        else:
+            fields = {k: v for k, v in row.items() if k not in ("problem", "seed", "self")}
+            result = await self.agent.asolve(str(row.get("problem", "")), seed=job.seed, **fields)
+        record = result.to_record()
+        if result.status == "error":
+            record["error"] = result.error or "the model endpoint failed"
+        if self.config.keep_conversation:
+            record["messages"] = result.messages
+            if result.prompt is not None:
+                record["prompt"] = result.prompt
+        return SampleOutput(record, tokens=result.usage.total_tokens, requests=len(result.turns))
+
+
+@contextlib.asynccontextmanager
+async def open_agent(
+    config: GenerateConfig, *, sandbox: Sandbox | None = None, http_client: Any = None
+) -> AsyncIterator[Agent]:
+    """An agent for ``config`` (with a sandbox of ``config.sandbox`` when it is not the default);
+    the agent and any sandbox made here are closed on exit."""
+    own: Any = None
+    if sandbox is None and config.sandbox != SandboxConfig.model_validate({}):
+        from tir_agent.sandbox.local import LocalSandbox
+
+        own = LocalSandbox(config.sandbox)
+        sandbox = cast(Sandbox, own)
+    try:
+        agent = build_agent(config, sandbox=sandbox, http_client=http_client)
+        try:
+            yield agent
+        finally:
+            await agent.aclose()
+    finally:
+        if own is not None:
+            await own.close()
+
+
+async def generate(
+    input_path: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    config: GenerateConfig,
+    *,
+    progress: Progress | None = None,
+    sandbox: Sandbox | None = None,
+    http_client: Any = None,
+) -> BatchSummary:
+    """``tir-agent generate`` as a function: every row of ``input_path`` (times every seed)."""
+    source, target = Path(input_path), Path(output)
+    async with open_agent(config, sandbox=sandbox, http_client=http_client) as agent:
+        solver = AgentSolver(config, agent)
+        scan = scan_input(source, solver.validate, config.max_samples)
+        return await run_batch(
+            source,
+            target,
+            solver,
+            scan=scan,
+            seeds=config.seeds(),
+            concurrency=config.max_concurrent_requests,
+            max_samples=config.max_samples,
+            resume=config.skip_filled,
+            retry_errors=config.retry_errors,
+            requests_per_minute=config.requests_per_minute,
+            tokens_per_minute=config.tokens_per_minute,
+            progress=progress,
+        )
