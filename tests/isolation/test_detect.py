@@ -119,3 +119,19 @@ def test_remove_workdir_refuses_top_level_paths() -> None:
         with pytest.raises(ValueError):
             isolation.remove_workdir(path)
     assert os.path.isdir("/usr") and os.path.isdir("/tmp")
+
+
+def test_bwrap_options_follow_the_installed_version() -> None:
+    # bubblewrap 0.8 here knows every optional option; an older one gets none of them.
+    bwrap = shutil.which("bwrap")
+    assert bwrap is not None
+    assert isolation._mounts.bwrap_features(bwrap) == frozenset(
+        isolation._mounts.OPTIONAL_BWRAP_OPTIONS
+    )
+    plan = [["tmpfs", "/tmp", 0o1777, 1024], ["dir", "/x", 0o755], ["remount-ro", "/"]]
+    assert isolation._mounts.bwrap_args(plan) == [
+        "--perms", "1777", "--size", "1024", "--tmpfs", "/tmp",
+        "--perms", "0755", "--dir", "/x",
+        "--remount-ro", "/",
+    ]  # fmt: skip
+    assert isolation._mounts.bwrap_args(plan, frozenset()) == ["--tmpfs", "/tmp", "--dir", "/x"]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.isolation.conftest import detect, run_wrapped
-from tir_agent.sandbox import isolation
+from tir_agent.sandbox import _mounts, _probe, isolation
 from tir_agent.sandbox.config import SandboxConfig
 
 
@@ -125,10 +125,15 @@ print(json.dumps(res))
 def test_secrets_and_homes_are_hidden(
     config: SandboxConfig, protections: isolation.Protections
 ) -> None:
-    code = """
+    roots = _mounts.bind_roots(config)
+    checkout = os.path.dirname(_mounts.package_dir())
+    # One host file from every home directory and one beside the checkout (e.g. /root/.bashrc).
+    secrets = _probe.sentinel_secrets(roots, _mounts.package_dir())
+    assert secrets and all(os.path.lexists(p) for p in secrets)
+    code = f"""
 import json, os
-res = {}
-for path in ["/etc/shadow", "/etc/gshadow", "/root/.bashrc", "/work/notes/common.md"]:
+res = {{}}
+for path in {["/etc/shadow", "/etc/gshadow", *secrets]!r}:
     try:
         with open(path) as f:
             res[path] = "read %d bytes" % len(f.read())
@@ -136,17 +141,24 @@ for path in ["/etc/shadow", "/etc/gshadow", "/root/.bashrc", "/work/notes/common
         res[path] = e.strerror
 res["root"] = sorted(os.listdir("/root")) if os.path.isdir("/root") else None
 res["home"] = os.path.exists("/home")
-res["checkout"] = sorted(os.listdir("/work/main")) if os.path.isdir("/work/main") else None
-res["git"] = os.listdir("/work/main/.git") if os.path.isdir("/work/main/.git") else None
+res["checkout"] = sorted(os.listdir({checkout!r}))
+res["git"] = os.listdir({checkout + "/.git"!r}) if os.path.isdir({checkout + "/.git"!r}) else None
 print(json.dumps(res))
 """
     out = run_json(code, config, protections)
     assert out["/etc/shadow"] == out["/etc/gshadow"] == "Permission denied"
-    assert out["/root/.bashrc"] == out["/work/notes/common.md"] == "No such file or directory"
-    assert out["root"] == [".pyenv"]  # only the interpreter's prefix is bound back
-    assert out["home"] is False
-    # This checkout is not installed: only the package directory is bound (read-only).
-    assert out["checkout"] == ["tir_agent"] and out["git"] is None
+    for path in secrets:
+        assert out[path] in ("No such file or directory", "Is a directory", "Not a directory"), path
+        assert not out[path].startswith("read")
+    # Only the interpreter's own directories are bound back under /root and /home.
+    under_root = sorted({r.split("/")[2] for r in roots if r.startswith("/root/")})
+    assert out["root"] == (under_root or None)
+    assert out["home"] is any(r.startswith("/home/") for r in roots)
+    # Only the package directory is bound (or the whole checkout, when an editable install puts it
+    # on sys.path), read-only; the checkout's .git is covered by an empty tmpfs.
+    expected = sorted(os.listdir(checkout)) if checkout in roots else ["tir_agent"]
+    assert out["checkout"] == expected
+    assert out["git"] in (None, [])
 
 
 def test_host_processes_and_environment_are_invisible(

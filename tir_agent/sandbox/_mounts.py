@@ -138,13 +138,36 @@ def mount_plan(config: SandboxConfig) -> list[MountOp]:
     return plan
 
 
-def bwrap_args(plan: list[MountOp]) -> list[str]:
-    """The plan as bubblewrap options."""
+OPTIONAL_BWRAP_OPTIONS = ("--perms", "--size", "--remount-ro", "--disable-userns")
+"""Options newer than bubblewrap 0.4 that are left out when the installed bwrap lacks them."""
+
+
+@functools.cache
+def bwrap_features(executable: str) -> frozenset[str]:
+    """Which of :data:`OPTIONAL_BWRAP_OPTIONS` the bwrap at ``executable`` understands."""
+    try:
+        text = subprocess.run(
+            [executable, "--help"], capture_output=True, text=True, timeout=10, env={}
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    words = set(text.split())
+    return frozenset(o for o in OPTIONAL_BWRAP_OPTIONS if o in words)
+
+
+def bwrap_args(
+    plan: list[MountOp], features: frozenset[str] = frozenset(OPTIONAL_BWRAP_OPTIONS)
+) -> list[str]:
+    """The plan as bubblewrap options (leaving out options missing from ``features``)."""
+
+    def perms(mode: object) -> list[str]:
+        return ["--perms", f"{int(str(mode)):04o}"] if "--perms" in features else []
+
     args: list[str] = []
     for op in plan:
         kind, rest = op[0], [str(x) for x in op[1:]]
         if kind == "dir":
-            args += ["--perms", f"{int(str(op[2])):04o}", "--dir", rest[0]]
+            args += [*perms(op[2]), "--dir", rest[0]]
         elif kind == "symlink":
             args += ["--symlink", rest[0], rest[1]]
         elif kind == "ro-bind":
@@ -152,14 +175,15 @@ def bwrap_args(plan: list[MountOp]) -> list[str]:
         elif kind == "hide":
             args += ["--ro-bind", "/dev/null", rest[0]]
         elif kind == "tmpfs":
-            size = [] if op[3] is None else ["--size", str(op[3])]
-            args += ["--perms", f"{int(str(op[2])):04o}", *size, "--tmpfs", rest[0]]
+            size = [] if op[3] is None or "--size" not in features else ["--size", str(op[3])]
+            args += [*perms(op[2]), *size, "--tmpfs", rest[0]]
         elif kind == "dev":
             args += ["--dev", rest[0]]
         elif kind == "proc":
             args += ["--proc", rest[0]]
         elif kind == "remount-ro":
-            args += ["--remount-ro", rest[0]]
+            if "--remount-ro" in features:
+                args += ["--remount-ro", rest[0]]
         else:
             raise ValueError(f"unknown mount operation {kind!r}")
     return args

@@ -224,9 +224,12 @@ def _bwrap_args(config: SandboxConfig, protections: Protections) -> list[str]:
     ]
     if not config.network:
         args.append("--unshare-net")
+    features = _mounts.bwrap_features(protections.executable)
     if not root:
-        args += ["--unshare-user", "--disable-userns"]
-    args += _mounts.bwrap_args(_mounts.mount_plan(config))
+        args.append("--unshare-user")
+        if "--disable-userns" in features:
+            args.append("--disable-userns")
+    args += _mounts.bwrap_args(_mounts.mount_plan(config), features)
     if root:
         args += ["--cap-drop", "ALL"]
         for cap in ZYGOTE_CAPABILITIES:
