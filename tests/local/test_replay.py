@@ -1,0 +1,101 @@
+"""Replay of real exchanges with the embedded model, with the network blocked.
+
+The cassettes in tests/cassettes/local/ were recorded from the real llama.cpp server
+(SmolLM2-135M-Instruct, greedy, seed 0) by ``python scripts/record_cassettes.py``; see
+``tests/local/scenarios.py``. The sandbox runs for real: each request the agent builds from the
+real execution outputs must match a recorded one as parsed JSON, every recorded interaction must
+be played, and the result must equal the recorded one (``<name>.summary.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from vcr.errors import CannotOverwriteExistingCassetteException
+
+from tests.local.scenarios import (
+    CASSETTES,
+    RECORDED,
+    REPLAY_URL,
+    Scenario,
+    build_agent,
+    recorder,
+    summary,
+)
+from tests.local.scenarios import run as run_scenario
+from tir_agent.sandbox.local import LocalSandbox
+from tir_agent.turn import CodeComplete, ExecutionDone, TextDelta
+
+_ASYNC = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def sandbox() -> AsyncIterator[LocalSandbox]:
+    """One real sandbox for the module (a fresh session per solve)."""
+    async with LocalSandbox() as box:
+        yield box
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Internet sockets refuse to connect (the sandbox's local IPC still works)."""
+    original = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError(f"network blocked in cassette tests: {address!r}")
+        original(self, address)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    yield
+
+
+@_ASYNC
+@pytest.mark.parametrize("scenario", RECORDED, ids=[s.name for s in RECORDED])
+async def test_replay_reproduces_the_recorded_solve(
+    scenario: Scenario, sandbox: LocalSandbox, no_network: None
+) -> None:
+    expected = json.loads((CASSETTES / f"{scenario.name}.summary.json").read_text())
+    agent = build_agent(scenario, REPLAY_URL, sandbox)
+    with recorder("none").use_cassette(f"{scenario.name}.json") as cassette:
+        result, events = await run_scenario(agent, scenario)
+        assert cassette.all_played, "a recorded interaction was not requested"
+        assert cassette.play_count == len(result.turns)
+    await agent.aclose()
+    assert summary(result) == expected
+    if scenario.stream:
+        kinds = {type(e) for e in events}
+        assert {TextDelta, CodeComplete, ExecutionDone} <= kinds
+        if scenario.format != "tools":
+            for turn in result.turns:  # deltas as they came; a swallowed stop is restored after
+                streamed = "".join(
+                    e.text for e in events if isinstance(e, TextDelta) and e.turn == turn.index
+                )
+                assert turn.text in (streamed, streamed + agent.tags.code_end)
+
+
+@_ASYNC
+async def test_a_request_not_in_the_cassette_fails(sandbox: LocalSandbox, no_network: None) -> None:
+    """A changed request (another problem) finds no recorded answer: the solve fails."""
+    scenario = RECORDED[0]
+    agent = build_agent(scenario, REPLAY_URL, sandbox)
+    with (
+        recorder("none").use_cassette(f"{scenario.name}.json"),
+        pytest.raises(CannotOverwriteExistingCassetteException, match="json_body differs"),
+    ):
+        await agent.asolve("What is 1 + 1?")
+    await agent.aclose()
+
+
+def test_cassettes_hold_no_secret_or_version() -> None:
+    texts = [p.read_text() for p in CASSETTES.glob("*.json")]
+    assert len(texts) == 2 * len(RECORDED)
+    for text in texts:
+        lowered = text.lower()
+        assert "sk-local-not-a-secret" not in text and "authorization" not in lowered
+        assert "x-stainless" not in lowered and "user-agent" not in lowered
+        assert "127.0.0.1" not in text
