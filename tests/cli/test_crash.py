@@ -41,17 +41,20 @@ def finished(journal: Path) -> set[int]:
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_rerun(tmp_path: Path) -> None:
+@pytest.mark.parametrize("code", [False, True], ids=["no-code", "with-sandbox"])
+def test_kill_9_at_random_moments_then_rerun(tmp_path: Path, code: bool) -> None:
+    n = N  # with code: two model calls and one real execution per sample
     inp = tmp_path / "in.jsonl"
-    inp.write_text("".join(json.dumps(r) + "\n" for r in problems(N)))
+    inp.write_text("".join(json.dumps(r) + "\n" for r in problems(n)))
     out = tmp_path / "out.jsonl"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     rng = random.Random(1234)
-    with HTTPModel(ReactiveServer(direct=True, delay=0.03)) as model:
+    with HTTPModel(ReactiveServer(direct=not code, delay=0.03)) as model:
         argv = [
             sys.executable, "-m", "tir_agent.cli", "generate", "--input", str(inp),
             "--output", str(out), "--model", "scripted", "--base-url", model.base_url,
-            "++code_execution=false", "++prompt_config=generic/math", "--concurrency", "6",
+            f"++code_execution={str(code).lower()}", "++prompt_config=generic/math",
+            "--concurrency", "6",
             "--no-progress",
         ]  # fmt: skip
         counts = model.scripted.per_problem
@@ -64,12 +67,12 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path: Path) -> None:
             start = time.monotonic()
             while time.monotonic() - start < 20 and sum(counts.values()) <= baseline:
                 time.sleep(0.005)
-            time.sleep(rng.uniform(0.0, 0.25))
+            time.sleep(rng.uniform(0.3, 1.5) if code else rng.uniform(0.0, 0.25))
             proc.kill()
             proc.wait()
             done = finished(journal_path(out))
             snapshots.append((done, Counter(counts)))
-            mid_run_kills += 0 < len(done) < N
+            mid_run_kills += 0 < len(done) < n
             if mid_run_kills >= 4 or out.exists():
                 break
         assert mid_run_kills >= 2, "the kills did not land mid-run; adjust the timing"
@@ -77,8 +80,9 @@ def test_kill_9_at_random_moments_then_rerun(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
 
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["id"] for r in rows] == list(range(N))  # each exactly once, in input order
+    assert [r["id"] for r in rows] == list(range(n))  # each exactly once, in input order
     assert all(r["predicted_answer"] == r["expected_answer"] for r in rows)
+    assert all(r["code_rounds_executed"] == int(code) for r in rows)
     assert not journal_path(out).exists()
     names = {r["id"]: r["problem"] for r in rows}
     for done, seen in snapshots:
