@@ -197,3 +197,15 @@ def test_export_messages_round_trip(tmp_path: Path) -> None:
         == 0
     )
     assert read(back)[0]["generation"] == GOOD
+
+
+@pytest.mark.slow  # starts the real sandbox
+def test_solve_with_code_prints_code_and_output(capsys: pytest.CaptureFixture[str]) -> None:
+    with HTTPModel(ReactiveServer()) as model:
+        argv = ["solve", "What is 20 + 22?", "--model", "scripted", "--base-url", model.base_url,
+                "++max_retries=0"]  # fmt: skip
+        assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "print('RESULT=' + str(20 + 22))" in out
+    assert "│ RESULT=42" in out
+    assert "answer: 42" in out and "status finished · 1 executions · 2 model calls" in out
