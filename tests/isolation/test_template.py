@@ -268,3 +268,24 @@ def test_start_up_cost(config: SandboxConfig, protections: isolation.Protections
         f"(+{(boxed - plain) * 1000:.1f} ms)"
     )
     assert boxed - plain < 0.2
+
+
+def test_kernel_knobs_in_proc_are_read_only(
+    config: SandboxConfig, protections: isolation.Protections
+) -> None:
+    # Checked through the mount flags, never by writing: a write to sysrq-trigger would act.
+    code = """
+import json, os
+res = {}
+for path in ("/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/", "/usr", "/etc"):
+    if os.path.exists(path):
+        res[path] = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+res["/proc"] = bool(os.statvfs("/proc/self").f_flag & os.ST_RDONLY)
+for path in ("/tmp", "/sandbox", "/dev/shm"):
+    res[path] = bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+print(json.dumps(res))
+"""
+    out = run_json(code, config, protections)
+    assert out.pop("/proc") is False and out.pop("/tmp") is False
+    assert out.pop("/sandbox") is False and out.pop("/dev/shm") is False
+    assert out and all(out.values()), out

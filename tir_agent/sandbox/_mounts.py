@@ -10,7 +10,7 @@ Each operation is a JSON-ready list whose first item names it:
 - ``["hide", path]``: ``/dev/null`` bound on a nodev mount, so opening ``path`` fails (EACCES)
 - ``["tmpfs", path, mode, size_or_None]``
 - ``["dev", path]``: a minimal ``/dev`` (null, zero, full, random, urandom, tty)
-- ``["proc", path]``: the procfs of the new pid namespace
+- ``["proc", path]``: the procfs of the new pid namespace, with :data:`PROC_COVERED` read-only
 - ``["remount-ro", "/"]``: make the sandbox's own root read-only (last)
 """
 
@@ -45,6 +45,10 @@ SYSTEM_DIRS: tuple[str, ...] = (
 
 HIDDEN_FILES: tuple[str, ...] = ("/etc/shadow", "/etc/shadow-", "/etc/gshadow", "/etc/gshadow-")
 """Files covered by an unreadable node inside the sandbox."""
+
+
+PROC_COVERED: tuple[str, ...] = ("sys", "sysrq-trigger", "irq", "bus")
+"""Parts of /proc mounted read-only in the sandbox (the kernel's knobs)."""
 
 
 @functools.cache
@@ -181,6 +185,10 @@ def bwrap_args(
             args += ["--dev", rest[0]]
         elif kind == "proc":
             args += ["--proc", rest[0]]
+            # bwrap started by real root skips covering these (its access() check fails), so a
+            # root template could write sysctls: cover them read-only ourselves.
+            for name in PROC_COVERED:
+                args += ["--ro-bind-try", f"/proc/{name}", f"{rest[0]}/{name}"]
         elif kind == "remount-ro":
             if "--remount-ro" in features:
                 args += ["--remount-ro", rest[0]]

@@ -37,6 +37,9 @@ try:
     r["root_writable"] = True
 except OSError:
     r["root_writable"] = False
+def read_only(path):
+    return os.path.exists(path) and bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+r["read_only"] = {p: read_only(p) for p in ("/", "/usr", "/etc", "/proc/sys")}
 ws = arg["workspace"]
 try:
     p = os.path.join(ws, ".probe-%d" % os.getpid())

@@ -317,6 +317,10 @@ def _host_workspace() -> str:
     return path
 
 
+def _all_true(mapping: object, keys: Sequence[str]) -> bool:
+    return isinstance(mapping, dict) and all(mapping.get(k) is True for k in keys)
+
+
 def _try(
     mechanism: Mechanism, executable: str | None, config: SandboxConfig, arg: dict[str, object]
 ) -> _probe.ProbeResult:
@@ -377,6 +381,8 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
     filesystem = (
         namespaces
         and facts.get("root_writable") is False
+        # "/" itself is the sandbox's own tmpfs (read-only too, unless bwrap lacks --remount-ro)
+        and _all_true(facts.get("read_only"), ("/usr", "/etc", "/proc/sys"))
         and facts.get("workspace_writable") is True
         and facts.get("shadow_readable") is False
         and facts.get("secrets_visible") == []
