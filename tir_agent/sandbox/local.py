@@ -60,23 +60,61 @@ def _make_config(config: SandboxConfig | None, overrides: dict[str, Any]) -> San
         raise ConfigError(f"invalid sandbox option: {e}") from e
 
 
+class _Channel(asyncio.Protocol):
+    """The host's end of a session supervisor's socket: one request, one framed reply."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[dict[str, Any]] | None = None
+        self.lost: Exception | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        try:
+            messages = proto.unframe(self.buffer)
+        except ValueError as e:
+            self._fail(e)
+            return
+        for message in messages:
+            if self.waiter is not None and not self.waiter.done():
+                self.waiter.set_result(message)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionResetError("the session supervisor closed its channel"))
+
+    def _fail(self, exc: Exception) -> None:
+        self.lost = exc
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc)
+
+    async def request(self, message: dict[str, Any], wait: float) -> dict[str, Any]:
+        if self.lost is not None:
+            raise self.lost
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(proto.frame(message))
+        async with asyncio.timeout(wait):
+            return await self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
 class LocalSession:
     """One stateful interpreter. Use through ``async with sandbox.session() as s``."""
 
-    def __init__(
-        self,
-        sandbox: LocalSandbox,
-        slot: int,
-        pid: int,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
+    def __init__(self, sandbox: LocalSandbox, slot: int, pid: int, channel: _Channel) -> None:
         self._sandbox = sandbox
         self.slot = slot
         self.pid = pid
         """Pid of the session's supervisor, as seen inside the sandbox."""
-        self._reader = reader
-        self._writer = writer
+        self._channel = channel
         self._lock = asyncio.Lock()
         self._closed: str | None = None
         self.executions = 0
@@ -89,12 +127,7 @@ class LocalSession:
         return self._closed is not None
 
     async def _request(self, message: dict[str, Any], wait: float) -> dict[str, Any]:
-        self._writer.write(proto.frame(message))
-        async with asyncio.timeout(wait):
-            header = await self._reader.readexactly(proto.HEADER.size)
-            (size,) = proto.HEADER.unpack(header)
-            body = await self._reader.readexactly(size)
-        return proto.decode(body)
+        return await self._channel.request(message, wait)
 
     async def run(
         self,
@@ -119,7 +152,7 @@ class LocalSession:
                 reply = await self._request(
                     {"op": "run", "code": code, "timeout": t, "cap": cap}, t + SLACK
                 )
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError) as e:
+            except (OSError, TimeoutError, ValueError) as e:
                 await self._abort(f"lost its supervisor: {type(e).__name__}")
                 raise SandboxError(
                     f"sandbox session {self.slot} failed: {type(e).__name__}: {e}"
@@ -152,20 +185,19 @@ class LocalSession:
             self._closed = "closed"
             try:
                 await self._request({"op": "close"}, 10.0)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
-                await self._sandbox._kill_supervisor(self.pid)
+            except (OSError, TimeoutError, ValueError):
+                await self._sandbox._kill_supervisor(self.pid, self.slot)
             self._finish()
         log.info("session.stop", session=self.slot, executions=self.executions)
 
     async def _abort(self, why: str) -> None:
         self._closed = why
-        await self._sandbox._kill_supervisor(self.pid)
+        await self._sandbox._kill_supervisor(self.pid, self.slot)
         self._finish()
         log.warning("session.lost", session=self.slot, why=why)
 
     def _finish(self) -> None:
-        with contextlib.suppress(Exception):
-            self._writer.close()
+        self._channel.close()
         self._sandbox._release(self)
 
     async def __aenter__(self) -> LocalSession:
@@ -363,11 +395,18 @@ class LocalSandbox:
                 self._broken = f"the sandbox template failed: {e}"
                 raise SandboxError(self._broken) from e
 
-    async def _kill_supervisor(self, pid: int) -> None:
-        """Last resort when a supervisor stops answering (never needed in normal operation)."""
-        if self._ctl is None or self._broken or (self._closed and self._proc is None):
+    async def _kill_supervisor(self, pid: int, slot: int) -> None:
+        """Last resort when a supervisor stops answering: the template kills the session."""
+        if (
+            self._ctl is None
+            or self._broken
+            or self._proc is None
+            or self._proc.returncode is not None
+        ):
             return
-        log.warning("session.kill", pid=pid)
+        log.warning("session.kill", session=slot)
+        with contextlib.suppress(SandboxError):
+            await self._call({"op": "kill", "pid": pid, "slot": slot})
 
     def _release(self, session: LocalSession) -> None:
         if self._sessions.pop(session.slot, None) is not None:
@@ -402,12 +441,14 @@ class LocalSandbox:
                 self._free.append(slot)
                 raise SandboxError("the sandbox template did not hand over a session channel")
             sock = socket.socket(fileno=fds[0])
-            reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 24)
+            _, channel = await asyncio.get_running_loop().create_unix_connection(
+                _Channel, sock=sock
+            )
         except BaseException:
             if self._slots is not None:
                 self._slots.release()
             raise
-        session = LocalSession(self, slot, int(reply["pid"]), reader, writer)
+        session = LocalSession(self, slot, int(reply["pid"]), channel)
         self._sessions[slot] = session
         log.info("session.start", session=slot, duration=round(time.perf_counter() - started, 6))
         return session

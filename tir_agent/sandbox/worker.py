@@ -45,6 +45,9 @@ from tir_agent.sandbox.config import SandboxConfig
 
 FD_CTL = 3
 """In holders and runners: the supervisor channel."""
+FD_OUT_SAVED = 4
+FD_ERR_SAVED = 5
+"""In protected holders: the output pipes, kept for the runners while fd 1 and 2 go nowhere."""
 
 SOFT_GRACE = 0.25
 """Fast mode: seconds between the soft interrupt and the hard kill of a timed-out cell."""
@@ -239,7 +242,6 @@ class Runner:
         with contextlib.suppress(BaseException):
             sys.stdout.flush()
             sys.stderr.flush()
-        kill_tree([os.getpid()], include_roots=False, rounds=20)
         return {"status": status, "reason": reason, "duration": duration}
 
 
@@ -288,10 +290,18 @@ def serve_cells(runner: Runner, ctl: socket.socket, *, protect: bool) -> None:
             continue
         result = runner.execute(str(request["code"]), int(request["cap"]))
         result.update(op="done", pid=me, seq=request.get("seq"))
-        _send(ctl, result)
-        if protect:
+        if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
+            kill_tree([me], include_roots=False, rounds=50)
+            _send(ctl, result)
             return
-        _send(ctl, {"op": "ready", "pid": me})
+        _send(ctl, result)  # also means "ready for the next cell"
+
+
+def _silence() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def holder_main(
@@ -309,6 +319,12 @@ def holder_main(
     if not protect:
         serve_cells(runner, ctl, protect=False)
         os._exit(0)
+    # The holder writes nowhere: threads left running by a committed cell go quiet. Runners get
+    # the supervisor's pipes back on fd 1 and 2.
+    os.dup2(1, FD_OUT_SAVED)
+    os.dup2(2, FD_ERR_SAVED)
+    _silence()
+    old = 0
     while True:  # protected: this process holds the state and only forks runners
         me = os.getpid()
         _send(ctl, {"op": "holder", "pid": me})
@@ -319,14 +335,20 @@ def holder_main(
             except OSError:
                 time.sleep(0.01)
         if pid == 0:
+            os.dup2(FD_OUT_SAVED, 1)
+            os.dup2(FD_ERR_SAVED, 2)
             serve_cells(runner, ctl, protect=True)
-            # committed: this runner becomes the holder
+            _silence()
+            # committed: this runner becomes the holder; the old one goes (S may be faster)
             with contextlib.suppress(OSError):
-                os.kill(me, signal.SIGKILL)  # the old holder (the supervisor may be faster)
-            while os.getppid() == me:
-                time.sleep(0.0001)
-            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                os.kill(me, signal.SIGKILL)
+            old = me
             continue
+        if old:  # off the critical path: wait to be reparented, then die with the supervisor
+            while os.getppid() == old:
+                time.sleep(0.0002)
+            _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            old = 0
         while True:
             try:
                 _, status = os.waitpid(pid, 0)
@@ -614,7 +636,10 @@ class Supervisor:
             except (ValueError, TypeError):
                 continue
             if _DEBUG:
-                os.write(2, f"S ctl {message} holder={self.holder} runner={self.runner}\n".encode())
+                os.write(
+                    2,
+                    f"S {time.monotonic():.4f} ctl {message} holder={self.holder} runner={self.runner}\n".encode(),
+                )
             if op == "ready":
                 if self.protect and pid != self.holder:
                     if self.runner and self.runner != pid:
@@ -689,8 +714,8 @@ class Supervisor:
         if self.protect:
             self.holder = self.runner  # the runner committed and is the holder now
             self.runner = 0
-        if self.strays():
-            self.purge()
+        else:
+            self.ready = True
         self.reply(
             {
                 "op": "result",
@@ -704,6 +729,12 @@ class Supervisor:
                 "reason": message.get("reason"),
             }
         )
+        # after the reply (off the critical path): processes the cell started do not outlive it
+        orphans = self.strays()
+        if not self.protect:
+            orphans += _children(self.runner)
+        if orphans:
+            self.purge(tuple(orphans))
 
     def fail_running(self, runner: int, *, timed_out: bool, status: int | None = None) -> None:
         """The runner timed out (and is to be killed) or died: report, restore a runner."""
@@ -888,7 +919,16 @@ def template_main(argv: list[str]) -> NoReturn:
         if not data:
             os._exit(0)  # sessions die with us (PR_SET_PDEATHSIG)
         request = proto.decode(data)
-        if request.get("op") == "new":
+        if request.get("op") == "kill":  # a supervisor stopped answering: clean up after it
+            with contextlib.suppress(OSError):
+                os.kill(int(request["pid"]), signal.SIGKILL)
+            slot = int(request["slot"])
+            if protections.session_uids:
+                isolation.kill_uid(isolation.session_uid(slot))
+            with contextlib.suppress(OSError):
+                isolation.remove_workdir(os.path.join(protections.workspace_root, f"s{slot}"))
+            ctl.send(proto.encode({"op": "killed", "pid": request["pid"]}))
+        elif request.get("op") == "new":
             host_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             pid = os.fork()
             if pid == 0:

@@ -1,0 +1,123 @@
+"""Notebook semantics: state, echo, separate streams, short tracebacks, no stdin."""
+
+from __future__ import annotations
+
+import pytest
+
+from tir_agent.sandbox.local import LocalSandbox
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_state_persists_across_cells(sandbox: LocalSandbox) -> None:
+    async with sandbox.session() as s:
+        assert (await s.run("x = 41")).stdout == ""
+        r = await s.run("x + 1")
+        assert (r.status, r.stdout, r.stderr, r.state) == ("completed", "42\n", "", "kept")
+        await s.run("import math\ndef f(n):\n    return math.factorial(n)\nclass C:\n    v = 7")
+        assert (await s.run("f(5), C.v, C().v")).stdout == "(120, 7, 7)\n"
+
+
+async def test_echo_is_repr_of_final_bare_expression(sandbox: LocalSandbox) -> None:
+    async with sandbox.session() as s:
+        assert (await s.run("a = 1\na")).stdout == "1\n"
+        assert (await s.run("'s'")).stdout == "'s'\n"
+        assert (await s.run("None")).stdout == ""
+        assert (await s.run("print(3)")).stdout == "3\n"  # print returns None: no echo
+        assert (await s.run("b = 2")).stdout == ""
+        assert (
+            await s.run("import numpy as np\nnp.arange(5)")
+        ).stdout == "array([0, 1, 2, 3, 4])\n"
+        assert (await s.run("x = 5\nx if x else 0  # comment\n")).stdout == "5\n"
+
+
+async def test_stdout_and_stderr_are_separate(sandbox: LocalSandbox) -> None:
+    r = await sandbox.run("import sys\nprint('out')\nprint('err', file=sys.stderr)\nprint('out2')")
+    assert (r.stdout, r.stderr) == ("out\nout2\n", "err\n")
+
+
+async def test_short_traceback_is_byte_exact(sandbox: LocalSandbox) -> None:
+    async with sandbox.session() as s:
+        r = await s.run("1 / 0")
+        assert r.status == "error" and r.reason == "exception" and r.state == "kept"
+        assert r.stdout == ""
+        assert (
+            r.stderr
+            == "Traceback (most recent call last):\n    1 / 0\nZeroDivisionError: division by zero\n"
+        )
+
+
+async def test_traceback_shows_each_user_frame_across_cells(sandbox: LocalSandbox) -> None:
+    async with sandbox.session() as s:
+        await s.run("def g(v):\n    return 1 / v\n\ndef h(v):\n    return g(v) + 1")
+        r = await s.run("y = 3\nh(0)")
+        assert r.stderr == (
+            "Traceback (most recent call last):\n"
+            "    h(0)\n"
+            "    return g(v) + 1\n"
+            "    return 1 / v\n"
+            "ZeroDivisionError: division by zero\n"
+        )
+        assert (await s.run("y")).stdout == "3\n"  # state of the failing cell is kept
+
+
+async def test_traceback_hides_library_frames(sandbox: LocalSandbox) -> None:
+    r = await sandbox.run("import json\njson.loads('{')")
+    lines = r.stderr.splitlines()
+    assert lines[:2] == ["Traceback (most recent call last):", "    json.loads('{')"]
+    assert lines[2].startswith("json.decoder.JSONDecodeError: Expecting property name")
+    assert len(lines) == 3 and "File" not in r.stderr
+
+
+async def test_syntax_error_is_short(sandbox: LocalSandbox) -> None:
+    r = await sandbox.run("x = (1,\ny = 2")
+    assert r.status == "error"
+    assert "SyntaxError" in r.stderr.splitlines()[-1]
+    assert "File " not in r.stderr and "worker" not in r.stderr
+
+
+async def test_input_fails_at_once(sandbox: LocalSandbox) -> None:
+    r = await sandbox.run("input('name? ')", timeout=5)
+    assert r.status == "error" and r.duration < 1
+    assert r.stderr.startswith(
+        "Traceback (most recent call last):\n    input('name? ')\nEOFError: input() is not available"
+    )
+    r = await sandbox.run("import sys\nsys.stdin.read()")
+    assert (r.status, r.stdout) == ("completed", "''\n")
+
+
+async def test_system_exit_and_keyboard_interrupt_are_errors_that_keep_state(
+    sandbox: LocalSandbox,
+) -> None:
+    async with sandbox.session() as s:
+        await s.run("k = 1")
+        r = await s.run("import sys\nk = 2\nsys.exit(3)")
+        assert (r.status, r.reason, r.state) == ("error", "exit", "kept")
+        assert r.stderr == "Traceback (most recent call last):\n    sys.exit(3)\nSystemExit: 3\n"
+        r = await s.run("k = 3\nraise KeyboardInterrupt")
+        assert (r.status, r.state) == ("error", "kept")
+        assert (
+            r.stderr
+            == "Traceback (most recent call last):\n    raise KeyboardInterrupt\nKeyboardInterrupt\n"
+        )
+        assert (await s.run("k")).stdout == "3\n"
+
+
+async def test_sessions_do_not_share_state_or_files(sandbox: LocalSandbox) -> None:
+    async with sandbox.session() as a, sandbox.session() as b:
+        await a.run("secret = 1\nopen('mine.txt', 'w').write('a')")
+        r = await b.run("secret")
+        assert r.status == "error" and "NameError" in r.stderr
+        r = await b.run("import os\nsorted(os.listdir('.'))")
+        assert r.stdout == "[]\n"
+        assert (await a.run("open('mine.txt').read()")).stdout == "'a'\n"
+
+
+async def test_one_off_run_is_stateless(sandbox: LocalSandbox) -> None:
+    assert (await sandbox.run("z = 1\nprint(2)")).stdout == "2\n"
+    assert "NameError" in (await sandbox.run("z")).stderr
+
+
+async def test_result_carries_duration(sandbox: LocalSandbox) -> None:
+    r = await sandbox.run("import time\ntime.sleep(0.05)")
+    assert 0.05 <= r.duration < 1

@@ -1,0 +1,103 @@
+"""Synchronous facade of :class:`~tir_agent.sandbox.local.LocalSandbox` for scripts and notebooks.
+
+Every call runs on tir-agent's private event loop in a background thread (:mod:`tir_agent._sync`),
+so it works in plain scripts and inside a running event loop (Jupyter) alike::
+
+    with SyncSandbox() as sandbox:
+        with sandbox.session() as s:
+            s.run("x = 41")
+            print(s.run("x + 1").stdout)   # 42
+        print(sandbox.run("print(2)").stdout)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tir_agent._sync import run_sync
+from tir_agent.sandbox.config import SandboxConfig
+from tir_agent.sandbox.isolation import Protections
+from tir_agent.sandbox.local import LocalSandbox, LocalSession
+from tir_agent.sandbox.result import ExecutionResult
+
+
+class SyncSession:
+    """A stateful session; ``run`` blocks until the cell has finished."""
+
+    def __init__(self, session: LocalSession) -> None:
+        self._session = session
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_characters: int | None = None,
+    ) -> ExecutionResult:
+        """Run one cell; ``None`` means the sandbox's configured default."""
+        return run_sync(
+            self._session.run(code, timeout=timeout, max_output_characters=max_output_characters)
+        )
+
+    def close(self) -> None:
+        """Stop every process of the session and remove its files."""
+        run_sync(self._session.close())
+
+    @property
+    def closed(self) -> bool:
+        """Whether the session was closed."""
+        return self._session.closed
+
+    def __enter__(self) -> SyncSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncSandbox:
+    """Blocking twin of :class:`LocalSandbox` (same arguments); close it or use ``with``."""
+
+    def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
+        self._sandbox = LocalSandbox(config, **overrides)
+
+    @property
+    def config(self) -> SandboxConfig:
+        """The effective configuration."""
+        return self._sandbox.config
+
+    @property
+    def protections(self) -> Protections:
+        """Which protections are active."""
+        return self._sandbox.protections
+
+    def start(self) -> None:
+        """Start the template process now (otherwise on first use)."""
+        run_sync(self._sandbox.start())
+
+    def session(self) -> SyncSession:
+        """A new session; use ``with sandbox.session() as s`` or call ``s.close()``."""
+        return SyncSession(run_sync(self._sandbox.open_session()))
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_characters: int | None = None,
+    ) -> ExecutionResult:
+        """Run code once in a fresh, throw-away session."""
+        return run_sync(
+            self._sandbox.run(code, timeout=timeout, max_output_characters=max_output_characters)
+        )
+
+    def close(self) -> None:
+        """Close every session and stop all sandbox processes."""
+        run_sync(self._sandbox.close())
+
+    def __enter__(self) -> SyncSandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
