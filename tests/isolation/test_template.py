@@ -7,6 +7,7 @@ import os
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,32 +226,41 @@ print(json.dumps({"size": st.f_blocks * st.f_frsize, "write": r}))
     assert out == {"size": 8 * 1024 * 1024, "write": "No space left on device"}
 
 
-def test_template_dies_with_its_parent(
+def test_template_dies_with_the_host(
     config: SandboxConfig, protections: isolation.Protections
 ) -> None:
-    # The host side (here: a shell) is SIGKILLed; the sandboxed template must not survive it.
-    inner = subprocess.list2cmdline(
-        isolation.template_command(
-            [config.python, "-I", "-c", "import time; time.sleep(60)"], config, protections
-        )
+    # A host process starts the template, then is SIGKILLed: nothing of the sandbox may survive.
+    marker = f"tir_isolation_marker_{os.getpid()}_{time.monotonic_ns()}"
+    template = isolation.template_command(
+        [config.python, "-I", "-c", f"import time; {marker} = 1; time.sleep(60)"],
+        config,
+        protections,
     )
-    shell = subprocess.Popen(
-        ["/bin/sh", "-c", f"{inner} & echo $!; wait"], stdout=subprocess.PIPE, text=True
+    host_code = (
+        "import json, subprocess, sys; p = subprocess.Popen(json.loads(sys.argv[1])); "
+        "print(p.pid, flush=True); p.wait()"
     )
-    assert shell.stdout is not None
-    wrapper_pid = int(shell.stdout.readline())
-    time.sleep(0.3)
-    os.kill(wrapper_pid, 9)  # kill env/bwrap: --die-with-parent must take the template down
-    shell.wait(timeout=10)
+    host = subprocess.Popen(
+        [sys.executable, "-c", host_code, json.dumps(template)], stdout=subprocess.PIPE, text=True
+    )
+    assert host.stdout is not None
+    host.stdout.readline()
+
+    def survivors() -> str:
+        return subprocess.run(
+            ["pgrep", "-f", marker], capture_output=True, text=True
+        ).stdout.strip()
+
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        alive = subprocess.run(
-            ["pgrep", "-f", "time.sleep\\(60\\)"], capture_output=True, text=True
-        ).stdout
-        if not alive.strip():
-            break
-        time.sleep(0.05)
-    assert not alive.strip()
+    while not survivors() and time.monotonic() < deadline:  # wait until the template runs
+        time.sleep(0.02)
+    assert survivors(), "the template never started"
+    host.kill()
+    host.wait()
+    deadline = time.monotonic() + 5
+    while survivors() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert survivors() == ""
 
 
 def test_start_up_cost(config: SandboxConfig, protections: isolation.Protections) -> None:
