@@ -180,3 +180,26 @@ def test_missing_or_broken_file(tmp_path: Path) -> None:
     bad.write_text("model: [unclosed\n")
     with pytest.raises(ConfigError, match="cannot be read"):
         load_config(bad, env={})
+
+
+def test_agent_gets_only_explicit_options() -> None:
+    from tir_agent.batch import agent_options
+
+    assert agent_options(load_config(env={})) == {}  # the agent's own defaults apply
+    options = agent_options(load_config(overrides=SEED_ARGS, env={}))
+    assert options == {
+        "prompt": "openmath/tir",
+        "max_tokens": 16384,
+        "max_code_executions": None,  # explicit null: unlimited
+        "add_remaining_code_executions": True,
+        "total_code_executions_in_prompt": (1, 8),
+        "override_max_code_executions": True,
+    }
+    seeded = agent_options(load_config(overrides=["num_random_seeds=2", "top_p=0.5"], env={}))
+    assert seeded == {"temperature": 0.7, "top_p": 0.5}
+    off = agent_options(
+        load_config(overrides=["code_execution=false", "max_model_calls=null"], env={})
+    )
+    assert off == {"max_code_executions": 0, "override_max_code_executions": False}
+    env = agent_options(load_config(env={"OPENAI_BASE_URL": "http://h/v1"}))
+    assert env == {"base_url": "http://h/v1"}

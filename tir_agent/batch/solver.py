@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from pydantic import BaseModel
+
 from tir_agent.batch.engine import BatchSummary, Job, SampleOutput, run_batch
 from tir_agent.batch.journal import scan_input
 from tir_agent.batch.progress import Progress
@@ -19,7 +21,14 @@ from tir_agent.sandbox.config import SandboxConfig
 if TYPE_CHECKING:
     from tir_agent.agent import Agent
 
-__all__ = ["AgentSolver", "agent_options", "build_agent", "generate", "open_agent"]
+__all__ = [
+    "AgentSolver",
+    "agent_options",
+    "build_agent",
+    "explicit_options",
+    "generate",
+    "open_agent",
+]
 
 
 def _literal(text: str) -> str:
@@ -27,16 +36,57 @@ def _literal(text: str) -> str:
     return text.replace("{", "{{").replace("}", "}}")
 
 
+def explicit_options(model: BaseModel, prefix: str = "") -> set[str]:
+    """Dotted keys of the options set explicitly (file, flags, overrides, environment)."""
+    keys: set[str] = set()
+    for name in model.model_fields_set:
+        keys.add(prefix + name)
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            keys |= explicit_options(value, f"{prefix}{name}.")
+    return keys
+
+
+_AGENT_KEYS = {
+    "base_url": "server_address",
+    "format": "format",
+    "api": "api",
+    "tags": "code_tags",
+    "max_code_executions": "server.code_execution.max_code_executions",
+    "add_remaining_code_executions": "server.code_execution.add_remaining_code_executions",
+    "code_execution_timeout": "server.code_execution.code_execution_timeout",
+    "max_code_output_characters": "server.code_execution.max_code_output_characters",
+    "prompt": "prompt_config",
+    "chat_template": "chat_template",
+    "temperature": "inference.temperature",
+    "top_p": "inference.top_p",
+    "max_tokens": "inference.tokens_to_generate",
+    "reasoning_effort": "inference.reasoning_effort",
+    "extra_body": "inference.extra_body",
+    "total_code_executions_in_prompt": "total_code_executions_in_prompt",
+    "override_max_code_executions": "override_max_code_executions",
+    "max_model_calls": "max_model_calls",
+    "timeout": "request_timeout",
+    "max_retries": "max_retries",
+}
+"""Agent option -> the option of :class:`GenerateConfig` it comes from."""
+
+
 def agent_options(config: GenerateConfig) -> dict[str, Any]:
-    """The :class:`~tir_agent.agent.Agent` options for ``config`` (NeMo-Skills names mapped)."""
+    """The :class:`~tir_agent.agent.Agent` options for ``config`` (NeMo-Skills names mapped).
+
+    Only options set explicitly are passed (plus the seed-run sampling defaults and
+    ``code_execution=false``), so everything else keeps the agent's own default, including the
+    defaults it picks for a model (such as the embedded local one).
+    """
     execution = config.server.code_execution
     temperature, top_p = config.sampling()
-    options: dict[str, Any] = {
+    values: dict[str, Any] = {
         "base_url": config.server_address,
         "format": config.format,
         "api": config.api,
         "tags": config.code_tags,
-        "max_code_executions": execution.max_code_executions if config.code_execution else 0,
+        "max_code_executions": execution.max_code_executions,
         "add_remaining_code_executions": execution.add_remaining_code_executions,
         "code_execution_timeout": execution.code_execution_timeout,
         "max_code_output_characters": execution.max_code_output_characters,
@@ -48,16 +98,20 @@ def agent_options(config: GenerateConfig) -> dict[str, Any]:
         "reasoning_effort": config.inference.reasoning_effort,
         "extra_body": config.inference.extra_body or None,
         "total_code_executions_in_prompt": config.total_code_executions_in_prompt,
-        "override_max_code_executions": config.override_max_code_executions
-        and config.code_execution,
+        "override_max_code_executions": config.override_max_code_executions,
+        "max_model_calls": config.max_model_calls,
+        "timeout": config.request_timeout,
+        "max_retries": config.max_retries,
     }
-    if config.max_model_calls is not None:
-        options["max_model_calls"] = config.max_model_calls
-    if config.request_timeout is not None:
-        options["timeout"] = config.request_timeout
-    if config.max_retries is not None:
-        options["max_retries"] = config.max_retries
-    return options
+    explicit = explicit_options(config)
+    options = {key: values[key] for key, source in _AGENT_KEYS.items() if source in explicit}
+    if config.seeded():
+        options.update(temperature=temperature, top_p=top_p)
+    if not config.code_execution:
+        options.update(max_code_executions=0, override_max_code_executions=False)
+    # ``None`` means "the agent's default" for these, but is a value ("no limit") for the others.
+    defaults_only = ("max_model_calls", "timeout", "max_retries")
+    return {k: v for k, v in options.items() if v is not None or k not in defaults_only}
 
 
 def build_agent(
