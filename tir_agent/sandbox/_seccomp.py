@@ -13,7 +13,6 @@ import errno
 import functools
 import os
 import socket
-import tempfile
 
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -204,7 +203,7 @@ def _build_bpf(network: bool) -> bytes:
     if not network:
         for family in NETWORK_FAMILIES:
             filt.add_rule(eperm, "socket", sc.Arg(0, sc.MASKED_EQ, 0xFFFFFFFF, family))
-    with tempfile.TemporaryFile() as out:
+    with open(os.memfd_create("tir-agent-seccomp"), "w+b") as out:  # no file system needed
         filt.export_bpf(out)
         out.seek(0)
         return out.read()
