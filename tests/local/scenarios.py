@@ -56,7 +56,12 @@ class Scenario:
 
 
 _HINTED = {"max_code_executions": 2, "add_remaining_code_executions": True}
-_TOOLS = {"max_code_executions": 1, "system": TOOLS_SYSTEM, "user": "{problem}"}
+_TOOLS = {
+    "max_code_executions": 1,
+    "max_model_calls": 3,
+    "system": TOOLS_SYSTEM,
+    "user": "{problem}",
+}
 _SQUARES = "Calculate the sum of squares from 1 to 10."
 _POWER = "Print 2**10 with Python."
 
