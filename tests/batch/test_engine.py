@@ -205,3 +205,14 @@ async def test_output_of_another_input_is_not_adopted(rows: Path, tmp_path: Path
     with pytest.raises(ConfigError, match=r"out.jsonl:1 does not hold input row 1"):
         await run(other, out, Solver())
     assert not journal_path(out).exists()
+
+
+async def test_temporary_file_of_a_crashed_final_write_is_removed(
+    rows: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.jsonl"
+    stale = tmp_path / ".out.jsonl.tmp-99999"
+    stale.write_text('{"x": 0}\n')  # what kill -9 during the final write leaves behind
+    await run(rows, out, Solver())
+    assert not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]

@@ -127,6 +127,8 @@ class Journal:
 
         ``rows`` streams the input rows; an existing output is adopted only if it matches them.
         """
+        for stale in self.output.parent.glob(f".{self.output.name}.tmp-*"):
+            stale.unlink(missing_ok=True)  # a final write cut short by a crash
         if not resume:
             self.path.unlink(missing_ok=True)
         elif self.path.exists():
