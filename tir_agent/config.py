@@ -426,6 +426,13 @@ def load_config(
         raise ConfigError("Set either num_random_seeds or random_seeds, not both")
     if config.api == "completions" and config.format == "tools":
         raise ConfigError("api=completions needs format=tags (native tool calls need the chat API)")
+    if config.prompt_format == "openai" and (
+        config.system_message is not None or config.prompt_suffix
+    ):
+        raise ConfigError(
+            "system_message and prompt_suffix apply to prompt templates; with prompt_format=openai "
+            "the rows' messages are sent as they are: edit them instead"
+        )
     if config.override_max_code_executions and config.total_code_executions_in_prompt is None:
         raise ConfigError(
             "override_max_code_executions=true needs total_code_executions_in_prompt (an int or a "

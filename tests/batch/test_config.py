@@ -136,6 +136,8 @@ def test_invalid_values_name_the_option() -> None:
         load_config(overrides=["override_max_code_executions=true"], env={})
     with pytest.raises(ConfigError, match="api=completions needs format=tags"):
         load_config(overrides=["api=completions"], env={})
+    with pytest.raises(ConfigError, match="with prompt_format=openai"):
+        load_config(overrides=["prompt_format=openai", "prompt_suffix=x"], env={})
 
 
 def test_aliases_and_free_form_keys() -> None:
