@@ -128,8 +128,8 @@ async def test_failed_samples_get_error_field_and_retry(rows: Path, tmp_path: Pa
     assert [i for i, r in enumerate(data) if r.get("error")] == [3, 7]
     assert data[3]["error"].startswith("ModelError: scripted") and data[3]["generation"] is None
     plain = Solver()
-    await run(rows, out, plain)
-    assert plain.calls == []  # errors are kept unless retried
+    summary = await run(rows, out, plain)
+    assert plain.calls == [] and summary.errors == 2  # errors are kept unless retried
     retry = Solver()
     summary = await run(rows, out, retry, retry_errors=True)
     assert sorted(i for i, _ in retry.calls) == [3, 7] and summary.errors == 0

@@ -68,7 +68,7 @@ class BatchSummary:
     generated: int
     """Samples generated in this run."""
     errors: int
-    """Samples of this run recorded with an ``error`` field."""
+    """Samples in the output with an ``error`` field (from this run or an earlier one)."""
 
 
 async def run_batch(
@@ -154,13 +154,14 @@ async def run_batch(
         for journal in journals.values():
             journal.close()
         progress.close()
+    failed = sum(len(journal.errors) for journal in journals.values())
     for journal in journals.values():
         journal.finalize()
-    log.info("batch.done", generated=todo, errors=errors)
+    log.info("batch.done", generated=todo, errors=errors, failed=failed)
     return BatchSummary(
         outputs=[j.output for j in journals.values()],
         total=total,
         skipped=total - todo,
         generated=todo,
-        errors=errors,
+        errors=failed,
     )
