@@ -17,11 +17,7 @@ import pytest_asyncio
 from tests.agent.scripted import Fail, ScriptedServer, Step
 from tir_agent.agent import Agent, Problem
 from tir_agent.formats.tags import PRESETS, TagPreset
-
-try:
-    from tir_agent.sandbox.local import LocalSandbox
-except ImportError:  # TEMPORARY
-    from tests.agent._standin import LocalSandbox  # type: ignore[assignment]
+from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.turn import Event, Finished, SolveResult
 
 

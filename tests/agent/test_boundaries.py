@@ -8,7 +8,12 @@ from pathlib import Path
 import tir_agent
 
 PACKAGE = Path(tir_agent.__file__).parent
-LOOP_MODULES = ["agent.py", "turn.py", "_sync.py", *(f"formats/{p.name}" for p in (PACKAGE / "formats").glob("*.py"))]
+LOOP_MODULES = [
+    "agent.py",
+    "turn.py",
+    "_sync.py",
+    *(f"formats/{p.name}" for p in (PACKAGE / "formats").glob("*.py")),
+]
 
 
 def imported(path: Path) -> set[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.agent.conftest import Harness
@@ -181,3 +183,25 @@ async def test_conversation_problem(fmt: Harness) -> None:
     else:
         assert first["messages"] == conversation
     assert result.messages[:2] == conversation and result.answer == "42"
+
+
+async def test_timeout_and_truncation_are_shown_to_the_model(fmt: Harness) -> None:
+    agent, server = fmt.agent(
+        [
+            Step("", ["while True:\n    pass\n"]),
+            Step("", ["print('x' * 50)\n"]),
+            Step("\\boxed{0}"),
+        ],
+        code_execution_timeout=0.3,
+        max_code_output_characters=10,
+    )
+    result = await fmt.solve(agent, "p")
+    timed_out, long = result.executions
+    assert (
+        timed_out.status == "timeout"
+        and "Execution timed out after 0.3 seconds" in timed_out.stderr
+    )
+    assert long.stdout == "x" * 10 + "<output cut>" and long.truncated
+    assert result.to_record()["num_code_timeouts"] == 1
+    assert "Execution timed out after 0.3 seconds" in json.dumps(server.requests[1])
+    assert "```output\n" + "x" * 10 + "<output cut>" in result.generation
