@@ -68,8 +68,22 @@ def reach():
     drop()
     # A session uid must still run and import from the interpreter (lazy imports, subprocesses).
     return os.access(sys.executable, os.X_OK) and bool(os.listdir(os.path.dirname(os.__file__)))
+def nproc():
+    drop()
+    # RLIMIT_NPROC must bind a session uid: with a limit of 1, this process already fills it.
+    import resource
+    resource.setrlimit(resource.RLIMIT_NPROC, (1, 1))
+    try:
+        pid = os.fork()
+    except BlockingIOError:
+        return True
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return False
 r["setuid"] = os.geteuid() == 0 and child(drop)
 r["setuid_reach"] = r["setuid"] and child(reach)
+r["nproc_binds"] = r["setuid"] and child(nproc)
 def seccomp():
     libc = ctypes.CDLL(None, use_errno=True)
     bpf = bytes.fromhex(arg["bpf"])

@@ -393,11 +393,13 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
     pid_namespace = namespaces and isinstance(pid, int) and pid <= 3
     if not pid_namespace:
         missing.append(("pid_namespace", how))
-    session_uids = facts.get("setuid_reach") is True
-    if facts.get("setuid") is True and not session_uids:
+    session_uids = facts.get("setuid_reach") is True and facts.get("nproc_binds") is True
+    if facts.get("setuid") is not True:
+        missing.append(("session_uids", RUN_AS_ROOT))
+    elif facts.get("setuid_reach") is not True:
         missing.append(("session_uids", _unreachable_python(config.python)))
     elif not session_uids:
-        missing.append(("session_uids", RUN_AS_ROOT))
+        missing.append(("session_uids", "RLIMIT_NPROC does not bind a session uid on this host"))
     seccomp = facts.get("seccomp") is True
     if not seccomp:
         missing.append(
