@@ -348,6 +348,17 @@ def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+_METRIC_FIELDS = (
+    "predicted_answer",
+    "symbolic_correct",
+    "error",
+    "num_generated_tokens",
+    "code_rounds_executed",
+    "num_code_timeouts",
+)
+"""What the metrics read; only these are kept in memory across the seed files."""
+
+
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
     from rich.console import Console
 
@@ -372,7 +383,7 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
         _write_jsonl(out_dir / path.name if out_dir else path, graded)
-        seeds.append(graded)
+        seeds.append([{k: r[k] for k in _METRIC_FIELDS if k in r} for r in graded])
     problems = [[seed[i] for seed in seeds] for i in range(len(seeds[0]))]
     metrics = compute_metrics(problems, ks=ks)
     if args.json:
