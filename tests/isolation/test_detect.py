@@ -75,6 +75,9 @@ def test_protections_round_trip_through_json(protections: isolation.Protections)
 
     data = json.loads(json.dumps(protections.to_dict()))
     assert isolation.Protections.from_dict(data) == protections
+    # The host's compiled filter travels along: the template needs no libseccomp of its own.
+    assert data["seccomp_program"] == isolation._seccomp.compiled_filter(False).bpf.hex()
+    assert "seccomp_program" not in repr(protections)
 
 
 def test_sandbox_env_is_only_ours(monkeypatch: pytest.MonkeyPatch) -> None:

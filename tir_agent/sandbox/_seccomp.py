@@ -210,6 +210,12 @@ def _build_bpf(network: bool) -> bytes:
 
 
 @functools.cache
+def filter_from_hex(program: str) -> CompiledFilter:
+    """A program compiled elsewhere (e.g. by the host, which has libseccomp) ready to load."""
+    return CompiledFilter(bytes.fromhex(program))
+
+
+@functools.cache
 def compiled_filter(network: bool) -> CompiledFilter:
     """The session filter for ``network`` (cached: compile once in the template, load per session)."""
     try:

@@ -128,6 +128,8 @@ class Protections:
     """The bwrap or unshare binary used by :func:`template_command`."""
     uid_base: int = UID_BASE
     """First session uid of this sandbox (see :func:`session_uid`)."""
+    seccomp_program: str = dataclasses.field(default="", repr=False)
+    """The session filter as compiled by the host (hex BPF), so the template needs no libseccomp."""
 
     def active(self) -> list[str]:
         """Names of the active protections, in a fixed order."""
@@ -417,6 +419,7 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
         workspace_root=WORKSPACE_ROOT if namespaces else _host_workspace(),
         executable=executable,
         uid_base=fresh_uid_base(),
+        seccomp_program=bpf if seccomp else "",
     )
     log.info(
         "isolation.detected",
@@ -505,11 +508,17 @@ def confine_session(
         resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))
     _seccomp.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if protections.seccomp:
-        _seccomp.compiled_filter(config.network).load()
+        _session_filter(config, protections).load()
 
 
 _PR_SET_PDEATHSIG = 1
 _nproc_baseline: int | None = None
+
+
+def _session_filter(config: SandboxConfig, protections: Protections) -> _seccomp.CompiledFilter:
+    if protections.seccomp_program:
+        return _seccomp.filter_from_hex(protections.seccomp_program)
+    return _seccomp.compiled_filter(config.network)
 
 
 def _nproc_limit(config: SandboxConfig, protections: Protections) -> int | None:
@@ -541,7 +550,7 @@ def prepare_template(config: SandboxConfig, protections: Protections) -> None:
     global _nproc_baseline
     _seccomp.warm_up()
     if protections.seccomp:
-        _seccomp.compiled_filter(config.network)
+        _session_filter(config, protections)
     if not protections.session_uids and os.geteuid() != 0:
         _nproc_baseline = len(pids_of_uid(os.getuid())) + 1
 
