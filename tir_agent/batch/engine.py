@@ -130,7 +130,6 @@ async def run_batch(
             except AuthenticationError:
                 raise  # every sample would fail the same way: stop the run
             except (ModelError, SandboxError) as e:
-                log.warning("sample.failed", index=job.index, seed=job.seed, error=str(e))
                 out = SampleOutput({"generation": None, "error": f"{type(e).__name__}: {e}"})
             if rpm is not None and out.requests > 1:
                 rpm.charge(out.requests - 1)
@@ -138,7 +137,9 @@ async def run_batch(
                 tpm.charge(out.tokens)
             record = {**job.row, **out.fields}
             journals[job.seed].append(job.index, record)
-            errors += record.get("error") is not None
+            if record.get("error") is not None:
+                errors += 1
+                log.warning("sample.failed", index=job.index, seed=job.seed, error=record["error"])
             progress.update(record)
 
     count = max(1, min(concurrency, todo))
