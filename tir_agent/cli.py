@@ -87,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--keep-conversation", action="store_true", help="add messages to each row")
     gen.add_argument("--no-progress", action="store_true", help="no progress bar or lines")
+    gen.add_argument(
+        "--evaluate", action="store_true", help="then grade the output(s) and print the metrics"
+    )
     gen.add_argument("--list-options", action="store_true", help="print every option key and exit")
     gen.set_defaults(handler=_generate)
 
@@ -287,6 +290,8 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
             "--retry-errors to retry them",
             file=sys.stderr,
         )
+    if args.evaluate:
+        evaluate_files(summary.outputs)
     return 0
 
 
@@ -371,16 +376,35 @@ _METRIC_FIELDS = (
 
 
 def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
+    ks = [int(k) for k in args.ks.split(",")] if args.ks else None
+    evaluate_files(
+        [Path(f) for f in args.files],
+        output_dir=Path(args.output_dir) if args.output_dir else None,
+        as_json=args.json,
+        expected_key=args.expected_key,
+        workers=args.workers,
+        ks=ks,
+    )
+    return 0
+
+
+def evaluate_files(
+    paths: list[Path],
+    *,
+    output_dir: Path | None = None,
+    as_json: bool = False,
+    expected_key: str = "expected_answer",
+    workers: int | None = None,
+    ks: list[int] | None = None,
+) -> None:
+    """Grade each file (in place, or into ``output_dir``) and print the metrics of them all."""
     from rich.console import Console
 
     from tir_agent.grading import grade_records
     from tir_agent.metrics import compute_metrics
 
-    paths = [Path(f) for f in args.files]
-    out_dir = Path(args.output_dir) if args.output_dir else None
-    if out_dir is not None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    ks = [int(k) for k in args.ks.split(",")] if args.ks else None
+    if output_dir is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
     seeds: list[list[dict[str, Any]]] = []
     for path in paths:
         rows = _read_jsonl(path)
@@ -390,18 +414,17 @@ def _evaluate(args: argparse.Namespace, overrides: list[str]) -> int:
                 "be seeds of the same input"
             )
         try:
-            graded = grade_records(rows, expected_key=args.expected_key, workers=args.workers)
+            graded = grade_records(rows, expected_key=expected_key, workers=workers)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
-        _write_jsonl(out_dir / path.name if out_dir else path, graded)
+        _write_jsonl(output_dir / path.name if output_dir else path, graded)
         seeds.append([{k: r[k] for k in _METRIC_FIELDS if k in r} for r in graded])
     problems = [[seed[i] for seed in seeds] for i in range(len(seeds[0]))]
     metrics = compute_metrics(problems, ks=ks)
-    if args.json:
+    if as_json:
         print(metrics.to_json())
     else:
-        Console(file=sys.stdout).print(metrics.to_table(title=", ".join(args.files)))
-    return 0
+        Console(file=sys.stdout).print(metrics.to_table(title=", ".join(map(str, paths))))
 
 
 # -- export -----------------------------------------------------------------------------------

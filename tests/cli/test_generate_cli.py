@@ -178,3 +178,13 @@ def test_solve_problem_with_equals_sign(capsys: pytest.CaptureFixture[str]) -> N
         sent = server.scripted.requests[0]["messages"][-1]["content"]
     assert "Let x = 3. What is 1 + 2?" in sent
     assert "answer: 3" in capsys.readouterr().out
+
+
+def test_generate_then_evaluate(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*base_args(model, tmp_path), "++num_random_seeds=2", "--evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert "pass@1[avg-of-2]" in out and "100.00%" in out
+    graded = [json.loads(line) for line in (tmp_path / "out-rs1.jsonl").read_text().splitlines()]
+    assert all(r["symbolic_correct"] for r in graded)
