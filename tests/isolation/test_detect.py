@@ -138,3 +138,18 @@ def test_bwrap_options_follow_the_installed_version() -> None:
         "--remount-ro", "/",
     ]  # fmt: skip
     assert isolation._mounts.bwrap_args(plan, frozenset()) == ["--tmpfs", "/tmp", "--dir", "/x"]
+
+
+def test_command_line_prints_the_table() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "tir_agent.sandbox.isolation", "--strict"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0].split() == ["mechanism", "bwrap"]
+    assert len(proc.stdout.splitlines()) == 8

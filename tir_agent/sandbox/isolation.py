@@ -624,3 +624,34 @@ def kill_uid(uid: int, *, timeout: float = 5.0) -> int:
             log.warning("isolation.kill_incomplete", uid=uid, left=len(pids_of_uid(uid)))
             return len(killed)
         time.sleep(0.0005)  # let the killed processes run their exit instead of racing them
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tir_agent.sandbox.isolation [--network] [--strict]``: print this host's table.
+
+    Exit status 0, or 1 with ``--strict`` when network or file-system isolation is missing.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m tir_agent.sandbox.isolation",
+        description="Show which sandbox protections work on this host.",
+    )
+    parser.add_argument(
+        "--network", action="store_true", help="as with SandboxConfig(network=True)"
+    )
+    parser.add_argument("--strict", action="store_true", help="fail unless strict mode would start")
+    args = parser.parse_args(argv)
+    protections = detect_protections(SandboxConfig.model_validate({"network": args.network}))
+    print(protections.table())
+    if args.strict:
+        try:
+            protections.require_strict()
+        except IsolationError as e:
+            print(f"\n{e}")
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
