@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,3 +119,9 @@ def session_processes(protections: isolation.Protections) -> list[int]:
     """Host pids running as any uid of this sandbox's block (must be none after every test)."""
     uids = {isolation.session_uid(slot, protections) for slot in range(8)}
     return [pid for uid in uids for pid in isolation.pids_of_uid(uid)]
+
+
+def reachable_by_others(path: str) -> bool:
+    """Whether a uid other than the owner can reach ``path`` (every ancestor has o+x)."""
+    real = Path(os.path.realpath(path))
+    return all(p.stat().st_mode & 0o001 for p in real.parents)

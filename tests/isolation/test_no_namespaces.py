@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.isolation.conftest import Template, detect
+from tests.isolation.conftest import Template, detect, reachable_by_others
 from tir_agent.errors import IsolationError
 from tir_agent.sandbox import isolation
 from tir_agent.sandbox.config import SandboxConfig
@@ -17,15 +17,21 @@ def protections(config: SandboxConfig) -> isolation.Protections:
     return detect(config, "none")
 
 
-def test_detection_without_namespaces(protections: isolation.Protections) -> None:
-    assert protections.active() == ["seccomp", "rlimits", "env_scrubbed"]
+def test_detection_without_namespaces(
+    protections: isolation.Protections, config: SandboxConfig
+) -> None:
     how = dict(protections.missing)
     assert (
         "apt-get install bubblewrap" in how["filesystem"]
         and "apt-get install bubblewrap" in how["network"]
     )
-    # Here the interpreter lives under /root (mode 0700): a session uid could not even run it.
-    assert "cannot run" in how["session_uids"] and "/root" in how["session_uids"]
+    if reachable_by_others(config.python):
+        assert protections.active() == ["session_uids", "seccomp", "rlimits", "env_scrubbed"]
+    else:
+        # This machine: the interpreter lives under /root (mode 0700), so a session uid could not
+        # even run it, and the report says so.
+        assert protections.active() == ["seccomp", "rlimits", "env_scrubbed"]
+        assert "cannot run" in how["session_uids"] and "/root" in how["session_uids"]
     with pytest.raises(IsolationError):
         protections.require_strict()
     root = protections.workspace_root
@@ -61,8 +67,13 @@ except OSError as e:
 """
     r = template.run(code, slot=5)
     out = r["out"]
-    assert out["uid"] == 0  # no session uids here: see test_detection_without_namespaces
-    assert out["caps"] == ["0000000000000000"] * 3  # but no capabilities at all
+    if protections.session_uids:
+        assert out["uid"] == isolation.session_uid(5, protections)
+    else:  # root without session uids (see test_detection_without_namespaces)
+        assert out["uid"] == 0
+    assert out["caps"][:2] == ["0000000000000000"] * 2  # no capabilities at all
+    if not protections.session_uids:
+        assert out["caps"][2] == "0000000000000000"  # not even in the bounding set
     assert out["cwd"] == f"{protections.workspace_root}/s5"
     assert out["as"] == [config.memory_limit] * 2 and out["raise"] == "ValueError"
     assert out["socket"] == "Operation not permitted"

@@ -15,6 +15,7 @@ import subprocess
 
 import pytest
 
+from tests.isolation.conftest import reachable_by_others
 from tir_agent.sandbox import _mounts, _probe, _seccomp, isolation
 from tir_agent.sandbox.config import SandboxConfig
 
@@ -22,8 +23,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 NOBODY = 65534
 
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists(SYSTEM_PYTHON) and shutil.which("setpriv") and shutil.which("bwrap")),
-    reason="needs /usr/bin/python3, setpriv and bwrap",
+    not (
+        os.path.exists(SYSTEM_PYTHON)
+        and shutil.which("setpriv")
+        and shutil.which("bwrap")
+        and reachable_by_others(_mounts.package_dir())
+    ),
+    reason="needs /usr/bin/python3, setpriv, bwrap and a checkout other users can reach",
 )
 
 
