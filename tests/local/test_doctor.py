@@ -1,0 +1,66 @@
+"""``tir-agent doctor`` without a model: a dead endpoint and a missing API key fail clearly.
+
+The probes against a real server are in tests/integration/test_doctor_live.py.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import pytest
+from rich.console import Console
+
+from tir_agent.doctor import Check, check_packages, check_python, run_doctor
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    out = io.StringIO()
+    return Console(file=out, width=200, color_system=None), out
+
+
+def _dead_url() -> str:
+    with socket.socket() as s:  # bound then closed: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def _row(text: str, name: str) -> str:
+    return next(line for line in text.splitlines() if line.strip("│ ").startswith(name))
+
+
+def test_a_dead_endpoint_fails_with_a_fix_and_exit_code_1() -> None:
+    console, out = _console()
+    code = run_doctor(base_url=_dead_url(), model="local", console=console, progress=lambda _: None)
+    text = out.getvalue()
+    assert code == 1
+    row = _row(text, "Endpoint")
+    assert "FAIL" in row and "does not answer" in row and "Start the server" in row
+    assert "TIR solve" not in text  # nothing probed past a dead endpoint
+    assert "1 required check(s) failed: Endpoint" in text
+    assert "PASS" in _row(text, "Python") and "PASS" in _row(text, "Packages")
+
+
+def test_openai_without_a_key_fails_and_says_how_to_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    console, out = _console()
+    code = run_doctor(model="gpt-4o-mini", console=console, progress=lambda _: None)
+    row = _row(out.getvalue(), "API key")
+    assert code == 1
+    assert "FAIL" in row and "export OPENAI_API_KEY=" in row
+    assert "Endpoint" not in out.getvalue()
+
+
+def test_optional_checks_never_fail_the_run() -> None:
+    assert not Check("stop", "fail", "x", required=False).failed
+    assert Check("Endpoint", "fail", "x").failed
+    assert check_python().status == "pass"
+    packages = check_packages()
+    assert packages[0].status == "pass" and all(not c.failed for c in packages[1:])
+
+
+def test_sandbox_protections_are_reported() -> None:
+    console, out = _console()
+    run_doctor(base_url=_dead_url(), console=console, progress=lambda _: None)
+    row = _row(out.getvalue(), "Sandbox isolation")
+    assert "mechanism" in row and ("PASS" in row or "WARN" in row)

