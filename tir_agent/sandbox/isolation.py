@@ -10,6 +10,8 @@ rlimits that cannot be raised, no new privileges, death with its parent and a se
 
 :func:`detect_protections` probes the host once (it really starts the wrapped interpreter) and
 returns :class:`Protections`: what is active, and for everything missing, how to get it.
+The session side lives in ``_session.py``, the file-system plan in ``_mounts.py``; see
+docs/isolation.md.
 """
 
 from __future__ import annotations
