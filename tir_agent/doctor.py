@@ -12,6 +12,7 @@ The endpoint is, in order: ``base_url`` when given; OpenAI (``gpt-4o-mini``) whe
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata
 import os
 import platform
@@ -36,6 +37,14 @@ from tir_agent.local_model import (
 )
 
 Status = Literal["pass", "warn", "fail", "skip"]
+
+DESCRIPTION = (
+    "Test the set-up: Python and package versions, the sandbox protections active on this host "
+    "(and how to get the missing ones), the API key, whether the endpoint answers and lists the "
+    "model, tiny probes of native tool calls, stop and streaming, and one short TIR solve. "
+    "Without --base-url: OpenAI (gpt-4o-mini) when OPENAI_API_KEY is set, else the embedded "
+    "local model. Exit status 1 when a required check fails."
+)
 
 DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
 OPENAI_URL = "https://api.openai.com/v1"
@@ -458,3 +467,18 @@ def run_doctor(
         return 1
     console.print("[green]All required checks passed.[/]")
     return 0
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``tir-agent doctor``."""
+    parser.add_argument("--model", help="model name (default: gpt-4o-mini with a key, else local)")
+    parser.add_argument("--base-url", help="an OpenAI-compatible endpoint you started (…/v1)")
+    parser.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
+    parser.add_argument("--no-solve", action="store_true", help="skip the short TIR solve")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """``tir-agent doctor`` with parsed arguments; returns the exit status."""
+    return run_doctor(
+        model=args.model, base_url=args.base_url, api_key=args.api_key, solve=not args.no_solve
+    )

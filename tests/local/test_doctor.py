@@ -64,3 +64,14 @@ def test_sandbox_protections_are_reported() -> None:
     run_doctor(base_url=_dead_url(), console=console, progress=lambda _: None)
     row = _row(out.getvalue(), "Sandbox isolation")
     assert "mechanism" in row and ("PASS" in row or "WARN" in row)
+
+
+def test_command_line_flags_reach_the_checks() -> None:
+    import argparse
+
+    from tir_agent.doctor import add_arguments, run_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--base-url", _dead_url(), "--model", "local", "--no-solve"])
+    assert run_from_args(args) == 1
