@@ -51,7 +51,7 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 
 
 def _make_config(config: SandboxConfig | None, overrides: dict[str, Any]) -> SandboxConfig:
-    base = config if config is not None else SandboxConfig()
+    base = config if config is not None else SandboxConfig.model_validate({})
     if not overrides:
         return base
     try:

@@ -190,9 +190,9 @@ class Runner:
             errors="backslashreplace",
             write_through=True,  # type: ignore[arg-type]
         )
-        sys.__stdout__ = sys.stdout
-        sys.__stderr__ = sys.stderr
-        sys.stdin = open(os.devnull)  # noqa: SIM115
+        setattr(sys, "__stdout__", sys.stdout)  # noqa: B010 - Final for type checkers only
+        setattr(sys, "__stderr__", sys.stderr)  # noqa: B010
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 - fd 0 is /dev/null
         builtins.input = _no_input
         sys.argv = [""]
         sys.ps1 = sys.ps2 = ""  # type: ignore[attr-defined]
@@ -253,12 +253,25 @@ def short_traceback(e: BaseException) -> str:
             only = only[1:]
         return "".join(only)
     parts = ["Traceback (most recent call last):\n"]
+    last, repeats = "", 0
     for frame, lineno in traceback.walk_tb(e.__traceback__):
         name = frame.f_code.co_filename
         if name.startswith("<cell-") and lineno is not None:
             line = linecache.getline(name, lineno).strip()
-            if line:
-                parts.append(f"    {line}\n")
+            if not line:
+                continue
+            key = f"{name}:{lineno}"
+            if key == last:
+                repeats += 1
+                if repeats >= 3:
+                    continue
+            else:
+                if repeats >= 3:
+                    parts.append(f"    [Previous line repeated {repeats - 2} more times]\n")
+                last, repeats = key, 0
+            parts.append(f"    {line}\n")
+    if repeats >= 3:
+        parts.append(f"    [Previous line repeated {repeats - 2} more times]\n")
     parts.extend(traceback.format_exception_only(type(e), e))
     return "".join(parts)
 
@@ -289,6 +302,8 @@ def serve_cells(runner: Runner, ctl: socket.socket, *, protect: bool) -> None:
         if request.get("to") != me or request.get("op") != "run":
             continue
         result = runner.execute(str(request["code"]), int(request["cap"]))
+        if os.getpid() != me:  # a process the cell forked got here: it is not the runner
+            os._exit(0)
         result.update(op="done", pid=me, seq=request.get("seq"))
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
@@ -490,6 +505,7 @@ class Supervisor:
         self.running: proto.Message | None = None  # sent to the runner
         self.deadline = 0.0
         self.grace_deadline = 0.0
+        self.died_wait = 0.0
         self.started = 0.0
         self.seq = 0
         self.inbuf = bytearray()
@@ -654,7 +670,9 @@ class Supervisor:
                 if message.get("seq") == self.running["seq"]:
                     self.finish_done(message)
             elif op == "died":
-                self.statuses[int(message.get("pid", 0))] = int(message.get("status", -1))
+                status = int(message.get("status", -1))
+                if self.running is not None and pid == self.runner:
+                    self.fail_running(pid, timed_out=False, status=status)
 
     def dispatch(self) -> None:
         if self.request is None or self.running is not None or not self.ready:
@@ -694,7 +712,7 @@ class Supervisor:
         self.running = request
         self.started = time.monotonic()
         self.deadline = self.started + float(request["timeout"])
-        self.grace_deadline = 0.0
+        self.grace_deadline = self.died_wait = 0.0
 
     def collect(self, cap: int) -> tuple[str, bool, str, bool]:
         self.out.drain()
@@ -706,6 +724,7 @@ class Supervisor:
     def finish_done(self, message: proto.Message) -> None:
         assert self.running is not None
         request, self.running = self.running, None
+        self.died_wait = 0.0
         cap = int(request["cap"])
         stdout, out_cut, stderr, err_cut = self.collect(cap)
         status = message.get("status", "error")
@@ -740,6 +759,7 @@ class Supervisor:
         """The runner timed out (and is to be killed) or died: report, restore a runner."""
         assert self.running is not None
         request, self.running = self.running, None
+        self.died_wait = 0.0
         cap = int(request["cap"])
         duration = time.monotonic() - self.started
         if self.protect:
@@ -791,14 +811,10 @@ class Supervisor:
         self.unwatch(pid)
         self.reap()
         if self.running is not None and pid == self.runner:
-            status = self.statuses.pop(pid, None)
-            if self.protect:
-                end = time.monotonic() + 0.2
-                while status is None and time.monotonic() < end:  # the holder reports it
-                    select.select([self.ctl], [], [], 0.02)
-                    self.on_ctl()
-                    status = self.statuses.pop(pid, None)
-            self.fail_running(pid, timed_out=False, status=status)
+            if self.protect and self.holder and _alive(self.holder):
+                self.died_wait = time.monotonic() + 1.0  # the holder reports the exit status
+            else:
+                self.fail_running(pid, timed_out=False, status=self.statuses.pop(pid, None))
             return
         if pid == self.holder and (not self.protect or self.running is None):
             if self.protect and self.runner and _alive(self.runner):
@@ -811,6 +827,10 @@ class Supervisor:
         if self.running is None:
             return
         now = time.monotonic()
+        if self.died_wait:
+            if now >= self.died_wait:
+                self.fail_running(self.runner, timed_out=False, status=None)
+            return
         if self.grace_deadline:
             if now >= self.grace_deadline:
                 self.fail_running(self.runner, timed_out=True)
@@ -828,13 +848,14 @@ class Supervisor:
         while True:
             timeout = None
             if self.running is not None:
-                until = self.grace_deadline or self.deadline
+                until = self.died_wait or self.grace_deadline or self.deadline
                 timeout = max(0.0, until - time.monotonic()) * 1000 + 1
             try:
                 events = self.poll.poll(timeout)
             except InterruptedError:
                 events = []
             fds = {fd for fd, _ in events}
+            watched = dict(self.pidfds)
             if self.ctl.fileno() in fds:
                 self.on_ctl()
             for stream in (self.out, self.err):
@@ -846,7 +867,8 @@ class Supervisor:
                 self.reap()
             for fd in fds:
                 pid = self.pidfds.get(fd)
-                if pid is not None:
+                # a pidfd closed and reused for another process meanwhile: not an exit
+                if pid is not None and pid == watched.get(fd):
                     self.on_exit(pid)
             if self.host.fileno() in fds:
                 self.on_host()

@@ -1,0 +1,174 @@
+"""Pool and lifecycle: queueing at max_sessions, idle eviction, nothing survives close or the host."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.sandbox.conftest import marker, processes_with
+from tir_agent.errors import SandboxClosedError, SandboxError
+from tir_agent.sandbox.local import LocalSandbox
+
+pytestmark = pytest.mark.asyncio
+
+
+def wait_until_gone(mark: str, seconds: float = 10.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        left = processes_with(mark)
+        if not left:
+            return []
+        time.sleep(0.05)
+    return processes_with(mark)
+
+
+@pytest.mark.slow
+async def test_max_sessions_queues_instead_of_failing() -> None:
+    async with LocalSandbox(preload=(), max_sessions=2) as sandbox:
+        active = 0
+        peak = 0
+
+        async def one(i: int) -> str:
+            nonlocal active, peak
+            async with sandbox.session() as s:
+                active += 1
+                peak = max(peak, active)
+                r = await s.run(f"import time\ntime.sleep(0.1)\n{i} * 2")
+                active -= 1
+                return r.stdout
+
+        results = await asyncio.gather(*(one(i) for i in range(6)))
+        assert results == [f"{i * 2}\n" for i in range(6)]
+        assert peak == 2
+
+
+@pytest.mark.slow
+async def test_hundreds_of_concurrent_sessions() -> None:
+    async with LocalSandbox(preload=(), protect_state=False) as sandbox:
+
+        async def one(i: int) -> str:
+            async with sandbox.session() as s:
+                await s.run(f"v = {i}")
+                return (await s.run("v * 2")).stdout
+
+        results = await asyncio.gather(*(one(i) for i in range(200)))
+        assert results == [f"{i * 2}\n" for i in range(200)]
+
+
+@pytest.mark.slow
+async def test_idle_sessions_are_evicted() -> None:
+    mark = marker()
+    async with LocalSandbox(preload=(), idle_timeout=0.3, env={"MARK": mark}) as sandbox:
+        s = await sandbox.open_session()
+        await s.run("x = 1")
+        count = len(processes_with(mark))
+        await asyncio.sleep(1.0)
+        assert s.closed
+        with pytest.raises(SandboxClosedError, match="idle"):
+            await s.run("x")
+        assert len(processes_with(mark)) < count  # the session's processes are gone
+        assert (await sandbox.run("1 + 1")).stdout == "2\n"
+
+
+async def test_closing_a_session_kills_its_processes_and_files() -> None:
+    mark = marker()
+    async with LocalSandbox(preload=(), env={"MARK": mark}) as sandbox:
+        baseline = len(processes_with(mark))
+        async with sandbox.session() as s:
+            await s.run("import subprocess, os\nos.makedirs('d/e')\nopen('d/e/f', 'w').write('x')")
+            await s.run(
+                "import threading, time\nthreading.Thread(target=time.sleep, args=(100,)).start()"
+            )
+            assert len(processes_with(mark)) > baseline
+        deadline = time.monotonic() + 5
+        while len(processes_with(mark)) > baseline and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(processes_with(mark)) == baseline
+        async with sandbox.session() as s2:  # same slot, fresh directory
+            assert (await s2.run("import os\nos.listdir('.')")).stdout == "[]\n"
+
+
+async def test_close_leaves_no_process_behind() -> None:
+    mark = marker()
+    sandbox = LocalSandbox(preload=(), env={"MARK": mark})
+    s = await sandbox.open_session()
+    await s.run("import subprocess\np = subprocess.Popen(['sleep', '1000'])\nx = 1")
+    await sandbox.open_session()
+    assert processes_with(mark)
+    await sandbox.close()
+    assert wait_until_gone(mark) == []
+    with pytest.raises(SandboxClosedError):
+        await sandbox.run("1")
+    with pytest.raises(SandboxClosedError):
+        await s.run("x")
+
+
+HOST = """
+import asyncio, sys
+from tir_agent.sandbox.local import LocalSandbox
+
+async def main():
+    sandbox = LocalSandbox(preload=(), env={"MARK": sys.argv[1]})
+    sessions = [await sandbox.open_session() for _ in range(3)]
+    await sessions[0].run("import subprocess\\np = subprocess.Popen(['sleep', '1000'])")
+    await sessions[1].run("import os\\nif os.fork() == 0:\\n    os.setsid()\\n    import time\\n    time.sleep(1000)")
+    print("ready", flush=True)
+    task = asyncio.create_task(sessions[2].run("while True: pass", timeout=100))
+    await asyncio.sleep(1000)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+async def test_host_sigkill_leaves_no_process_behind() -> None:
+    mark = marker()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    host = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(HOST), mark],
+        stdout=subprocess.PIPE,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    assert host.stdout is not None
+    assert host.stdout.readline() == b"ready\n"
+    time.sleep(0.2)
+    assert len(processes_with(mark)) >= 8
+    host.send_signal(signal.SIGKILL)
+    host.wait()
+    assert wait_until_gone(mark) == []
+
+
+async def test_template_death_raises_sandbox_error() -> None:
+    async with LocalSandbox(preload=()) as sandbox:
+        assert sandbox._proc is not None
+        sandbox._proc.kill()
+        await asyncio.sleep(0.3)
+        with pytest.raises(SandboxError):
+            await sandbox.run("1")
+
+
+async def test_lazy_start_without_async_with() -> None:
+    sandbox = LocalSandbox(preload=())
+    try:
+        async with sandbox.session() as s:
+            assert (await s.run("2 + 3")).stdout == "5\n"
+    finally:
+        await sandbox.close()
+
+
+async def test_overrides_are_validated() -> None:
+    from tir_agent.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        LocalSandbox(timeout=-1)
+    with pytest.raises(ConfigError):
+        LocalSandbox(no_such_option=1)
+    assert LocalSandbox(timeout=2.5).config.timeout == 2.5
