@@ -95,6 +95,26 @@ def local_agent_options(
     return options
 
 
+PLACEHOLDER_URL = "http://127.0.0.1:0/v1"
+"""``base_url`` of an agent whose embedded server has not started yet (replaced on first solve)."""
+
+
+def prepare_local(model: str, options: dict[str, Any]) -> tuple[dict[str, Any], LocalModel | None]:
+    """For ``Agent(model="local", **options)``: the options with the local defaults under the
+    caller's own, and the :class:`LocalModel` to start on first solve (``None`` when the caller
+    gave a ``base_url``, i.e. started the server, or when ``model`` is not ``"local"``)."""
+    if model != LOCAL_MODEL_NAME:
+        return options, None
+    merged = {
+        **local_agent_options(options.get("format", "tags"), options.get("api", "completions")),
+        **options,
+    }
+    if merged.get("base_url") is not None:
+        return merged, None
+    merged["base_url"] = PLACEHOLDER_URL
+    return merged, LocalModel()
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -1,0 +1,64 @@
+"""The local model's agent defaults and the lazy server handle (no server is started here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tir_agent.agent import Agent
+from tir_agent.local_model import (
+    PLACEHOLDER_URL,
+    LocalModel,
+    _adapt_chat,
+    local_agent_options,
+    prepare_local,
+)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "api"), [("tags", "completions"), ("tags", "chat"), ("tools", "chat")]
+)
+def test_defaults_build_a_valid_agent(fmt: str, api: str) -> None:
+    options = local_agent_options(fmt, api)  # type: ignore[arg-type]
+    agent = Agent("local", base_url="http://127.0.0.1:9/v1", **options)
+    assert agent.config.max_tokens is not None and agent.config.timeout is not None
+    assert agent.config.temperature == 0.0 and agent.config.seed == 0
+    if fmt == "tags":
+        assert agent.tags.code_begin == "```python\n"  # what SmolLM2 writes unprompted
+        assert agent.prompt.examples, "the few-shot prompt shows the tag format"
+    if api == "completions":
+        assert agent.template is not None
+        assert agent.template.render([{"role": "user", "content": "hi"}]) == (
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        )
+
+
+def test_tools_defaults_use_chat_even_if_completions_asked() -> None:
+    assert local_agent_options("tools", "completions")["api"] == "chat"
+
+
+def test_prepare_local_merges_defaults_under_the_callers_options() -> None:
+    options, local = prepare_local("local", {"max_code_executions": 1, "api": "chat"})
+    assert isinstance(local, LocalModel) and not local.running
+    assert options["base_url"] == PLACEHOLDER_URL
+    assert options["max_code_executions"] == 1 and options["api"] == "chat"
+    assert "chat_template" not in options  # chat: the server applies the model's template
+    mine, none = prepare_local("local", {"base_url": "http://127.0.0.1:8000/v1"})
+    assert none is None and mine["base_url"] == "http://127.0.0.1:8000/v1"
+    assert mine["prompt"] == "generic/math-tir-fewshot"
+    assert prepare_local("gpt-4o-mini", {"format": "tools"}) == ({"format": "tools"}, None)
+
+
+def test_llama_cpp_adapter_names_the_tool_and_fills_null_content() -> None:
+    tools = [{"type": "function", "function": {"name": "python_exec"}}]
+    body = {"tools": tools, "messages": [{"role": "assistant", "content": None}]}
+    assert _adapt_chat(body)
+    assert body["tool_choice"] == {"type": "function", "function": {"name": "python_exec"}}
+    assert body["messages"][0]["content"] == ""
+    final = {"tools": tools, "tool_choice": "none", "messages": [{"role": "user", "content": "x"}]}
+    assert not _adapt_chat(final) and final["tool_choice"] == "none"
+
+
+def test_local_model_close_before_start_is_harmless() -> None:
+    local = LocalModel()
+    local.close()
+    assert not local.running
