@@ -276,6 +276,17 @@ def short_traceback(e: BaseException) -> str:
     return "".join(parts)
 
 
+def _has_children() -> bool:
+    """Whether this process (any of its threads) has a child, alive or not: one syscall."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _send(ctl: socket.socket, message: proto.Message) -> None:
     with contextlib.suppress(OSError):
         ctl.send(proto.encode(message))
@@ -304,7 +315,7 @@ def serve_cells(runner: Runner, ctl: socket.socket, *, protect: bool) -> None:
         result = runner.execute(str(request["code"]), int(request["cap"]))
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
-        result.update(op="done", pid=me, seq=request.get("seq"))
+        result.update(op="done", pid=me, seq=request.get("seq"), children=_has_children())
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
             _send(ctl, result)
@@ -389,7 +400,7 @@ class _Stream:
         self.capturing = False
 
     def start(self, budget: int) -> None:
-        self.drain(discard=True)
+        # stale bytes were drained and dropped by the poll loop while no cell ran
         self.data.clear()
         self.budget = budget
         self.dropped = False
@@ -497,6 +508,7 @@ class Supervisor:
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         self.statuses: dict[int, int] = {}
+        self.children_file = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
         self.holder = 0
         self.runner = 0
         self.ready = False
@@ -566,7 +578,12 @@ class Supervisor:
 
     def strays(self) -> list[int]:
         """Children of the supervisor that are neither the holder nor the runner (orphans)."""
-        return [p for p in _children(os.getpid()) if p not in (self.holder, self.runner)]
+        try:  # the supervisor is single-threaded: one children file
+            with open(self.children_file, "rb") as f:
+                pids = [int(x) for x in f.read().split()]
+        except (OSError, ValueError):
+            pids = _children(os.getpid())
+        return [p for p in pids if p not in (self.holder, self.runner)]
 
     def purge(self, extra: tuple[int, ...] = ()) -> None:
         """Kill ``extra`` and every orphan (all children of the supervisor but the holder), with
@@ -750,7 +767,7 @@ class Supervisor:
         )
         # after the reply (off the critical path): processes the cell started do not outlive it
         orphans = self.strays()
-        if not self.protect:
+        if not self.protect and message.get("children"):
             orphans += _children(self.runner)
         if orphans:
             self.purge(tuple(orphans))
@@ -892,6 +909,21 @@ def supervisor_main(
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_DUMPABLE, 0)
+    if os.environ.get("TIR_AGENT_SANDBOX_PROFILE"):
+        import cProfile
+
+        profile = cProfile.Profile()
+        supervisor = Supervisor(host, config, protections, slot, protect)
+        original = supervisor.shutdown
+
+        def dump(reply: bool = False) -> NoReturn:
+            profile.disable()
+            profile.dump_stats(f"/tmp/supervisor-{os.getpid()}.prof")
+            original(reply)
+
+        supervisor.shutdown = dump  # type: ignore[method-assign]
+        profile.enable()
+        supervisor.serve()
     Supervisor(host, config, protections, slot, protect).serve()
 
 

@@ -1,0 +1,178 @@
+"""Speed and memory of :class:`~tir_agent.sandbox.local.LocalSandbox`, both state-protection modes.
+
+Measured in one run, each against its baseline:
+
+1. warm execution of ``print(1+1)`` in a session, against a fresh ``python -I -c`` subprocess;
+2. a new session running a first cell that uses numpy and sympy, against a fresh subprocess doing
+   the same;
+3. trivial executions per second with 32 concurrent sessions;
+4. memory per idle session not shared with the template: USS (``Private_Clean + Private_Dirty``
+   of ``/proc/PID/smaps_rollup``) of the session's supervisor, holder and pre-forked runner.
+
+Run: ``python benchmarks/sandbox.py`` (quick, under a minute) or ``--full`` (more samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tir_agent.sandbox.local import LocalSandbox
+
+FIRST_CELL = "import numpy as np\nimport sympy as sp\nprint(np.arange(4).sum(), sp.factorint(360))"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def line(name: str, values: list[float], unit: str = "ms", scale: float = 1000.0) -> float:
+    med = statistics.median(values) * scale
+    print(
+        f"  {name:<44} median {med:9.3f} {unit}   p90 {pct(values, 0.9) * scale:9.3f} {unit}   (n={len(values)})"
+    )
+    return med
+
+
+def subprocess_times(code: str, n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-I", "-c", code], check=True, stdout=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        for task in os.listdir(f"/proc/{p}/task"):
+            try:
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                kids = []
+            out.extend(kids)
+            stack.extend(kids)
+    return out
+
+
+def uss_kib(pid: int) -> int:
+    total = 0
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for row in f:
+            if row.startswith(("Private_Clean:", "Private_Dirty:")):
+                total += int(row.split()[1])
+    return total
+
+
+def cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        return f.read().replace(b"\0", b" ").decode(errors="replace")
+
+
+async def measure_mode(protect: bool, n_warm: int, n_new: int, seconds: float) -> dict[str, float]:
+    mode = "protect_state=True " if protect else "protect_state=False"
+    print(f"\n[{mode}]")
+    out: dict[str, float] = {}
+    async with LocalSandbox(protect_state=protect, max_sessions=None, idle_timeout=None) as sandbox:
+        async with sandbox.session() as s:
+            for _ in range(20):
+                await s.run("print(1+1)")
+            warm = []
+            for _ in range(n_warm):
+                t = time.perf_counter()
+                r = await s.run("print(1+1)")
+                warm.append(time.perf_counter() - t)
+                assert r.stdout == "2\n", r
+        out["warm"] = line("warm print(1+1)", warm)
+
+        new = []
+        for _ in range(n_new):
+            t = time.perf_counter()
+            async with sandbox.session() as s:
+                r = await s.run(FIRST_CELL)
+                new.append(time.perf_counter() - t)
+                assert r.status == "completed", r
+        out["new"] = line("new session + first numpy/sympy cell", new)
+
+        sessions = [await sandbox.open_session() for _ in range(32)]
+        count = 0
+        stop = time.perf_counter() + seconds
+
+        async def loop(s: object) -> None:
+            nonlocal count
+            while time.perf_counter() < stop:
+                await s.run("x = 1 + 1")  # type: ignore[attr-defined]
+                count += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(loop(s) for s in sessions))
+        rate = count / (time.perf_counter() - started)
+        print(f"  {'executions/s, 32 concurrent sessions':<44} {rate:9.0f} /s")
+        out["rate"] = rate
+
+        await asyncio.sleep(0.3)  # idle: pre-forked runners are in place
+        assert sandbox._proc is not None
+        tree = descendants(sandbox._proc.pid)
+        zygote = next(p for p in tree if cmdline(p).startswith(sandbox.config.python))  # topmost
+        supervisors = _children(zygote)
+        per_session = [sum(uss_kib(p) for p in [sv, *descendants(sv)]) for sv in supervisors]
+        procs = statistics.median([1 + len(descendants(sv)) for sv in supervisors])
+        rss_template = uss_kib(zygote)
+        mib = [k / 1024 for k in per_session]
+        print(
+            f"  {'unshared memory per idle session':<44} median {statistics.median(mib):9.2f} MiB   "
+            f"p90 {pct(mib, 0.9):9.2f} MiB   ({procs:.0f} processes each; template USS {rss_template / 1024:.0f} MiB)"
+        )
+        out["mem"] = statistics.median(mib)
+        for s in sessions:
+            await s.close()
+    return out
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            kids.extend(int(x) for x in f.read().split())
+    return kids
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--full", action="store_true", help="more samples (a few minutes)")
+    args = parser.parse_args()
+    n_warm, n_new, seconds, n_sub = (3000, 200, 5.0, 30) if args.full else (500, 40, 2.0, 10)
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; command: python benchmarks/sandbox.py{' --full' if args.full else ''}"
+    )
+    print("\n[baselines]")
+    base_warm = line("fresh `python -I -c 'print(1+1)'`", subprocess_times("print(1+1)", n_sub))
+    base_new = line(
+        "fresh subprocess importing numpy+sympy", subprocess_times(FIRST_CELL, max(3, n_sub // 3))
+    )
+    results = {p: await measure_mode(p, n_warm, n_new, seconds) for p in (False, True)}
+    print("\n[ratios: baseline / sandbox, higher is better]")
+    for p, r in results.items():
+        print(
+            f"  protect_state={p!s:<5}  warm x{base_warm / r['warm']:.0f}   new session x{base_new / r['new']:.0f}"
+            f"   targets: warm<=0.25ms {'ok' if r['warm'] <= 0.25 else 'MISSED'}, new<=15ms "
+            f"{'ok' if r['new'] <= 15 else 'MISSED'}, >=3000/s {'ok' if r['rate'] >= 3000 else 'MISSED'}, "
+            f"<=10MiB {'ok' if r['mem'] <= 10 else 'MISSED'}"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
