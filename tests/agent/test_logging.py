@@ -1,0 +1,59 @@
+"""structlog events: one per model call and per execution, bound to the problem, no bodies."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import LogCapture
+
+from tests.agent.conftest import Harness
+from tests.agent.scripted import Step
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@contextlib.contextmanager
+def capture_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    """Captured events, with context variables merged as the default configuration does."""
+    capture = LogCapture()
+    old = structlog.get_config()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
+    try:
+        yield capture.entries
+    finally:
+        structlog.configure(**old)
+
+
+async def test_events_per_call_and_execution(
+    fmt: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tir_agent.agent")
+    agent, _ = fmt.agent([Step("Compute.\n", ["print(6 * 7)\n"]), Step("\\boxed{42}")])
+    with capture_logs() as events:
+        await fmt.solve(agent, "What is 6*7?", seed=3)
+    mine = [e for e in events if e["event"] in ("model.call", "code.execute", "solve.finish")]
+    assert [e["event"] for e in mine] == [
+        "model.call",
+        "code.execute",
+        "model.call",
+        "solve.finish",
+    ]
+    first = mine[0]
+    assert first["turn"] == 0 and first["completion_tokens"] > 0 and first["latency"] >= 0
+    assert first["finish_reason"] in ("stop", "tool_calls")
+    assert mine[1]["status"] == "completed" and mine[1]["duration"] > 0
+    assert {e["seed"] for e in mine} == {3} and len({e["problem"] for e in mine}) == 1
+    assert not any("print(6 * 7)" in repr(e) or "What is 6*7?" in repr(e) for e in mine)
+
+
+async def test_silent_when_info_is_off(fmt: Harness, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="tir_agent.agent")
+    agent, _ = fmt.agent([Step("\\boxed{1}")])
+    with capture_logs() as events:
+        await fmt.solve(agent, "p")
+    assert not [e for e in events if e["event"] == "model.call"]
