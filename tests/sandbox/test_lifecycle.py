@@ -172,3 +172,14 @@ async def test_overrides_are_validated() -> None:
     with pytest.raises(ConfigError):
         LocalSandbox(no_such_option=1)
     assert LocalSandbox(timeout=2.5).config.timeout == 2.5
+
+
+async def test_a_cancelled_run_does_not_confuse_the_next_one() -> None:
+    async with LocalSandbox(preload=()) as sandbox, sandbox.session() as s:
+        task = asyncio.create_task(s.run("import time\ntime.sleep(0.3)\nprint('late')"))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        r = await s.run("print('next')")
+        assert r.stdout == "next\n"

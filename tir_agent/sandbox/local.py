@@ -68,6 +68,8 @@ class _Channel(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiter: asyncio.Future[dict[str, Any]] | None = None
         self.lost: Exception | None = None
+        self.counter = 0
+        self.rid: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -81,6 +83,8 @@ class _Channel(asyncio.Protocol):
             self._fail(e)
             return
         for message in messages:
+            if message.get("rid") != self.rid:
+                continue  # the reply to a request that was cancelled meanwhile
             if self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result(message)
 
@@ -97,6 +101,11 @@ class _Channel(asyncio.Protocol):
             raise self.lost
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
+        if message["op"] == "run":
+            self.counter += 1
+            self.rid = message["rid"] = self.counter
+        else:
+            self.rid = None
         self.transport.write(proto.frame(message))
         async with asyncio.timeout(wait):
             return await self.waiter
@@ -162,6 +171,7 @@ class LocalSession:
                 self.last_used = time.monotonic()
         self.executions += 1
         reply.pop("op", None)
+        reply.pop("rid", None)
         result = ExecutionResult(**reply)
         if _stdlog.isEnabledFor(logging.INFO):
             log.info(

@@ -520,6 +520,7 @@ class Supervisor:
         self.died_wait = 0.0
         self.started = 0.0
         self.seq = 0
+        self.rid: object = None
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.poll = select.poll()
@@ -612,6 +613,8 @@ class Supervisor:
     # -- host channel
 
     def reply(self, message: proto.Message) -> None:
+        if message.get("op") == "result":
+            message["rid"] = self.rid  # lets the host drop replies to requests it gave up on
         self.outbuf += proto.frame(message)
         self.flush_host()
 
@@ -695,6 +698,7 @@ class Supervisor:
         if self.request is None or self.running is not None or not self.ready:
             return
         request, self.request = self.request, None
+        self.rid = request.get("rid")
         self.seq += 1
         request["seq"] = self.seq
         cap = int(request["cap"])
