@@ -59,3 +59,17 @@ async def test_stream_raises_the_solve_error(fmt: Harness) -> None:
     agent, _ = fmt.agent([Fail(401, "bad key")])
     with pytest.raises(AuthenticationError):
         await fmt.solve(agent, "p")
+
+
+async def test_closing_the_stream_early_cancels_the_solve(fmt: Harness) -> None:
+    import contextlib
+
+    fmt.streamed = True
+    agent, server = fmt.agent([Step("Compute.\n", ["print(1)\n"]), Step("\\boxed{1}")])
+    async with contextlib.aclosing(agent.stream("p")) as events:
+        async for event in events:
+            if isinstance(event, TurnEnd):
+                break
+    assert len(server.requests) == 1  # nothing more was asked of the model
+    again, _ = fmt.agent([Step("\\boxed{2}")])
+    assert (await again.asolve("p")).answer == "2"
