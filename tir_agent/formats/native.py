@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from typing import Any, Literal
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any, Literal
 
 from tir_agent._resources import data_dir
 from tir_agent.formats.base import Feedback, ModelReply, ModelRequest, ToolCallData
 from tir_agent.formats.output import format_result
 from tir_agent.formats.tags import TagPreset
 from tir_agent.turn import CodeCall, Turn
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 TOOL_NAME = "python_exec"
 
@@ -26,6 +27,8 @@ def tool_definition() -> dict[str, Any]:
 
 @cache
 def _validator() -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # ~40 ms to import: only when a call comes
+
     return Draft202012Validator(tool_definition()["function"]["parameters"])
 
 
