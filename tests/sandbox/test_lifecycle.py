@@ -80,6 +80,8 @@ async def test_idle_sessions_are_evicted() -> None:
 async def test_closing_a_session_kills_its_processes_and_files() -> None:
     mark = marker()
     async with LocalSandbox(preload=(), env={"MARK": mark}) as sandbox:
+        await sandbox.run("1")  # the template has its spare sessions ready afterwards
+        await asyncio.sleep(0.5)
         baseline = len(processes_with(mark))
         async with sandbox.session() as s:
             await s.run("import subprocess, os\nos.makedirs('d/e')\nopen('d/e/f', 'w').write('x')")

@@ -49,6 +49,9 @@ FD_OUT_SAVED = 4
 FD_ERR_SAVED = 5
 """In protected holders: the output pipes, kept for the runners while fd 1 and 2 go nowhere."""
 
+SPARES = 2
+"""Supervisors (each with its holder) the template keeps forked ahead of time for new sessions."""
+
 SOFT_GRACE = 0.25
 """Fast mode: seconds between the soft interrupt and the hard kill of a timed-out cell."""
 
@@ -330,14 +333,31 @@ def _silence() -> None:
     os.close(devnull)
 
 
-def holder_main(
-    config: SandboxConfig, protections: isolation.Protections, uid: int, workdir: str, protect: bool
-) -> NoReturn:
-    """The first process of a session's state: confine, then run (fast) or fork runners (protected)."""
+def _await_assignment(ctl: socket.socket) -> proto.Message:
+    while True:
+        data = ctl.recv(proto.MAX_PACKET)
+        if not data:
+            os._exit(0)
+        try:
+            message = proto.decode(data)
+        except ValueError:
+            continue
+        if message.get("op") == "assign":
+            return message
+
+
+def holder_main(config: SandboxConfig, protections: isolation.Protections) -> NoReturn:
+    """The first process of a session's state: forked ahead of time, it waits for its session
+    (uid, work dir, mode), confines itself, then runs cells (fast) or forks runners (protected)."""
     try:
-        isolation.confine_session(config, protections, uid=uid, workdir=workdir)
-        _prctl(PR_SET_DUMPABLE, 1)  # /proc/self stays readable by the session's own uid
+        _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         ctl = socket.socket(fileno=FD_CTL)
+        assignment = _await_assignment(ctl)
+        protect = bool(assignment["protect"])
+        isolation.confine_session(
+            config, protections, uid=int(assignment["uid"]), workdir=str(assignment["workdir"])
+        )
+        _prctl(PR_SET_DUMPABLE, 1)  # /proc/self stays readable by the session's own uid
         runner = Runner()
     except BaseException as e:
         os.write(2, f"session start failed: {e!r}\n".encode())
@@ -475,20 +495,13 @@ def _describe_exit(status: int | None) -> tuple[str, str]:
 class Supervisor:
     """One per session: owns the output pipes and the host channel, enforces timeouts."""
 
-    def __init__(
-        self,
-        host: socket.socket,
-        config: SandboxConfig,
-        protections: isolation.Protections,
-        slot: int,
-        protect: bool,
-    ) -> None:
-        self.host = host
+    def __init__(self, config: SandboxConfig, protections: isolation.Protections) -> None:
+        self.host = socket.socket(socket.AF_UNIX)  # replaced by assign()
         self.config = config
         self.protections = protections
-        self.protect = protect
-        self.uid = isolation.session_uid(slot) if protections.session_uids else os.getuid()
-        self.workdir = os.path.join(protections.workspace_root, f"s{slot}")
+        self.protect = True
+        self.uid = os.getuid()
+        self.workdir = ""
         out_r, self.out_w = os.pipe()
         err_r, self.err_w = os.pipe()
         os.set_blocking(out_r, False)
@@ -501,7 +514,6 @@ class Supervisor:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.MAX_PACKET)
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.MAX_PACKET)
         self.ctl.setblocking(False)
-        self.host.setblocking(False)
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -524,8 +536,30 @@ class Supervisor:
         self.inbuf = bytearray()
         self.outbuf = bytearray()
         self.poll = select.poll()
-        for fd in (self.host.fileno(), self.ctl.fileno(), out_r, err_r, self.wake_r):
+        for fd in (self.ctl.fileno(), out_r, err_r, self.wake_r):
             self.poll.register(fd, select.POLLIN)
+
+    def assign(self, host: socket.socket, slot: int, protect: bool) -> None:
+        """Become the supervisor of session ``slot`` (the holder was forked ahead of time)."""
+        self.host.close()
+        self.host = host
+        host.setblocking(False)
+        self.poll.register(host.fileno(), select.POLLIN)
+        self.protect = protect
+        if self.protections.session_uids:
+            self.uid = isolation.session_uid(slot)
+        self.workdir = os.path.join(self.protections.workspace_root, f"s{slot}")
+        self.send_assignment()
+
+    def send_assignment(self) -> None:
+        self.runner = self.holder if not self.protect else 0
+        message = {
+            "op": "assign",
+            "uid": self.uid,
+            "workdir": self.workdir,
+            "protect": self.protect,
+        }
+        self.ctl.send(proto.encode(message))
 
     # -- processes
 
@@ -541,11 +575,11 @@ class Supervisor:
                 os.dup2(self.err_w, 2)
                 os.dup2(self.ctl_child.fileno(), FD_CTL)
                 os.closerange(FD_CTL + 1, 1 << 16)
-                holder_main(self.config, self.protections, self.uid, self.workdir, self.protect)
+                holder_main(self.config, self.protections)
             finally:
                 os._exit(70)
         self.holder = pid
-        self.runner = pid if not self.protect else 0
+        self.runner = 0
         self.ready = False
         self.watch(pid)
 
@@ -808,6 +842,7 @@ class Supervisor:
             state, note = "lost", proto.LOST_NOTE
             self.kill_everything()
             self.spawn_holder()
+            self.send_assignment()
         stderr = _join(stderr, notice)
         if self.config.state_notes:
             stderr += note
@@ -843,6 +878,7 @@ class Supervisor:
             # the state is gone while idle (e.g. killed by a stray process): start over
             self.kill_everything()
             self.spawn_holder()
+            self.send_assignment()
 
     def check_deadline(self) -> None:
         if self.running is None:
@@ -865,7 +901,6 @@ class Supervisor:
                 self.grace_deadline = now + SOFT_GRACE
 
     def serve(self) -> NoReturn:
-        self.spawn_holder()
         while True:
             timeout = None
             if self.running is not None:
@@ -904,20 +939,30 @@ def _join(text: str, notice: str) -> str:
 
 
 def supervisor_main(
-    host: socket.socket,
-    config: SandboxConfig,
-    protections: isolation.Protections,
-    slot: int,
-    protect: bool,
+    link: socket.socket, config: SandboxConfig, protections: isolation.Protections
 ) -> NoReturn:
+    """A spare supervisor: fork the holder ahead of time, wait for a session, then serve it."""
     _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_DUMPABLE, 0)
+    supervisor = Supervisor(config, protections)
+    supervisor.spawn_holder()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(link, proto.MAX_PACKET, 1)
+            break
+        except InterruptedError:
+            continue
+    if not data or not fds:
+        supervisor.kill_everything()
+        os._exit(0)
+    request = proto.decode(data)
+    link.close()
+    supervisor.assign(socket.socket(fileno=fds[0]), int(request["slot"]), bool(request["protect"]))
     if os.environ.get("TIR_AGENT_SANDBOX_PROFILE"):
         import cProfile
 
         profile = cProfile.Profile()
-        supervisor = Supervisor(host, config, protections, slot, protect)
         original = supervisor.shutdown
 
         def dump(reply: bool = False) -> NoReturn:
@@ -927,8 +972,7 @@ def supervisor_main(
 
         supervisor.shutdown = dump  # type: ignore[method-assign]
         profile.enable()
-        supervisor.serve()
-    Supervisor(host, config, protections, slot, protect).serve()
+    supervisor.serve()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -962,13 +1006,17 @@ def template_main(argv: list[str]) -> NoReturn:
     gc.freeze()
     ctl.send(proto.encode({"op": "ready", "pid": os.getpid(), "failed": failed}))
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    spares: list[tuple[int, socket.socket]] = []
     while True:
         _reap_all()
+        idle = 0.0 if len(spares) < SPARES else 1.0
         try:
-            ready, _, _ = select.select([ctl], [], [], 1.0)
+            ready, _, _ = select.select([ctl], [], [], idle)
         except InterruptedError:
             continue
         if not ready:
+            if len(spares) < SPARES:  # nothing to do: prepare the next sessions
+                spares.append(_spawn_spare(ctl, spares, config, protections))
             continue
         try:
             data = ctl.recv(proto.MAX_PACKET)
@@ -987,29 +1035,40 @@ def template_main(argv: list[str]) -> NoReturn:
                 isolation.remove_workdir(os.path.join(protections.workspace_root, f"s{slot}"))
             ctl.send(proto.encode({"op": "killed", "pid": request["pid"]}))
         elif request.get("op") == "new":
+            if not spares:
+                spares.append(_spawn_spare(ctl, spares, config, protections))
+            pid, link = spares.pop(0)
             host_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            pid = os.fork()
-            if pid == 0:
-                try:
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    ctl.close()
-                    host_end.close()
-                    supervisor_main(
-                        session_end,
-                        config,
-                        protections,
-                        int(request["slot"]),
-                        bool(request["protect"]),
-                    )
-                finally:
-                    os._exit(70)
+            assignment = {"slot": request["slot"], "protect": request["protect"]}
+            socket.send_fds(link, [proto.encode(assignment)], [session_end.fileno()])
+            link.close()
             session_end.close()
-            socket.send_fds(
-                ctl,
-                [proto.encode({"op": "new", "pid": pid, "id": request.get("id")})],
-                [host_end.fileno()],
-            )
+            reply = proto.encode({"op": "new", "pid": pid, "id": request.get("id")})
+            socket.send_fds(ctl, [reply], [host_end.fileno()])
             host_end.close()
+
+
+def _spawn_spare(
+    ctl: socket.socket,
+    spares: list[tuple[int, socket.socket]],
+    config: SandboxConfig,
+    protections: isolation.Protections,
+) -> tuple[int, socket.socket]:
+    """Fork a spare supervisor (with its holder) that waits for a session."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            ctl.close()
+            ours.close()
+            for _, other in spares:
+                other.close()
+            supervisor_main(theirs, config, protections)
+        finally:
+            os._exit(70)
+    theirs.close()
+    return pid, ours
 
 
 def main() -> NoReturn:
