@@ -37,8 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import structlog
-
+from tir_agent._log import get_logger
 from tir_agent.answers import extract_answer
 from tir_agent.errors import ConfigError, TirAgentError
 
@@ -52,7 +51,7 @@ __all__ = [
     "normalize_answer",
 ]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
 """Seconds math-verify may spend on each of parsing the two answers and comparing them."""
