@@ -71,7 +71,7 @@ class AgentConfig(BaseModel):
     model: str = Field(min_length=1)
     """Model name as the endpoint knows it."""
     base_url: str | None = None
-    """OpenAI-compatible endpoint; ``None`` is api.openai.com."""
+    """OpenAI-compatible endpoint; ``None`` is ``OPENAI_BASE_URL`` if set, else api.openai.com."""
     format: Literal["tools", "tags"] = "tools"
     """``tools``: native ``python_exec`` function calls; ``tags``: code between text tags."""
     api: Literal["chat", "completions"] = "chat"
@@ -183,7 +183,8 @@ class Agent:
                 f"The prompt {self.prompt.name} states {{total_code_executions}}, but the budget is "
                 "unlimited: set total_code_executions_in_prompt=... or max_code_executions=..."
             )
-        base_url = config.base_url or OPENAI_URL
+        # Like the openai SDK itself: OPENAI_BASE_URL points every client at another endpoint.
+        base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             if urlparse(base_url).hostname == "api.openai.com":
