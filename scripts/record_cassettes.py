@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.local.scenarios import (  # noqa: E402
     CASSETTES,
+    OPENAI_CASSETTES,
     RECORDED,
     build_agent,
     recorder,
@@ -41,6 +42,8 @@ async def record(base_url: str, model: str, library: Path, only: list[str]) -> N
         for scenario in RECORDED:
             if only and scenario.name not in only:
                 continue
+            if scenario.api == "completions" and "api.openai.com" in base_url:
+                continue  # OpenAI's chat models have no /v1/completions
             cassette = library / f"{scenario.name}.json"
             cassette.unlink(missing_ok=True)
             agent = build_agent(scenario, base_url, sandbox, model)
@@ -64,9 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     if os.environ.get("OPENAI_API_KEY"):
         asyncio.run(
-            record(
-                "https://api.openai.com/v1", args.model, CASSETTES.parent / "openai", args.scenarios
-            )
+            record("https://api.openai.com/v1", args.model, OPENAI_CASSETTES, args.scenarios)
         )
         return
     with LlamaCppServer() as server:

@@ -23,6 +23,8 @@ from tir_agent.sandbox.base import Sandbox
 from tir_agent.turn import Finished, SolveResult
 
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes" / "local"
+OPENAI_CASSETTES = CASSETTES.parent / "openai"
+"""Recorded against OpenAI by the same script when a key is set (chat scenarios only)."""
 REPLAY_URL = "http://local-model.test/v1"
 """The base URL replay uses; recorded hosts are rewritten to it."""
 
@@ -143,6 +145,7 @@ def recorder(record_mode: str, library: Path = CASSETTES) -> vcr.VCR:
 def summary(result: SolveResult) -> dict[str, Any]:
     """What a replay must reproduce exactly (kept beside each cassette)."""
     return {
+        "model": result.model,
         "answer": result.answer,
         "status": result.status,
         "generation": result.generation,

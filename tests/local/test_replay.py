@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -19,6 +20,7 @@ from vcr.errors import CannotOverwriteExistingCassetteException
 
 from tests.local.scenarios import (
     CASSETTES,
+    OPENAI_CASSETTES,
     RECORDED,
     REPLAY_URL,
     Scenario,
@@ -54,14 +56,22 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+CASES = [
+    pytest.param(library, scenario, id=f"{library.name}-{scenario.name}")
+    for library in (CASSETTES, OPENAI_CASSETTES)
+    for scenario in RECORDED
+    if (library / f"{scenario.name}.summary.json").exists()
+]
+
+
 @_ASYNC
-@pytest.mark.parametrize("scenario", RECORDED, ids=[s.name for s in RECORDED])
+@pytest.mark.parametrize(("library", "scenario"), CASES)
 async def test_replay_reproduces_the_recorded_solve(
-    scenario: Scenario, sandbox: LocalSandbox, no_network: None
+    library: Path, scenario: Scenario, sandbox: LocalSandbox, no_network: None
 ) -> None:
-    expected = json.loads((CASSETTES / f"{scenario.name}.summary.json").read_text())
-    agent = build_agent(scenario, REPLAY_URL, sandbox)
-    with recorder("none").use_cassette(f"{scenario.name}.json") as cassette:
+    expected = json.loads((library / f"{scenario.name}.summary.json").read_text())
+    agent = build_agent(scenario, REPLAY_URL, sandbox, expected["model"])
+    with recorder("none", library).use_cassette(f"{scenario.name}.json") as cassette:
         result, events = await run_scenario(agent, scenario)
         assert cassette.all_played, "a recorded interaction was not requested"
         assert cassette.play_count == len(result.turns)
@@ -91,9 +101,15 @@ async def test_a_request_not_in_the_cassette_fails(sandbox: LocalSandbox, no_net
     await agent.aclose()
 
 
+def test_every_scenario_has_its_local_cassette() -> None:
+    for scenario in RECORDED:
+        assert (CASSETTES / f"{scenario.name}.json").is_file(), "run scripts/record_cassettes.py"
+        assert (CASSETTES / f"{scenario.name}.summary.json").is_file()
+
+
 def test_cassettes_hold_no_secret_or_version() -> None:
-    texts = [p.read_text() for p in CASSETTES.glob("*.json")]
-    assert len(texts) == 2 * len(RECORDED)
+    texts = [p.read_text() for p in (*CASSETTES.glob("*.json"), *OPENAI_CASSETTES.glob("*.json"))]
+    assert len(texts) >= 2 * len(RECORDED)
     for text in texts:
         lowered = text.lower()
         assert "sk-local-not-a-secret" not in text and "authorization" not in lowered
