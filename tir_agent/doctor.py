@@ -32,7 +32,6 @@ from tir_agent.local_model import (
     INSTALL_HINT,
     LOCAL_MODEL_NAME,
     LocalModel,
-    llama_cpp_http_client,
     local_agent_options,
 )
 
@@ -310,17 +309,14 @@ async def _probe_solve(endpoint: Endpoint) -> Check:
     from tir_agent.agent import Agent
 
     options: dict[str, Any] = {"max_code_executions": 2, "timeout": 120.0, "max_retries": 1}
-    http_client = None
     if endpoint.local:
-        options = {**local_agent_options(), **options}
-        http_client = llama_cpp_http_client()
+        options = {**local_agent_options(), **options}  # text tags: no tool-call adapter needed
     else:
         options["max_tokens"] = 2048
     agent = Agent(
         endpoint.model,
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
-        http_client=http_client,
         **options,
     )
     try:
