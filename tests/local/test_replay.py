@@ -115,3 +115,19 @@ def test_cassettes_hold_no_secret_or_version() -> None:
         assert "sk-local-not-a-secret" not in text and "authorization" not in lowered
         assert "x-stainless" not in lowered and "user-agent" not in lowered
         assert "127.0.0.1" not in text
+
+
+def test_every_recorded_request_is_bounded_and_repeatable() -> None:
+    """What the local defaults put on the wire: bounded, greedy, seeded; stops for the tags."""
+    for path in CASSETTES.glob("*.json"):
+        if path.name.endswith(".summary.json"):
+            continue
+        for interaction in json.loads(path.read_text())["interactions"]:
+            body = json.loads(interaction["request"]["body"])
+            assert 0 < body["max_tokens"] <= 768, path.name
+            assert body["temperature"] == 0.0 and body["seed"] == 0
+            if interaction["request"]["uri"].endswith("/v1/completions"):
+                assert body["stop"] == ["```\n", "<|im_end|>"]
+                assert body["prompt"].startswith("<|im_start|>user\n")
+            elif "tools" not in body:
+                assert body["stop"] == ["```\n"]
