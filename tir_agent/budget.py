@@ -29,7 +29,9 @@ def hint_after(executed: int, budget: int | None) -> str:
     return RUN_OUT_HINT
 
 
-def draw_total_code_executions(spec: int | tuple[int, int] | list[int] | None, seed: int) -> int | None:
+def draw_total_code_executions(
+    spec: int | tuple[int, int] | list[int] | None, seed: int
+) -> int | None:
     """The per-sample budget stated in the prompt: an int, or one drawn from ``[lo, hi]`` inclusive.
 
     The draw depends only on ``seed``, so a rerun of the same sample gets the same budget.
