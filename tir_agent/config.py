@@ -379,6 +379,11 @@ def _read_file(path: Path) -> list[tuple[str, Any, str]]:
     return [(k, v, str(path)) for k, v in _flatten(data)]
 
 
+def openai_api_key(env: Mapping[str, str] | None = None) -> str | None:
+    """The ``OPENAI_API_KEY`` environment variable, or ``None`` when unset or empty."""
+    return (os.environ if env is None else env).get("OPENAI_API_KEY") or None
+
+
 def load_config(
     config_file: str | os.PathLike[str] | None = None,
     overrides: Sequence[str] = (),
