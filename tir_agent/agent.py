@@ -33,7 +33,7 @@ from tir_agent.errors import AuthenticationError, ConfigError, ContextLengthErro
 from tir_agent.formats.base import Feedback, Format
 from tir_agent.formats.chat_tags import ChatTagsFormat
 from tir_agent.formats.completion_tags import CompletionTagsFormat
-from tir_agent.formats.native import ToolsFormat
+from tir_agent.formats.native import TOOL_NAME, ToolsFormat
 from tir_agent.formats.parsing import BlockWatcher
 from tir_agent.formats.tags import TagPreset, get_preset
 from tir_agent.prompts import PromptConfig, load_prompt
@@ -76,6 +76,10 @@ class AgentConfig(BaseModel):
     """``tools``: native ``python_exec`` function calls; ``tags``: code between text tags."""
     api: Literal["chat", "completions"] = "chat"
     """``chat``: /v1/chat/completions; ``completions``: /v1/completions with a chat template."""
+    tool_choice: str = "auto"
+    """``tools`` only, sent with every request that offers the tool: ``auto`` (the model decides),
+    ``required`` (a call every round) or ``python_exec`` (that function named, which llama.cpp
+    needs before it returns tool calls). The round after the budget is spent sends ``none``."""
     tags: str | TagPreset | dict[str, str] | None = None
     """Tag preset name or custom tags; ``None``: the prompt's ``code_tags``, else ``openmath``."""
     max_code_executions: int | None = Field(8, ge=0)
@@ -122,6 +126,16 @@ class AgentConfig(BaseModel):
         if self.format == "tools" and self.api != "chat":
             raise ValueError(
                 "format='tools' needs api='chat'; use format='tags' with api='completions'"
+            )
+        if self.tool_choice not in ("auto", "required", TOOL_NAME):
+            raise ValueError(
+                f"tool_choice={self.tool_choice!r}: use 'auto', 'required' or the tool's name "
+                f"{TOOL_NAME!r} (to stop tool calls, use max_code_executions=0 or format='tags')"
+            )
+        if self.tool_choice != "auto" and self.format != "tools":
+            raise ValueError(
+                f"tool_choice={self.tool_choice!r} is used only with format='tools'; drop it or "
+                "set format='tools'"
             )
         if self.chat_template is not None and self.api != "completions":
             raise ValueError(
@@ -415,7 +429,7 @@ class _Run:
                 template.render(messages), messages, agent.tags, params, template.stop
             )
         elif config.format == "tools":
-            self.format = ToolsFormat(messages, agent.tags, params)
+            self.format = ToolsFormat(messages, agent.tags, params, config.tool_choice)
         else:
             self.format = ChatTagsFormat(messages, agent.tags, params)
         self.turns: list[Turn] = []

@@ -69,7 +69,8 @@ def local_agent_options(
 
     ``format="tags"`` with ``api="completions"`` (the default: the prompt is rendered with the
     ChatML template and grown in place) or ``api="chat"`` (the server applies the template);
-    ``format="tools"`` uses native tool calls (chat only). Every request is bounded: the server
+    ``format="tools"`` uses native tool calls (chat only), with ``tool_choice`` naming
+    ``python_exec``: llama.cpp returns tool calls only then. Every request is bounded: the server
     answers one request at a time, so an unbounded one would block every other caller. The stop
     strings are the format's own (``code_end``, and ``<|im_end|>`` for completions). Greedy
     decoding (temperature 0) and a fixed seed make runs repeatable.
@@ -90,6 +91,8 @@ def local_agent_options(
     }
     if format == "tags":
         options["prompt"] = LOCAL_PROMPT
+    else:
+        options["tool_choice"] = "python_exec"
     if api == "completions":
         options["chat_template"] = LOCAL_CHAT_TEMPLATE
     return options

@@ -24,6 +24,12 @@ LOCAL = {"base_url": "http://127.0.0.1:9/v1"}
         ({"override_max_code_executions": True}, "needs total_code_executions_in_prompt"),
         ({"prompt": "openmath/tir", "user": "{problem}"}, "either prompt=... or system=/user="),
         ({"temprature": 0.5}, "temprature: Extra inputs are not permitted"),
+        ({"tool_choice": "python"}, "tool_choice='python': use 'auto', 'required' or the tool"),
+        ({"tool_choice": "none"}, "to stop tool calls, use max_code_executions=0"),
+        (
+            {"format": "tags", "tool_choice": "required"},
+            "tool_choice='required' is used only with format='tools'",
+        ),
         ({"format": "tags", "tags": "nope"}, "Unknown tag preset 'nope'. Use one of:"),
         (
             {"prompt": "openmath/tir", "max_code_executions": None},

@@ -1,4 +1,5 @@
-"""Native tool calls only: parallel calls, calls beyond the budget, malformed arguments."""
+"""Native tool calls only: tool_choice, parallel calls, calls beyond the budget, malformed
+arguments, the assistant message sent back."""
 
 from __future__ import annotations
 
@@ -74,7 +75,30 @@ async def test_malformed_arguments_are_answered_and_not_counted(tools: Harness) 
         e.endswith('Call python_exec with a JSON object {"code": "<python source>"}.')
         for e in errors
     )
-    assert "tool_choice" not in server.requests[1]  # nothing was spent
+    assert server.requests[1]["tool_choice"] == "auto"  # nothing was spent
     assert [e.stdout for e in result.executions] == ["7\n"]
     assert [c.error is not None for c in result.turns[0].calls] == [True] * 4
     assert result.generation.startswith("<tool_call>\nprint(7)\n</tool_call>")
+
+
+NAMED = {"type": "function", "function": {"name": "python_exec"}}
+
+
+@pytest.mark.parametrize(
+    ("option", "wire"),
+    [
+        ({}, "auto"),
+        ({"tool_choice": "required"}, "required"),
+        ({"tool_choice": "python_exec"}, NAMED),
+    ],
+    ids=["default", "required", "named"],
+)
+async def test_tool_choice_on_every_request_then_none(
+    tools: Harness, option: dict, wire: object
+) -> None:
+    steps = [Step("", ["print(1)\n"]), Step("", ["print(2)\n"]), Step("\\boxed{2}")]
+    agent, server = tools.agent(steps, max_code_executions=2, **option)
+    result = await tools.solve(agent, "p")
+    assert [r["tool_choice"] for r in server.requests] == [wire, wire, "none"]
+    assert all(r["tools"][0]["function"]["name"] == "python_exec" for r in server.requests)
+    assert result.status == "finished" and len(result.executions) == 2

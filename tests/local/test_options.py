@@ -36,6 +36,11 @@ def test_tools_defaults_use_chat_even_if_completions_asked() -> None:
     assert local_agent_options("tools", "completions")["api"] == "chat"
 
 
+def test_tools_defaults_name_the_tool() -> None:
+    assert local_agent_options("tools")["tool_choice"] == "python_exec"
+    assert "tool_choice" not in local_agent_options("tags")
+
+
 def test_prepare_local_merges_defaults_under_the_callers_options() -> None:
     options, local = prepare_local("local", {"max_code_executions": 1, "api": "chat"})
     assert isinstance(local, LocalModel) and not local.running

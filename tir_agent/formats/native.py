@@ -17,6 +17,19 @@ if TYPE_CHECKING:
 
 TOOL_NAME = "python_exec"
 
+ToolChoice = str | dict[str, Any]
+"""``tool_choice`` as the chat API takes it: ``"auto"``, ``"required"``, ``"none"`` or a named
+function ``{"type": "function", "function": {"name": ...}}``."""
+
+
+def tool_choice_param(choice: str) -> ToolChoice:
+    """The wire value of :attr:`AgentConfig.tool_choice <tir_agent.agent.AgentConfig>`: ``auto``
+    and ``required`` as they are, a function name as the named-function object (the form
+    llama.cpp needs before it returns tool calls at all)."""
+    if choice in ("auto", "required", "none"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
 
 @cache
 def tool_definition() -> dict[str, Any]:
@@ -68,17 +81,21 @@ class ToolsFormat:
     name: Literal["tools"] = "tools"
 
     def __init__(
-        self, messages: list[dict[str, Any]], tags: TagPreset, params: dict[str, Any]
+        self,
+        messages: list[dict[str, Any]],
+        tags: TagPreset,
+        params: dict[str, Any],
+        tool_choice: str = "auto",
     ) -> None:
         self.tags = tags
         self._messages = messages
         self._params = params
+        self._tool_choice = tool_choice_param(tool_choice)
 
     def build_request(self, *, final: bool, max_tokens: int | None) -> ModelRequest:
-        """Messages plus the tool; ``tool_choice="none"`` once the budget is spent."""
+        """Messages plus the tool and ``tool_choice`` (``"none"`` once the budget is spent)."""
         params = {**self._params, "messages": self._messages, "tools": [tool_definition()]}
-        if final:
-            params["tool_choice"] = "none"
+        params["tool_choice"] = "none" if final else self._tool_choice
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         return ModelRequest("chat", params)
