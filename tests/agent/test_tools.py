@@ -102,3 +102,12 @@ async def test_tool_choice_on_every_request_then_none(
     assert [r["tool_choice"] for r in server.requests] == [wire, wire, "none"]
     assert all(r["tools"][0]["function"]["name"] == "python_exec" for r in server.requests)
     assert result.status == "finished" and len(result.executions) == 2
+
+
+async def test_assistant_message_with_calls_has_string_content(tools: Harness) -> None:
+    # llama-cpp-python's server answers HTTP 500 to "content": null; OpenAI accepts "" too.
+    agent, server = tools.agent([Step("", ["print(1)\n"]), Step("\\boxed{1}")])
+    result = await tools.solve(agent, "p")
+    sent = server.requests[1]["messages"][-2]
+    assert sent["role"] == "assistant" and sent["content"] == "" and sent["tool_calls"]
+    assert result.messages[-3] == sent

@@ -103,7 +103,8 @@ class ToolsFormat:
     def parse(self, reply: ModelReply, index: int) -> Turn:
         """Tool calls become code calls (validated); the assistant message joins the history."""
         calls = tuple(parse_call(tc) for tc in reply.tool_calls)
-        message: dict[str, Any] = {"role": "assistant", "content": reply.text or None}
+        # "" rather than None without text: OpenAI accepts both, llama-cpp-python only "".
+        message: dict[str, Any] = {"role": "assistant", "content": reply.text}
         if reply.tool_calls:
             message["tool_calls"] = [
                 {
