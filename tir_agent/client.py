@@ -292,7 +292,10 @@ class ModelClient:
                     if tc.id:
                         slot[0] = tc.id
                     if tc.function is not None:
-                        slot[1] += tc.function.name or ""
+                        # OpenAI sends the name once; llama.cpp repeats it in every delta.
+                        name = tc.function.name
+                        if name and name != slot[1]:
+                            slot[1] += name
                         slot[2] += tc.function.arguments or ""
             else:
                 piece = choice.text

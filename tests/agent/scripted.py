@@ -67,6 +67,7 @@ class ScriptedServer:
         report_stop: bool = False,
         reject: tuple[str, ...] = (),
         chunk: int = 7,
+        repeat_tool_name: bool = False,
     ) -> None:
         self.steps = list(steps)
         self.tags = tags
@@ -74,6 +75,8 @@ class ScriptedServer:
         self.report_stop = report_stop
         self.reject = reject
         self.chunk = chunk
+        self.repeat_tool_name = repeat_tool_name
+        """Streams: every tool-call delta repeats id, type and name (as llama.cpp does)."""
         self.requests: list[dict[str, Any]] = []
         self.times: list[float] = []
         self.headers: list[dict[str, str]] = []
@@ -226,6 +229,8 @@ class ScriptedServer:
                 }
                 for j in range(0, len(args), n):
                     delta = {"index": i, "function": {"arguments": args[j : j + n]}}
+                    if self.repeat_tool_name:
+                        delta = {**first, "function": {**first["function"], **delta["function"]}}
                     yield {
                         **head,
                         "choices": [

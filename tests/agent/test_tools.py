@@ -111,3 +111,16 @@ async def test_assistant_message_with_calls_has_string_content(tools: Harness) -
     sent = server.requests[1]["messages"][-2]
     assert sent["role"] == "assistant" and sent["content"] == "" and sent["tool_calls"]
     assert result.messages[-3] == sent
+
+
+async def test_streamed_name_repeated_in_every_delta_is_kept_once(sandbox: Sandbox) -> None:
+    # llama.cpp repeats function.name (and the id) in every streamed tool-call delta.
+    tools = Harness(name="tools", api="chat", streamed=True, sandbox=sandbox)
+    code = "print('a\\nb')\n"
+    steps = [Step("", [code, "print(2)\n"]), Step("\\boxed{2}")]
+    agent, server = tools.agent(steps, server={"repeat_tool_name": True, "chunk": 3})
+    result = await tools.solve(agent, "p")
+    calls = server.requests[1]["messages"][-3]["tool_calls"]
+    assert [c["function"]["name"] for c in calls] == ["python_exec", "python_exec"]
+    assert [c.code for c in result.turns[0].calls] == [code, "print(2)\n"]
+    assert [e.stdout for e in result.executions] == ["a\nb\n", "2\n"]

@@ -31,11 +31,6 @@ REPLAY_URL = "http://local-model.test/v1"
 TOOLS_SYSTEM = "Answer with one python_exec call whose code is a single print statement."
 """A 135M model writes a short, valid tool call only when told this plainly."""
 
-STREAMED_TOOL_NAME_BUG = (
-    "tir_agent/client.py concatenates function.name over streamed tool-call deltas; llama.cpp "
-    "repeats the name in every delta, so the call arrives as 'python_execpython_exec...'"
-)
-
 
 @dataclass(frozen=True)
 class Scenario:
@@ -73,7 +68,7 @@ SCENARIOS = [
     Scenario("chat_tags", "tags", "chat", _SQUARES, options=_HINTED),
     Scenario("chat_tags_streamed", "tags", "chat", _SQUARES, True, _HINTED),
     Scenario("tools", "tools", "chat", _POWER, options=_TOOLS),
-    Scenario("tools_streamed", "tools", "chat", _POWER, True, _TOOLS, STREAMED_TOOL_NAME_BUG),
+    Scenario("tools_streamed", "tools", "chat", _POWER, True, _TOOLS),
 ]
 RECORDED = [s for s in SCENARIOS if s.known_bug is None]
 
