@@ -57,10 +57,13 @@ def parse_call(tool_call: ToolCallData) -> CodeCall:
     if tool_call.name != TOOL_NAME:
         return refused(f"Error: unknown tool {tool_call.name!r}; the only tool is {TOOL_NAME}.")
     try:
-        args = json.loads(tool_call.arguments)
+        # strict=False: raw control characters (a newline) inside strings are taken as they are;
+        # llama.cpp's tool-call grammar lets the model write them.
+        args = json.loads(tool_call.arguments, strict=False)
     except json.JSONDecodeError as e:
+        what = e.msg.removesuffix(" at")  # "Unterminated string starting at" + " at position"
         return refused(
-            f"Error: the arguments are not valid JSON ({e.msg} at position {e.pos}). {_HOW}"
+            f"Error: the arguments are not valid JSON ({what} at position {e.pos}). {_HOW}"
         )
     error = next(iter(_validator().iter_errors(args)), None)
     if error is not None:
