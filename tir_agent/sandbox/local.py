@@ -104,9 +104,10 @@ class _Channel(asyncio.Protocol):
         if message["op"] == "run":
             self.counter += 1
             self.rid = message["rid"] = self.counter
-        else:
+            self.transport.write(proto.frame(message))
+        else:  # close: half-close our side; the supervisor cleans up and confirms
             self.rid = None
-        self.transport.write(proto.frame(message))
+            self.transport.write_eof()
         async with asyncio.timeout(wait):
             return await self.waiter
 

@@ -23,7 +23,6 @@ import ast
 import builtins
 import contextlib
 import ctypes
-import errno
 import fcntl
 import gc
 import importlib
@@ -48,6 +47,8 @@ FD_CTL = 3
 """In holders and runners: the supervisor channel."""
 FD_OUT_SAVED = 4
 FD_ERR_SAVED = 5
+FD_HOST = 6
+"""In holders and runners: the host's session socket (runners read requests from it)."""
 """In protected holders: the output pipes, kept for the runners while fd 1 and 2 go nowhere."""
 
 SPARES = 2
@@ -302,35 +303,64 @@ def _send(ctl: socket.socket, message: proto.Message) -> None:
         ctl.send(proto.encode(message))
 
 
-def serve_cells(runner: Runner, ctl: socket.socket, *, protect: bool) -> None:
-    """Announce readiness, then run the cells addressed to this process. Returns after a
-    committed cell in protected mode (the caller becomes the holder)."""
+class _Frames:
+    """Blocking reader of length-prefixed frames from the host socket. It never reads ahead: a
+    runner that is killed must not take the next request with it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def _exactly(self, n: int) -> bytes | None:
+        chunks = []
+        while n:
+            try:
+                data = self.sock.recv(n, socket.MSG_WAITALL)
+            except InterruptedError:
+                continue
+            except OSError:
+                return None
+            if not data:
+                return None
+            chunks.append(data)
+            n -= len(data)
+        return b"".join(chunks)
+
+    def next(self) -> proto.Message | None:
+        header = self._exactly(proto.HEADER.size)
+        body = None if header is None else self._exactly(proto.HEADER.unpack(header)[0])
+        if body is None:
+            return None
+        try:
+            return proto.decode(body)
+        except ValueError:
+            return {}
+
+
+def serve_cells(runner: Runner, ctl: socket.socket, frames: _Frames, *, protect: bool) -> None:
+    """Read the host's cells straight from its socket and run them; the supervisor hears of
+    each start and end (it answers the host). Returns after a committed cell in protected mode
+    (the caller becomes the holder)."""
     me = os.getpid()
     _send(ctl, {"op": "ready", "pid": me})
     while True:
-        try:
-            data = ctl.recv(proto.MAX_PACKET)
-        except InterruptedError:
+        request = frames.next()
+        if request is None:
+            os._exit(0)  # the host closed the session
+        if request.get("op") != "run":
             continue
-        except OSError:
-            os._exit(0)
-        if not data:
-            os._exit(0)  # the supervisor is gone
-        try:
-            request = proto.decode(data)
-        except ValueError:
-            continue
-        if request.get("to") != me or request.get("op") != "run":
-            continue
-        result = runner.execute(str(request["code"]), int(request["cap"]))
+        rid, cap = request.get("rid"), int(request["cap"])
+        _send(
+            ctl, {"op": "start", "pid": me, "rid": rid, "cap": cap, "timeout": request["timeout"]}
+        )
+        result = runner.execute(str(request["code"]), cap)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
-        result.update(op="done", pid=me, seq=request.get("seq"), children=_has_children())
+        result.update(op="done", pid=me, rid=rid, children=_has_children())
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
             _send(ctl, result)
             return
-        _send(ctl, result)  # also means "ready for the next cell"
+        _send(ctl, result)
 
 
 def _silence() -> None:
@@ -341,16 +371,21 @@ def _silence() -> None:
 
 
 def _await_assignment(ctl: socket.socket) -> proto.Message:
+    """The session's uid, work dir and mode; the host socket comes with it (put on FD_HOST)."""
     while True:
-        data = ctl.recv(proto.MAX_PACKET)
+        data, fds, _, _ = socket.recv_fds(ctl, proto.MAX_PACKET, 1)
         if not data:
             os._exit(0)
         try:
             message = proto.decode(data)
         except ValueError:
-            continue
-        if message.get("op") == "assign":
+            message = {}
+        if message.get("op") == "assign" and fds:
+            os.dup2(fds[0], FD_HOST)
+            os.close(fds[0])
             return message
+        for fd in fds:
+            os.close(fd)
 
 
 def holder_main(config: SandboxConfig, protections: isolation.Protections) -> NoReturn:
@@ -366,11 +401,12 @@ def holder_main(config: SandboxConfig, protections: isolation.Protections) -> No
         )
         _prctl(PR_SET_DUMPABLE, 1)  # /proc/self stays readable by the session's own uid
         runner = Runner()
+        frames = _Frames(socket.socket(fileno=FD_HOST))
     except BaseException as e:
         os.write(2, f"session start failed: {e!r}\n".encode())
         os._exit(70)
     if not protect:
-        serve_cells(runner, ctl, protect=False)
+        serve_cells(runner, ctl, frames, protect=False)
         os._exit(0)
     # The holder writes nowhere: threads left running by a committed cell go quiet. Runners get
     # the supervisor's pipes back on fd 1 and 2.
@@ -390,7 +426,7 @@ def holder_main(config: SandboxConfig, protections: isolation.Protections) -> No
         if pid == 0:
             os.dup2(FD_OUT_SAVED, 1)
             os.dup2(FD_ERR_SAVED, 2)
-            serve_cells(runner, ctl, protect=True)
+            serve_cells(runner, ctl, frames, protect=True)
             _silence()
             # committed: this runner becomes the holder; the old one goes (S may be faster)
             with contextlib.suppress(OSError):
@@ -539,18 +575,13 @@ class Supervisor:
         self.children_file = f"/proc/{os.getpid()}/task/{os.getpid()}/children"
         self.holder = 0
         self.runner = 0
-        self.ready = False
         self.pidfds: dict[int, int] = {}  # pidfd -> pid
-        self.request: proto.Message | None = None  # waiting for a runner
         self.running: proto.Message | None = None  # sent to the runner
         self.deadline = 0.0
         self.grace_deadline = 0.0
         self.died_wait = 0.0
         self.started = 0.0
-        self.seq = 0
         self.rid: object = None
-        self.inbuf = bytearray()
-        self.outbuf = bytearray()
         self.poll = select.poll()
         for fd in (self.ctl.fileno(), out_r, err_r, self.wake_r):
             self.poll.register(fd, select.POLLIN)
@@ -558,9 +589,9 @@ class Supervisor:
     def assign(self, host: socket.socket, slot: int, protect: bool) -> None:
         """Become the supervisor of session ``slot`` (the holder was forked ahead of time)."""
         self.host.close()
-        self.host = host
-        host.setblocking(False)
-        self.poll.register(host.fileno(), select.POLLIN)
+        self.host = host  # blocking: the runners share its file description and read from it
+        # only the host's half-close (session close) wakes us
+        self.poll.register(host.fileno(), select.POLLRDHUP)
         self.protect = protect
         if self.protections.session_uids:
             self.uid = isolation.session_uid(slot)
@@ -575,7 +606,7 @@ class Supervisor:
             "workdir": self.workdir,
             "protect": self.protect,
         }
-        self.ctl.send(proto.encode(message))
+        socket.send_fds(self.ctl, [proto.encode(message)], [self.host.fileno()])
 
     # -- processes
 
@@ -596,7 +627,6 @@ class Supervisor:
                 os._exit(70)
         self.holder = pid
         self.runner = 0
-        self.ready = False
         self.watch(pid)
 
     def watch(self, pid: int) -> None:
@@ -624,6 +654,8 @@ class Supervisor:
                 continue
             if pid == 0:
                 return
+            if _DEBUG:
+                os.write(2, f"S reaped {pid} status {status}\n".encode())
             if pid in (self.holder, self.runner):
                 self.statuses[pid] = status
 
@@ -636,13 +668,13 @@ class Supervisor:
             pids = _children(os.getpid())
         return [p for p in pids if p not in (self.holder, self.runner)]
 
-    def purge(self, extra: tuple[int, ...] = ()) -> None:
-        """Kill ``extra`` and every orphan (all children of the supervisor but the holder), with
-        everything below them, until none is left (fork bombs race us)."""
+    def purge(self, extra: tuple[int, ...] = (), ignore: tuple[int, ...] = ()) -> None:
+        """Kill ``extra`` and every orphan (all children of the supervisor but the holder and
+        ``ignore``), with everything below them, until none is left (fork bombs race us)."""
         for _ in range(2000):
             self.reap()
-            keep = tuple(p for p in (self.holder, self.runner) if p and p not in extra)
-            roots = [p for p in (*extra, *self.strays()) if _alive(p)]
+            keep = tuple(p for p in (self.holder, self.runner) if p and p not in extra) + ignore
+            roots = [p for p in (*extra, *self.strays()) if _alive(p) and p not in ignore]
             targets = [p for p in _descendants(roots, keep) if _alive(p)]
             if not targets:
                 return
@@ -665,37 +697,8 @@ class Supervisor:
     def reply(self, message: proto.Message) -> None:
         if message.get("op") == "result":
             message["rid"] = self.rid  # lets the host drop replies to requests it gave up on
-        self.outbuf += proto.frame(message)
-        self.flush_host()
-
-    def flush_host(self) -> None:
-        while self.outbuf:
-            try:
-                n = self.host.send(self.outbuf)
-            except BlockingIOError:
-                select.select([], [self.host], [], 1.0)
-                continue
-            except OSError:
-                self.outbuf.clear()
-                return
-            del self.outbuf[:n]
-
-    def on_host(self) -> None:
-        try:
-            data = self.host.recv(1 << 20)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self.shutdown()
-        self.inbuf += data
-        for message in proto.unframe(self.inbuf):
-            op = message.get("op")
-            if op == "run":
-                self.request = message
-            elif op == "close":
-                self.shutdown(reply=True)
+        with contextlib.suppress(OSError):
+            self.host.sendall(proto.frame(message))
 
     def shutdown(self, reply: bool = False) -> NoReturn:
         self.kill_everything()
@@ -732,54 +735,25 @@ class Supervisor:
                         self.unwatch(self.runner)
                     self.runner = pid
                     self.watch(pid)
-                self.ready = pid == self.runner and _alive(pid)
             elif op == "holder" and self.protect:
                 if pid != self.holder:
                     self.holder = pid
+            elif op == "start" and self.running is None and pid == self.runner:
+                self.begin(message)
             elif op == "done" and self.running is not None and pid == self.runner:
-                if message.get("seq") == self.running["seq"]:
+                if message.get("rid") == self.running.get("rid"):
                     self.finish_done(message)
             elif op == "died":
                 status = int(message.get("status", -1))
                 if self.running is not None and pid == self.runner:
                     self.fail_running(pid, timed_out=False, status=status)
 
-    def dispatch(self) -> None:
-        if self.request is None or self.running is not None or not self.ready:
-            return
-        request, self.request = self.request, None
+    def begin(self, request: proto.Message) -> None:
+        """The runner started a cell: capture its output, start the clock."""
         self.rid = request.get("rid")
-        self.seq += 1
-        request["seq"] = self.seq
         cap = int(request["cap"])
         self.out.start(proto.byte_budget(cap))
         self.err.start(proto.byte_budget(cap))
-        message = {
-            "op": "run",
-            "to": self.runner,
-            "seq": self.seq,
-            "code": request["code"],
-            "cap": cap,
-        }
-        try:
-            self.ctl.send(proto.encode(message))
-        except OSError as e:
-            size = e.errno == errno.EMSGSIZE
-            self.out.text(cap)
-            self.err.text(cap)
-            self.reply(
-                {
-                    "op": "result",
-                    "status": "error",
-                    "stderr": "The code is too large to run.\n"
-                    if size
-                    else f"The session could not run the code: {e}\n",
-                    "reason": "exception",
-                    "state": "kept",
-                }
-            )
-            return
-        self.ready = False
         self.running = request
         self.started = time.monotonic()
         # While the cell runs, output is drained on a timer instead of on every write: a cell
@@ -825,11 +799,19 @@ class Supervisor:
         status = message.get("status", "error")
         if status == "timeout":
             stderr = _join(stderr, proto.timeout_text(float(request["timeout"])))
+        previous = self.holder
         if self.protect:
             self.holder = self.runner  # the runner committed and is the holder now
             self.runner = 0
-        else:
-            self.ready = True
+        # Processes the cell started do not outlive it. This happens before the reply: once the
+        # host has it, the session moves on without us (the next runner reads the host socket).
+        # The old holder is no stray: the committed runner kills it.
+        ignore = (previous,) if self.protect else ()
+        orphans = [p for p in self.strays() if p not in ignore]
+        if not self.protect and message.get("children"):
+            orphans += _children(self.runner)
+        if orphans:
+            self.purge(tuple(orphans), ignore=ignore)
         self.reply(
             {
                 "op": "result",
@@ -843,12 +825,6 @@ class Supervisor:
                 "reason": message.get("reason"),
             }
         )
-        # after the reply (off the critical path): processes the cell started do not outlive it
-        orphans = self.strays()
-        if not self.protect and message.get("children"):
-            orphans += _children(self.runner)
-        if orphans:
-            self.purge(tuple(orphans))
 
     def fail_running(self, runner: int, *, timed_out: bool, status: int | None = None) -> None:
         """The runner timed out (and is to be killed) or died: report, restore a runner."""
@@ -864,7 +840,6 @@ class Supervisor:
         stdout, out_cut, stderr, err_cut = self.collect(cap)
         self.unwatch(runner)
         if self.runner == runner:
-            self.ready = False
             self.runner = 0
         holder_alive = self.protect and self.holder != 0 and _alive(self.holder)
         if timed_out:
@@ -953,6 +928,8 @@ class Supervisor:
             except InterruptedError:
                 events = []
             fds = {fd for fd, _ in events}
+            if self.host.fileno() in fds:  # the host closed the session
+                self.shutdown(reply=True)
             watched = dict(self.pidfds)
             if self.ctl.fileno() in fds:
                 self.on_ctl()
@@ -968,12 +945,9 @@ class Supervisor:
                 # a pidfd closed and reused for another process meanwhile: not an exit
                 if pid is not None and pid == watched.get(fd):
                     self.on_exit(pid)
-            if self.host.fileno() in fds:
-                self.on_host()
             if self.running is not None:
                 self.drain_running()
             self.check_deadline()
-            self.dispatch()
 
 
 def _join(text: str, notice: str) -> str:
