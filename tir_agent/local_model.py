@@ -11,7 +11,6 @@ import asyncio
 import atexit
 import contextlib
 import importlib.util
-import json
 import os
 import signal
 import socket
@@ -24,8 +23,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Literal
-
-import httpx2
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, ModelError
@@ -284,66 +281,3 @@ class LocalModel:
             server, self._server = self._server, None
         if server is not None:
             server.stop()
-
-
-class LlamaCppCompat(httpx2.AsyncBaseTransport):
-    """Adapts native tool-call requests to what llama-cpp-python's server accepts.
-
-    - It returns tool calls only when ``tool_choice`` names the function (with ``"auto"`` the model
-      answers in plain text): chat requests that offer tools without a ``tool_choice`` get the
-      first tool named. Requests that choose themselves (the agent's ``"none"`` for the final
-      answer) pass unchanged.
-    - Its request schema rejects ``"content": null`` on an assistant message that made tool calls
-      (HTTP 500): such content becomes ``""``.
-
-    An adapter at the HTTP layer until the agent has a ``tool_choice`` option and sends ``""``.
-    """
-
-    def __init__(self, inner: httpx2.AsyncBaseTransport | None = None) -> None:
-        self._inner = inner or httpx2.AsyncHTTPTransport()
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        """Forward ``request``, adapted when it is a chat request with tools."""
-        if request.method == "POST" and request.url.path.endswith("/chat/completions"):
-            body = json.loads(await request.aread() or b"null")
-            if isinstance(body, dict) and _adapt_chat(body):
-                headers = [
-                    (k, v)
-                    for k, v in request.headers.multi_items()
-                    if k.lower() != "content-length"
-                ]
-                request = httpx2.Request(
-                    request.method,
-                    request.url,
-                    headers=headers,
-                    json=body,
-                    extensions=request.extensions,
-                )
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        """Close the wrapped transport."""
-        await self._inner.aclose()
-
-
-def _adapt_chat(body: dict[str, Any]) -> bool:
-    """Adapt a chat request body in place; ``True`` when something changed."""
-    changed = False
-    tools = body.get("tools")
-    if tools and "tool_choice" not in body:
-        name = tools[0]["function"]["name"]
-        body["tool_choice"] = {"type": "function", "function": {"name": name}}
-        changed = True
-    for message in body.get("messages", ()):
-        if message.get("role") == "assistant" and message.get("content") is None:
-            message["content"] = ""
-            changed = True
-    return changed
-
-
-def llama_cpp_http_client() -> httpx2.AsyncClient:
-    """An ``httpx2.AsyncClient`` for ``Agent(http_client=...)`` with :class:`LlamaCppCompat`.
-
-    Like every HTTP connection pool it belongs to the event loop that first uses it.
-    """
-    return httpx2.AsyncClient(transport=LlamaCppCompat(), timeout=None)

@@ -21,7 +21,7 @@ import pytest_asyncio
 from tests.local.scenarios import SCENARIOS, Scenario, build_agent, run
 from tir_agent.agent import Agent
 from tir_agent.budget import RUN_OUT_HINT, hint_after
-from tir_agent.local_model import LlamaCppCompat, LlamaCppServer, LocalModel
+from tir_agent.local_model import LlamaCppServer, LocalModel
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.turn import CodeComplete, ExecutionDone, Finished, TextDelta
 
@@ -106,15 +106,19 @@ async def test_native_tools_name_the_tool_then_withdraw_it(
         "local",
         base_url=server.base_url,
         sandbox=sandbox,
-        http_client=httpx2.AsyncClient(transport=LlamaCppCompat(spy), timeout=None),
+        http_client=httpx2.AsyncClient(transport=spy, timeout=None),
         **scenario.agent_options(),
     )
     result, _ = await run(agent, scenario)
     await agent.aclose()
+    # The agent's own requests, unadapted: the tool named (llama.cpp answers with a call only
+    # then), "" for the assistant message of that call (it answers 500 to null), then "none".
     assert [b.get("tool_choice") for b in spy.bodies] == [
         {"type": "function", "function": {"name": "python_exec"}},
         "none",
     ]
+    assistant = spy.bodies[1]["messages"][-2]
+    assert assistant["content"] == "" and assistant["tool_calls"]
     assert len(result.executions) == 1 and result.status == "finished"
     tool_message = next(m for m in result.messages if m["role"] == "tool")
     assert tool_message["content"].endswith(RUN_OUT_HINT)  # the model learns why tools went away

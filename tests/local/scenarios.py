@@ -18,7 +18,7 @@ from typing import Any
 import vcr
 
 from tir_agent.agent import Agent
-from tir_agent.local_model import llama_cpp_http_client, local_agent_options
+from tir_agent.local_model import local_agent_options
 from tir_agent.sandbox.base import Sandbox
 from tir_agent.turn import Finished, SolveResult
 
@@ -74,14 +74,12 @@ RECORDED = [s for s in SCENARIOS if s.known_bug is None]
 
 
 def build_agent(scenario: Scenario, base_url: str, sandbox: Sandbox, model: str = "local") -> Agent:
-    """The agent of ``scenario`` against ``base_url`` (native tools through :class:`LlamaCppCompat`)."""
-    http_client = llama_cpp_http_client() if scenario.format == "tools" else None
+    """The agent of ``scenario`` against ``base_url``."""
     return Agent(
         model,
         base_url=base_url,
         api_key="sk-local-not-a-secret",
         sandbox=sandbox,
-        http_client=http_client,
         **scenario.agent_options(),
     )
 

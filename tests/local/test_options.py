@@ -8,7 +8,6 @@ from tir_agent.agent import Agent
 from tir_agent.local_model import (
     PLACEHOLDER_URL,
     LocalModel,
-    _adapt_chat,
     local_agent_options,
     prepare_local,
 )
@@ -51,16 +50,6 @@ def test_prepare_local_merges_defaults_under_the_callers_options() -> None:
     assert none is None and mine["base_url"] == "http://127.0.0.1:8000/v1"
     assert mine["prompt"] == "generic/math-tir-fewshot"
     assert prepare_local("gpt-4o-mini", {"format": "tools"}) == ({"format": "tools"}, None)
-
-
-def test_llama_cpp_adapter_names_the_tool_and_fills_null_content() -> None:
-    tools = [{"type": "function", "function": {"name": "python_exec"}}]
-    body = {"tools": tools, "messages": [{"role": "assistant", "content": None}]}
-    assert _adapt_chat(body)
-    assert body["tool_choice"] == {"type": "function", "function": {"name": "python_exec"}}
-    assert body["messages"][0]["content"] == ""
-    final = {"tools": tools, "tool_choice": "none", "messages": [{"role": "user", "content": "x"}]}
-    assert not _adapt_chat(final) and final["tool_choice"] == "none"
 
 
 def test_local_model_close_before_start_is_harmless() -> None:
