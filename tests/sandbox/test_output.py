@@ -38,6 +38,7 @@ async def test_default_cap_is_the_config_value(sandbox: LocalSandbox) -> None:
     assert r.stdout == "z" * sandbox.config.max_output_characters + "<output cut>"
 
 
+@pytest.mark.slow
 async def test_a_billion_characters_from_python_are_fast(sandbox: LocalSandbox) -> None:
     started = time.monotonic()
     r = await sandbox.run(

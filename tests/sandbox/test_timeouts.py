@@ -12,6 +12,7 @@ from tir_agent.sandbox.protocol import LOST_NOTE, ROLLED_BACK_NOTE
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
+@pytest.mark.slow
 async def test_timeout_keeps_partial_output_and_rolls_back(protected: LocalSandbox) -> None:
     async with protected.session() as s:
         await s.run("x = 1")
@@ -28,6 +29,7 @@ async def test_timeout_keeps_partial_output_and_rolls_back(protected: LocalSandb
         assert (await s.run("x")).stdout == "1\n"
 
 
+@pytest.mark.slow
 async def test_timeout_text_writes_the_value_as_configured(protected: LocalSandbox) -> None:
     r = await protected.run("import time\ntime.sleep(5)", timeout=0.5)
     assert r.stderr.startswith("Execution timed out after 0.5 seconds\n")
