@@ -121,3 +121,10 @@ async def test_one_off_run_is_stateless(sandbox: LocalSandbox) -> None:
 async def test_result_carries_duration(sandbox: LocalSandbox) -> None:
     r = await sandbox.run("import time\ntime.sleep(0.05)")
     assert 0.05 <= r.duration < 1
+
+
+@pytest.mark.slow
+async def test_a_large_cell_runs(sandbox: LocalSandbox) -> None:
+    code = "total = 0\n" + "total += 1\n" * 100_000 + "total"  # about 1.1 MB of code
+    r = await sandbox.run(code, timeout=30)
+    assert (r.status, r.stdout) == ("completed", "100000\n")
