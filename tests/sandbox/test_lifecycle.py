@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -114,10 +115,15 @@ async def test_close_leaves_no_process_behind() -> None:
 
 HOST = """
 import asyncio, sys
+from tir_agent.sandbox import isolation
 from tir_agent.sandbox.local import LocalSandbox
 
 async def main():
     sandbox = LocalSandbox(preload=(), env={"MARK": sys.argv[1]})
+    if sys.argv[2] == "none":  # as on a host without bubblewrap: no namespaces at all
+        sandbox._protections = isolation.Protections(
+            "none", False, False, False, False, False, workspace_root=sys.argv[3]
+        )
     sessions = [await sandbox.open_session() for _ in range(3)]
     await sessions[0].run("import subprocess\\np = subprocess.Popen(['sleep', '1000'])")
     await sessions[1].run("import os\\nif os.fork() == 0:\\n    os.setsid()\\n    import time\\n    time.sleep(1000)")
@@ -130,11 +136,12 @@ asyncio.run(main())
 
 
 @pytest.mark.slow
-async def test_host_sigkill_leaves_no_process_behind() -> None:
+@pytest.mark.parametrize("mechanism", ["detected", "none"])
+async def test_host_sigkill_leaves_no_process_behind(mechanism: str, tmp_path: Path) -> None:
     mark = marker()
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     host = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(HOST), mark],
+        [sys.executable, "-c", textwrap.dedent(HOST), mark, mechanism, str(tmp_path)],
         stdout=subprocess.PIPE,
         cwd=root,
         env={**os.environ, "PYTHONPATH": root},

@@ -426,9 +426,15 @@ def holder_main(config: SandboxConfig, protections: isolation.Protections) -> No
         if pid == 0:
             os.dup2(FD_OUT_SAVED, 1)
             os.dup2(FD_ERR_SAVED, 2)
+            if not protections.pid_namespace:
+                # no pid namespace takes us down with the host: die with the holder (a cell
+                # that kills its holder then loses the session, instead of outliving the host)
+                _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             serve_cells(runner, ctl, frames, protect=True)
             _silence()
-            # committed: this runner becomes the holder; the old one goes (S may be faster)
+            # committed: this runner becomes the holder; the old one goes (S may be faster).
+            # Our parent-death signal is re-armed for the supervisor once we are reparented.
+            _prctl(PR_SET_PDEATHSIG, 0)
             with contextlib.suppress(OSError):
                 os.kill(me, signal.SIGKILL)
             old = me
