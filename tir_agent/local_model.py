@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import importlib.util
 import os
+import queue
 import signal
 import socket
 import subprocess
@@ -21,6 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
@@ -129,6 +131,48 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
     ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+class _Spawner:
+    """Starts processes from a thread that lives as long as the process.
+
+    ``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child exits, not the process: a
+    server started from a worker thread (``asyncio.to_thread``, whose executor ``asyncio.run``
+    shuts down) would be killed with it. The main thread forks directly; any other thread hands
+    the fork to one daemon thread, which exits only with the process.
+    """
+
+    def __init__(self) -> None:
+        self._requests: queue.SimpleQueue[
+            tuple[Future[subprocess.Popen[bytes]], list[str], dict[str, Any]]
+        ] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def popen(self, command: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        """``subprocess.Popen(command, **kwargs)``, forked by a thread that outlives the caller."""
+        if threading.current_thread() is threading.main_thread():
+            return subprocess.Popen(command, **kwargs)
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="tir-agent-spawner", daemon=True
+                )
+                self._thread.start()
+        future: Future[subprocess.Popen[bytes]] = Future()
+        self._requests.put((future, command, kwargs))
+        return future.result()
+
+    def _serve(self) -> None:
+        while True:
+            future, command, kwargs = self._requests.get()
+            try:
+                future.set_result(subprocess.Popen(command, **kwargs))
+            except BaseException as e:  # handed to the caller
+                future.set_exception(e)
+
+
+_SPAWNER = _Spawner()
+
+
 class LlamaCppServer:
     """A ``llama_cpp.server`` process on a free loopback port; stop() or process exit ends it.
 
@@ -159,6 +203,16 @@ class LlamaCppServer:
             raise ModelError("The local model server is not running; call start() first")
         return f"http://127.0.0.1:{self.port}/v1"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        """Started, not stopped, and the process has not exited."""
+        return self._process is not None and self._process.poll() is None
+
     def start(self) -> LlamaCppServer:
         """Start the server and wait until it lists the model."""
         if self._process is not None:
@@ -182,7 +236,7 @@ class LlamaCppServer:
             str(self.n_ctx),
         ]
         started = time.monotonic()
-        self._process = subprocess.Popen(
+        self._process = _SPAWNER.popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -262,17 +316,28 @@ class LocalModel:
         """Whether the server has been started and not stopped."""
         return self._server is not None
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs."""
+        return None if self._server is None else self._server.pid
+
     def base_url(self) -> str:
-        """The endpoint, starting the server first if needed (blocks ~1-2 s the first time)."""
+        """The endpoint, starting the server first if needed (blocks ~1-2 s the first time); a
+        server that died since is started again."""
         with self._lock:
+            if self._server is not None and not self._server.alive:
+                log.warning("local_model.restart", port=self._server.port)
+                self._server.stop()
+                self._server = None
             if self._server is None:
                 self._server = LlamaCppServer(**self._options).start()
             return self._server.base_url
 
     async def abase_url(self) -> str:
         """:meth:`base_url` without blocking the event loop."""
-        if self._server is not None:
-            return self._server.base_url
+        server = self._server
+        if server is not None and server.alive:
+            return server.base_url
         return await asyncio.to_thread(self.base_url)
 
     def close(self) -> None:
