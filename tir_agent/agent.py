@@ -17,7 +17,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlparse
 
 import structlog
@@ -53,6 +53,9 @@ from tir_agent.turn import (
     TurnEnd,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from tir_agent.local_model import LocalModel
 
 log = get_logger(__name__)
 _std = logging.getLogger(__name__)
@@ -163,6 +166,11 @@ class Agent:
     server. Options are those of :class:`AgentConfig`, plus ``api_key`` (default
     ``OPENAI_API_KEY``), ``sandbox`` (default: a :class:`~tir_agent.sandbox.LocalSandbox`, created
     on first use and closed with the agent) and ``http_client`` (an ``httpx2.AsyncClient``).
+
+    ``Agent(model="local")`` without ``base_url`` runs the embedded model (SmolLM2-135M on
+    llama.cpp, ``pip install 'tir-agent[local]'``): its server starts on the first solve on a free
+    loopback port and stops when the agent is closed or the process exits; its defaults
+    (:func:`~tir_agent.local_model.local_agent_options`) sit under the options given.
     """
 
     def __init__(
@@ -174,6 +182,11 @@ class Agent:
         http_client: Any = None,
         **options: Any,
     ) -> None:
+        self._local: LocalModel | None = None
+        if model == "local":  # the embedded model (imported only then)
+            from tir_agent.local_model import prepare_local
+
+            options, self._local = prepare_local(model, options)
         try:
             self.config = config = AgentConfig(model=model, **options)
         except ValidationError as e:
@@ -232,6 +245,12 @@ class Agent:
             return load_prompt("generic/tool-calling")
         return load_prompt("generic/tool-output" if config.api == "chat" else "openmath/tir")
 
+    @property
+    def local_model(self) -> LocalModel | None:
+        """The embedded model's server handle (``model="local"`` without ``base_url``), else
+        ``None``."""
+        return self._local
+
     def __repr__(self) -> str:
         c = self.config
         return f"Agent(model={c.model!r}, format={c.format!r}, api={c.api!r}, max_code_executions={c.max_code_executions})"
@@ -280,11 +299,14 @@ class Agent:
         run_sync(self.aclose())
 
     async def aclose(self) -> None:
-        """Close the HTTP client and the default sandbox of the running loop."""
+        """Close the HTTP client and the default sandbox of the running loop, and stop the
+        embedded model's server (``model="local"``; the next solve would start it again)."""
         await self.client.aclose()
         sandbox = self._own_sandboxes.pop(asyncio.get_running_loop(), None)
         if sandbox is not None:
             await sandbox.close()
+        if self._local is not None:
+            await asyncio.to_thread(self._local.close)
 
     async def __aenter__(self) -> Agent:
         return self
@@ -307,6 +329,8 @@ class Agent:
         fields: Mapping[str, Any],
         emit: Callable[[Event], None] | None,
     ) -> SolveResult:
+        if self._local is not None:  # the embedded server: started now, its port known now
+            self.client.set_base_url(await self._local.abase_url())
         seed = self.config.seed if seed is None else seed
         run = _Run(self, problem, seed, fields, emit)
         with structlog.contextvars.bound_contextvars(problem=run.problem_id, seed=seed):

@@ -139,6 +139,13 @@ class ModelClient:
             self._sdk[loop] = client
         return client
 
+    def set_base_url(self, base_url: str) -> None:
+        """Point the client at another endpoint (e.g. an embedded server's new port); the SDK
+        clients built for the old one are dropped (the shared connection pools stay)."""
+        if base_url != self.base_url:
+            self.base_url = base_url
+            self._sdk.clear()
+
     async def aclose(self) -> None:
         """Forget the SDK client of the running loop.
 

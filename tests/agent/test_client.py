@@ -6,6 +6,7 @@ import pytest
 
 from tests.agent.conftest import Harness
 from tests.agent.scripted import Fail, Step
+from tir_agent.client import ModelClient
 from tir_agent.errors import AuthenticationError, BadRequestError
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -91,3 +92,14 @@ async def test_any_key_works_for_other_endpoints(
     agent, server = fmt.agent(list(ANSWER))
     await fmt.solve(agent, "p")
     assert server.headers[0]["authorization"] == "Bearer test-key"
+
+
+async def test_set_base_url_rebuilds_the_sdk_client() -> None:
+    client = ModelClient(model="m", base_url="http://127.0.0.1:1/v1", api_key="k")
+    first = client._client()
+    assert str(first.base_url) == "http://127.0.0.1:1/v1/"
+    client.set_base_url("http://127.0.0.1:1/v1")  # unchanged: the SDK client is kept
+    assert client._client() is first
+    client.set_base_url("http://127.0.0.1:2/v1")
+    assert str(client._client().base_url) == "http://127.0.0.1:2/v1/"
+    assert client.base_url == "http://127.0.0.1:2/v1"

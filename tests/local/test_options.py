@@ -56,3 +56,21 @@ def test_local_model_close_before_start_is_harmless() -> None:
     local = LocalModel()
     local.close()
     assert not local.running
+
+
+def test_agent_local_takes_the_defaults_and_starts_nothing_until_a_solve() -> None:
+    agent = Agent("local", max_code_executions=1)
+    local = agent.local_model
+    assert isinstance(local, LocalModel) and not local.running and local.pid is None
+    assert agent.client.base_url == PLACEHOLDER_URL  # the real port is known on the first solve
+    assert agent.config.max_code_executions == 1  # the caller's option over the default
+    assert agent.config.prompt == "generic/math-tir-fewshot" and agent.template is not None
+    agent.close()  # before any solve: nothing to stop
+    assert not local.running
+
+
+def test_agent_local_with_a_base_url_uses_that_server() -> None:
+    agent = Agent("local", base_url="http://127.0.0.1:9/v1", format="tools")
+    assert agent.local_model is None and agent.client.base_url == "http://127.0.0.1:9/v1"
+    assert agent.config.tool_choice == "python_exec" and agent.config.api == "chat"
+    assert Agent("gpt-4o-mini", base_url="http://127.0.0.1:9/v1").local_model is None
