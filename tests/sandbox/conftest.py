@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from tir_agent.sandbox.local import LocalSandbox
 
-LIGHT = {"preload": ("numpy",), "max_processes": 32, "memory_limit": 2 * 1024**3}
+LIGHT: dict[str, Any] = {"preload": ("numpy",), "max_processes": 32, "memory_limit": 2 * 1024**3}
 """Settings of the shared test sandboxes (numpy preloaded: some tests use it)."""
 
 
