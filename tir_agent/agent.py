@@ -212,6 +212,8 @@ class Agent:
             )
         # Like the openai SDK itself: OPENAI_BASE_URL points every client at another endpoint.
         base_url = config.base_url or os.environ.get("OPENAI_BASE_URL") or OPENAI_URL
+        if self._local is not None:
+            api_key = api_key or "none"  # the embedded server: the user's OpenAI key stays home
         api_key = api_key or os.environ.get("OPENAI_API_KEY")
         if not api_key:
             if urlparse(base_url).hostname == "api.openai.com":

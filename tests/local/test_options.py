@@ -58,8 +58,13 @@ def test_local_model_close_before_start_is_harmless() -> None:
     assert not local.running
 
 
-def test_agent_local_takes_the_defaults_and_starts_nothing_until_a_solve() -> None:
+def test_agent_local_takes_the_defaults_and_starts_nothing_until_a_solve(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-users-openai-key")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://elsewhere.test/v1")
     agent = Agent("local", max_code_executions=1)
+    assert agent.client._api_key == "none"  # the user's OpenAI key is not sent to the server
     local = agent.local_model
     assert isinstance(local, LocalModel) and not local.running and local.pid is None
     assert agent.client.base_url == PLACEHOLDER_URL  # the real port is known on the first solve
