@@ -183,8 +183,35 @@ def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
         settings.append(f"max_samples={args.max_samples}")
     out_dir = Path(args.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    argv = ["generate", "--demo", "--output", str(out_dir / "demo.jsonl"), "--evaluate"]
-    return main([*argv, *settings, *overrides])
+    output = out_dir / "demo.jsonl"
+    argv = ["generate", "--demo", "--output", str(output), "--evaluate"]
+    status = main([*argv, *settings, *overrides])
+    if status == 0:
+        print_graded(_read_jsonl(output), sys.stdout)
+    return status
+
+
+def print_graded(rows: list[dict[str, Any]], stream: TextIO) -> None:
+    """One line per problem: expected and predicted answer, correct or not, executions."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="graded results")
+    for column in ("problem", "expected", "predicted", "correct", "executions", "status"):
+        table.add_column(column)
+    for row in rows:
+        correct = row.get("symbolic_correct")
+        table.add_row(
+            str(row.get("id", "")) or row.get("problem", "")[:40],
+            str(row.get("expected_answer", "")),
+            "—" if row.get("predicted_answer") is None else str(row["predicted_answer"]),
+            "[green]yes[/]" if correct else "[red]no[/]",
+            str(row.get("code_rounds_executed", "")),
+            str(row.get("error") or row.get("finish_status", "")),
+        )
+    solved = sum(bool(r.get("symbolic_correct")) for r in rows)
+    Console(file=stream).print(table)
+    print(f"{solved}/{len(rows)} correct", file=stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

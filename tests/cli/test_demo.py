@@ -39,6 +39,8 @@ def test_demo_solves_and_grades_the_bundled_problems(
     assert {r["model"] for r in requests} == {"gpt-4o-mini"}
     out = capsys.readouterr().out
     assert "pass@1" in out and "no_answer" in out
+    assert "graded results" in out and bundled[0]["id"] in out
+    assert out.rstrip().endswith(f"{sum(r['symbolic_correct'] for r in rows)}/3 correct")
 
 
 def test_doctor_is_a_subcommand_and_fails_on_a_dead_endpoint(
