@@ -469,7 +469,7 @@ class _Stream:
         self.capturing = False
 
     def start(self, budget: int) -> None:
-        # stale bytes were drained and dropped by the poll loop while no cell ran
+        # bytes written between cells (threads a fast-mode cell left running) count for this one
         self.data.clear()
         self.budget = budget
         self.dropped = False
@@ -562,7 +562,7 @@ class Supervisor:
         for fd in (out_r, err_r):
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
-        self.pipes_watched = True
+        self.pipes_watched = False
         self.next_drain = 0.0
         self.drain_interval = DRAIN_INTERVAL
         self.out = _Stream(out_r)
@@ -590,7 +590,10 @@ class Supervisor:
         self.started = 0.0
         self.rid: object = None
         self.poll = select.poll()
-        for fd in (self.ctl.fileno(), out_r, err_r, self.wake_r):
+        # The output pipes are read only while a cell runs (on a timer, or on every write during
+        # a flood) and when it ends. Never between cells: once the host has a result, the next
+        # runner may already be writing the next cell's output, which must not be dropped.
+        for fd in (self.ctl.fileno(), self.wake_r):
             self.poll.register(fd, select.POLLIN)
 
     def assign(self, host: socket.socket, slot: int, protect: bool) -> None:
@@ -793,7 +796,7 @@ class Supervisor:
         self.next_drain = now + self.drain_interval
 
     def collect(self, cap: int) -> tuple[str, bool, str, bool]:
-        self.watch_pipes(True)
+        self.watch_pipes(False)
         self.out.drain()
         self.err.drain()
         stdout, out_cut = self.out.text(cap)
@@ -944,7 +947,7 @@ class Supervisor:
             if self.ctl.fileno() in fds:
                 self.on_ctl()
             for stream in (self.out, self.err):
-                if stream.fd in fds:
+                if stream.fd in fds and self.running is not None:
                     stream.read()
             if self.wake_r in fds:
                 with contextlib.suppress(OSError):
