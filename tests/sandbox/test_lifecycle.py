@@ -192,3 +192,12 @@ async def test_a_cancelled_run_does_not_confuse_the_next_one() -> None:
             await task
         r = await s.run("print('next')")
         assert r.stdout == "next\n"
+
+
+async def test_a_cell_garbling_its_own_channel_breaks_only_its_session() -> None:
+    async with LocalSandbox(preload=()) as sandbox:
+        s = await sandbox.open_session()
+        with pytest.raises(SandboxError):  # the runner shares the host socket (fd 6)
+            await s.run("import os\n_ = os.write(6, b'\\x00\\x00\\x00\\x05hello')", timeout=2)
+        assert s.closed
+        assert (await sandbox.run("1 + 1")).stdout == "2\n"

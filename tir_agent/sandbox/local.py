@@ -45,6 +45,11 @@ SLACK = 10.0
 """Seconds the host waits beyond an execution's timeout before declaring the session broken."""
 
 
+def _expire(waiter: asyncio.Future[dict[str, Any]]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError("the session did not answer in time"))
+
+
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
@@ -108,8 +113,12 @@ class _Channel(asyncio.Protocol):
         else:  # close: half-close our side; the supervisor cleans up and confirms
             self.rid = None
             self.transport.write_eof()
-        async with asyncio.timeout(wait):
-            return await self.waiter
+        waiter = self.waiter
+        timer = asyncio.get_running_loop().call_later(wait, _expire, waiter)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -173,7 +182,11 @@ class LocalSession:
         self.executions += 1
         reply.pop("op", None)
         reply.pop("rid", None)
-        result = ExecutionResult(**reply)
+        try:
+            result = ExecutionResult(**reply)
+        except (TypeError, ValueError) as e:  # only a cell writing to the session socket does this
+            await self._abort("garbled reply")
+            raise SandboxError(f"sandbox session {self.slot} sent a garbled reply: {e}") from e
         if _stdlog.isEnabledFor(logging.INFO):
             log.info(
                 "execution.finish",
