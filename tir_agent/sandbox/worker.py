@@ -2,12 +2,15 @@
 
 Process tree (all inside the namespaces made by :func:`isolation.template_command`)::
 
-    template (zygote)      imports config.preload once, gc.freeze(), forks one supervisor per session
+    template (zygote)      imports config.preload once, gc.freeze(), keeps spare supervisors
     └── supervisor S       privileged, never runs user code; subreaper; owns the output pipes,
-        │                  enforces the timeout, talks to the host over its own socket
+        │                  enforces the timeout, answers the host on the session socket
         └── holder H       confined (own uid, rlimits, seccomp); holds the session's state
             └── runner C   protect_state=True: a fork of H that runs the next cell; on success it
                            becomes the new holder, on timeout/crash S kills it and H forks again
+
+Runners read the requests straight from the session socket (shared with S) and tell S ``start``
+and ``done`` on the control channel; S drains the output and writes the result.
 
 With ``protect_state=False`` the holder runs the cells itself (no fork per execution); a timeout
 first raises an exception in the cell (soft interrupt), then kills the holder and S forks a fresh
