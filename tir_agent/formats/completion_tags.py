@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from tir_agent.formats.base import Feedback, ModelReply, ModelRequest
-from tir_agent.formats.output import format_result
-from tir_agent.formats.parsing import parse_reply
+from tir_agent.formats.tagged import outputs_text, parse_tagged
 from tir_agent.formats.tags import TagPreset
-from tir_agent.turn import CodeCall, Turn
+from tir_agent.turn import Turn
 
 
 class CompletionTagsFormat:
@@ -40,29 +39,13 @@ class CompletionTagsFormat:
 
     def parse(self, reply: ModelReply, index: int) -> Turn:
         """The first complete block is the code; the kept text grows the prompt."""
-        parsed = parse_reply(
-            reply.text,
-            self.tags,
-            stop_sent=reply.stop_sent,
-            finish_reason=reply.finish_reason,
-            matched_stop=reply.matched_stop,
-        )
+        parsed, turn = parse_tagged(reply, self.tags, index)
         self._generation += parsed.text
-        return Turn(
-            index=index,
-            text=parsed.text,
-            calls=() if parsed.code is None else (CodeCall(code=parsed.code),),
-            finish_reason=reply.finish_reason,
-            usage=reply.usage,
-            latency=reply.latency,
-            discarded=parsed.discarded,
-            continues=parsed.continues,
-            reasoning=reply.reasoning,
-        )
+        return turn
 
     def feed(self, turn: Turn, feedback: list[Feedback]) -> str:
         """The output text is appended to the prompt, exactly as it enters the generation."""
-        text = "".join(format_result(self.tags, f.result, f.hint) for f in feedback if f.result)
+        text = outputs_text(self.tags, feedback)
         self._generation += text
         return text
 
