@@ -422,20 +422,9 @@ async def _dry_run(config: GenerateConfig, source: Path) -> int:
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    try:
-        handle = path.open(encoding="utf-8")
-    except OSError as e:
-        raise ConfigError(f"Cannot read {path}: {e.strerror or e}") from None
-    with handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-    return rows
+    from tir_agent.batch.journal import read_rows
+
+    return [row for _, _, row in read_rows(path)]
 
 
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:

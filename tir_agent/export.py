@@ -460,22 +460,11 @@ def enabled_filters(args: argparse.Namespace) -> set[str]:
 
 
 def _rows(paths: list[Path]) -> Iterator[dict[str, Any]]:
+    from tir_agent.batch.journal import read_rows
+
     for path in paths:
-        try:
-            handle = path.open(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"Cannot read {path}: {e.strerror or e}") from None
-        with handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict):
-                    raise ConfigError(f"{path}:{line_no}: expected a JSON object")
-                yield row
+        for _, _, row in read_rows(path):
+            yield row
 
 
 def read_solution(
