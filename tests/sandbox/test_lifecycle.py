@@ -183,8 +183,9 @@ async def test_overrides_are_validated() -> None:
     assert LocalSandbox(timeout=2.5).config.timeout == 2.5
 
 
-async def test_a_cancelled_run_does_not_confuse_the_next_one() -> None:
-    async with LocalSandbox(preload=()) as sandbox, sandbox.session() as s:
+@pytest.mark.parametrize("protect", [False, True])
+async def test_a_cancelled_run_does_not_confuse_the_next_one(protect: bool) -> None:
+    async with LocalSandbox(preload=(), protect_state=protect) as sandbox, sandbox.session() as s:
         task = asyncio.create_task(s.run("import time\ntime.sleep(0.3)\nprint('late')"))
         await asyncio.sleep(0.1)
         task.cancel()

@@ -234,7 +234,8 @@ class Runner:
             last = None
             if tree.body and isinstance(tree.body[-1], ast.Expr):
                 last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]
-            exec(compile(tree, filename, "exec"), self.ns)
+            if tree.body:
+                exec(compile(tree, filename, "exec"), self.ns)
             if last is not None:
                 value = eval(compile(last, filename, "eval"), self.ns)
                 if value is not None:
@@ -358,12 +359,38 @@ def serve_cells(runner: Runner, ctl: socket.socket, frames: _Frames, *, protect:
         result = runner.execute(str(request["code"]), cap)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
-        result.update(op="done", pid=me, rid=rid, children=_has_children())
+        # A request already waiting means the host gave up on this one (a cancelled run): wait
+        # until the supervisor has collected this cell's output before the next cell writes any.
+        pending = _pending(frames.sock)
+        result.update(op="done", pid=me, rid=rid, children=_has_children(), wait=pending)
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
-            _send(ctl, result)
-            return
         _send(ctl, result)
+        if pending:
+            _await_ack(ctl, me)
+        if protect:
+            return
+
+
+def _pending(sock: socket.socket) -> bool:
+    """Whether the host has already sent another request."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
+    except OSError:
+        return False
+
+
+def _await_ack(ctl: socket.socket, me: int) -> None:
+    while True:
+        data = ctl.recv(proto.MAX_PACKET)
+        if not data:
+            os._exit(0)
+        try:
+            message = proto.decode(data)
+        except ValueError:
+            continue
+        if message.get("op") == "ack" and message.get("to") == me:
+            return
 
 
 def _silence() -> None:
@@ -516,6 +543,8 @@ class _Stream:
                     self.data += chunk[:room]
                 if len(chunk) > room:
                     self.dropped = True
+            if len(chunk) < 1 << 16:  # a short read: the pipe is empty now (saves a syscall)
+                break
         self.capturing = capturing
         return total
 
@@ -841,6 +870,10 @@ class Supervisor:
                 "reason": message.get("reason"),
             }
         )
+        if message.get("wait"):
+            runner = self.holder if self.protect else self.runner
+            with contextlib.suppress(OSError):
+                self.ctl.send(proto.encode({"op": "ack", "to": runner}))
 
     def fail_running(self, runner: int, *, timed_out: bool, status: int | None = None) -> None:
         """The runner timed out (and is to be killed) or died: report, restore a runner."""
