@@ -4,13 +4,19 @@ from __future__ import annotations
 
 from tir_agent.sandbox.base import Sandbox, SandboxSession
 from tir_agent.sandbox.config import SandboxConfig
+from tir_agent.sandbox.local import LocalSandbox, LocalSession
 from tir_agent.sandbox.result import ExecutionResult, ExecutionStatus, StateOutcome
+from tir_agent.sandbox.sync import SyncSandbox, SyncSession
 
 __all__ = [
     "ExecutionResult",
     "ExecutionStatus",
+    "LocalSandbox",
+    "LocalSession",
     "Sandbox",
     "SandboxConfig",
     "SandboxSession",
     "StateOutcome",
+    "SyncSandbox",
+    "SyncSession",
 ]
