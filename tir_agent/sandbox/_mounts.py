@@ -112,8 +112,17 @@ def mount_plan(config: SandboxConfig) -> list[MountOp]:
             plan.append(["symlink", os.readlink(d), d])
         elif os.path.isdir(d):
             plan.append(["ro-bind", d, d])
+    size = config.workspace_size
+    # Fresh /dev, /dev/shm and /tmp come before the package binds: a checkout or virtualenv that
+    # lives under /tmp (a CI clone, say) is bound on top of the new /tmp instead of hidden by it.
+    scratch = ["/dev", "/dev/shm", "/tmp"]
+    plan += [
+        ["dev", "/dev"],
+        ["tmpfs", "/dev/shm", 0o1777, size],
+        ["tmpfs", "/tmp", 0o1777, size],
+    ]
     roots = bind_roots(config)
-    made: set[str] = set()
+    made: set[str] = set(scratch)
     for d in roots:
         # Missing parents (e.g. /root for /root/.pyenv/...) would otherwise be created 0700 by
         # bwrap, locking session uids out of the interpreter.
@@ -130,12 +139,8 @@ def mount_plan(config: SandboxConfig) -> list[MountOp]:
         if os.path.isdir(os.path.join(d, ".git")):  # an editable checkout: keep its git config out
             plan.append(["tmpfs", os.path.join(d, ".git"), 0o755, 4096])
     plan += [["hide", f] for f in HIDDEN_FILES if os.path.exists(f)]
-    size = config.workspace_size
     plan += [
-        ["dev", "/dev"],
         ["proc", "/proc"],
-        ["tmpfs", "/dev/shm", 0o1777, size],
-        ["tmpfs", "/tmp", 0o1777, size],
         ["tmpfs", WORKSPACE_ROOT, 0o711, size],
         ["remount-ro", "/"],
     ]

@@ -67,8 +67,15 @@ def tmpfs(target: str, mode: int, size: int | None) -> None:
     mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, data)
 
 
-def build(root: str, plan: list[list[object]]) -> None:
-    """Carry out the mount plan under ``root``."""
+def build(root: str, plan: list[list[object]], host_tmp: int | None = None) -> None:
+    """Carry out the mount plan under ``root``; ``host_tmp`` is an fd of the host's /tmp, which
+    the staging tmpfs covers (sources under /tmp, e.g. a checkout, are bound through it)."""
+
+    def source(path: str) -> str:
+        if host_tmp is not None and (path == "/tmp" or path.startswith("/tmp/")):
+            return f"/proc/self/fd/{host_tmp}{path[len('/tmp') :]}"
+        return path
+
     for op in plan:
         kind = op[0]
         path = root + str(op[-1] if kind in ("symlink", "ro-bind") else op[1])
@@ -78,7 +85,7 @@ def build(root: str, plan: list[list[object]]) -> None:
         elif kind == "symlink":
             os.symlink(str(op[1]), path)
         elif kind == "ro-bind":
-            ro_bind(str(op[1]), path)
+            ro_bind(source(str(op[1])), path)
         elif kind == "hide":
             ro_bind("/dev/null", path)  # nodev: opening it fails with EACCES
         elif kind == "tmpfs":
@@ -133,11 +140,14 @@ def main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     command = argv[1:]
     mount(None, "/", None, MS_REC | MS_PRIVATE)
-    # The new root lives on a tmpfs over the host's /tmp: nothing is created on the host.
+    # The new root lives on a tmpfs over the host's /tmp: nothing is created on the host. What
+    # lies under the host's /tmp stays reachable through an fd opened before.
+    host_tmp = os.open("/tmp", os.O_PATH | os.O_DIRECTORY)
     tmpfs("/tmp", 0o755, 1 << 20)
     root = "/tmp/root"
     tmpfs(root, 0o755, 16 << 20)
-    build(root, spec["plan"])
+    build(root, spec["plan"], host_tmp)
+    os.close(host_tmp)
     os.chdir(root)
     nr = SYS_PIVOT_ROOT[os.uname().machine]
     _check(libc.syscall(nr, b".", b"."), "pivot_root")  # put_old == new_root: no directory needed
