@@ -581,6 +581,8 @@ class _Run:
         generation = "".join(self.parts)
         fmt = self.format
         messages = list(fmt.messages())
+        if fmt.name != "completions":  # chat formats: exactly what went over the wire
+            messages = self.agent.client.sent_messages(messages)
         result = SolveResult(
             answer=extract_answer(generation),
             generation=generation,

@@ -160,6 +160,13 @@ class ModelClient:
             self._warned.add(key)
             log.warning("model.parameter_dropped", model=self.model, parameter=key, reason=message)
 
+    def sent_messages(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Chat ``messages`` as this model is sent them: reasoning models get ``developer``
+        where the conversation says ``system`` (REFERENCE.md §6)."""
+        if not self.reasoning:
+            return messages
+        return [{**m, "role": "developer"} if m.get("role") == "system" else m for m in messages]
+
     def _adapt(self, request: ModelRequest) -> dict[str, Any]:
         """Parameters as this model accepts them (REFERENCE.md §6 and what the endpoint rejected)."""
         params = dict(request.params)
@@ -171,10 +178,7 @@ class ModelClient:
         if self.reasoning:
             rejected = rejected | {"stop", *_SAMPLING}
             if request.api == "chat":
-                params["messages"] = [
-                    {**m, "role": "developer"} if m.get("role") == "system" else m
-                    for m in params["messages"]
-                ]
+                params["messages"] = self.sent_messages(params["messages"])
         for key in rejected:
             if key in params:
                 del params[key]

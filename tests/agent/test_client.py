@@ -80,6 +80,8 @@ async def test_reasoning_model_by_name(fmt: Harness) -> None:
         assert first["max_completion_tokens"] == 500 and "max_tokens" not in first
         assert first["reasoning_effort"] == "low"
         assert first["messages"][0] == {"role": "developer", "content": "Be brief."}
+        # The result's messages are what was sent, not the conversation before adaptation.
+        assert result.messages[0] == {"role": "developer", "content": "Be brief."}
 
 
 async def test_any_key_works_for_other_endpoints(
