@@ -8,9 +8,6 @@ interaction must be played, and any request not in the cassette fails the test.
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-
 import pytest
 from vcr.errors import CannotOverwriteExistingCassetteException
 
@@ -18,20 +15,6 @@ from tests.agent.cassette_scenarios import BASE_URL, SCENARIOS, Scenario, record
 from tir_agent.agent import Agent
 from tir_agent.sandbox.base import Sandbox
 from tir_agent.turn import Finished
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Internet sockets refuse to connect (local IPC of the sandbox still works)."""
-    original = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise OSError(f"network blocked in cassette tests: {address!r}")
-        original(self, address)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    yield
 
 
 @pytest.mark.asyncio(loop_scope="module")

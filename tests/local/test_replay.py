@@ -10,8 +10,7 @@ be played, and the result must equal the recorded one (``<name>.summary.json``).
 from __future__ import annotations
 
 import json
-import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -40,20 +39,6 @@ async def sandbox() -> AsyncIterator[LocalSandbox]:
     """One real sandbox for the module (a fresh session per solve)."""
     async with LocalSandbox() as box:
         yield box
-
-
-@pytest.fixture
-def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Internet sockets refuse to connect (the sandbox's local IPC still works)."""
-    original = socket.socket.connect
-
-    def connect(self: socket.socket, address: object) -> None:
-        if self.family in (socket.AF_INET, socket.AF_INET6):
-            raise OSError(f"network blocked in cassette tests: {address!r}")
-        original(self, address)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket.socket, "connect", connect)
-    yield
 
 
 CASES = [
