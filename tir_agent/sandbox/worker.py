@@ -59,6 +59,10 @@ SPARES = 2
 
 SOFT_GRACE = 0.25
 
+SPIN = 0.0002
+"""Seconds a fast-mode runner polls for the next cell before sleeping, when the last cell
+followed its predecessor within that time (back-to-back cells skip a wake-up)."""
+
 DRAIN_INTERVAL = 0.005
 """Seconds between drains of a running cell's output pipes (until a flood is detected)."""
 PIPE_SIZE = 1 << 20
@@ -346,8 +350,17 @@ def serve_cells(runner: Runner, ctl: socket.socket, frames: _Frames, *, protect:
     (the caller becomes the holder)."""
     me = os.getpid()
     _send(ctl, {"op": "ready", "pid": me})
+    spin = False
     while True:
+        # Back-to-back cells: when the last request came within SPIN, look for the next one
+        # without sleeping for that long (a wake-up costs 30-50 us); a longer gap stops this.
+        waited = time.perf_counter()
+        if spin:
+            until = waited + SPIN
+            while not _pending(frames.sock) and time.perf_counter() < until:
+                pass
         request = frames.next()
+        spin = time.perf_counter() - waited < SPIN
         if request is None:
             os._exit(0)  # the host closed the session
         if request.get("op") != "run":
