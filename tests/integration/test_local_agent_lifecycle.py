@@ -8,7 +8,6 @@ Each test runs a real script in a child interpreter against the real llama.cpp s
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import alive
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,20 +27,11 @@ ROOT = Path(__file__).resolve().parents[2]
 _QUICK = "max_tokens=16, max_code_executions=0"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return not _alive(pid)
+    return not alive(pid)
 
 
 def _script(body: str) -> list[str]:
@@ -120,7 +112,7 @@ def test_server_is_gone_after_the_script_is_killed() -> None:
     try:
         assert host.stdout is not None
         pid = int(host.stdout.readline())
-        assert _alive(pid)
+        assert alive(pid)
     finally:
         host.send_signal(signal.SIGKILL)
         host.wait()

@@ -6,7 +6,6 @@ These start the real server (llama-cpp-python with SmolLM2-135M from the `local`
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import urllib.request
 
 import pytest
 
+from tests.procs import alive
 from tir_agent.local_model import LlamaCppServer, find_gguf
 
 pytestmark = pytest.mark.integration
@@ -42,15 +42,6 @@ def test_server_starts_lists_the_model_and_stops() -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().split()[2] != "Z"
-
-
 def test_no_orphan_when_the_host_is_killed() -> None:
     script = (
         "import os, sys, time\n"
@@ -62,10 +53,10 @@ def test_no_orphan_when_the_host_is_killed() -> None:
     host = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert host.stdout is not None
     server_pid = int(host.stdout.readline())
-    assert _alive(server_pid)
+    assert alive(server_pid)
     host.send_signal(signal.SIGKILL)
     host.wait()
     deadline = time.monotonic() + 10
-    while _alive(server_pid) and time.monotonic() < deadline:
+    while alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _alive(server_pid), "the llama.cpp server outlived its host"
+    assert not alive(server_pid), "the llama.cpp server outlived its host"
