@@ -9,7 +9,9 @@ failures of the infrastructure or of the caller's configuration raise::
     │   └── PromptError        a prompt config is missing, malformed or lacks a template key
     ├── SandboxError           the sandbox itself failed (could not start, lost its worker process)
     │   ├── SandboxClosedError the sandbox or session was used after close()
-    │   └── IsolationError     strict mode: a required protection is not available on this host
+    │   ├── IsolationError     strict mode: a required protection is not available on this host
+    │   └── SandboxServiceError a sandbox server refused or failed a request, or is not a tir-agent
+    │                          server of this API version (wrong URL, token, version)
     └── ModelError             the model endpoint failed after retries (translated from the openai SDK)
         ├── AuthenticationError   missing or rejected API key
         ├── RateLimitError        429 after the last retry
@@ -42,6 +44,15 @@ class SandboxClosedError(SandboxError):
 
 class IsolationError(SandboxError):
     """``strict`` mode: a required protection is not available on this host."""
+
+
+class SandboxServiceError(SandboxError):
+    """A remote sandbox server refused or failed a request (bad token, wrong API version, not a
+    tir-agent server, malformed request); ``status_code`` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
 
 
 class ModelError(TirAgentError):

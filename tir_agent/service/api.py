@@ -1,0 +1,195 @@
+"""The wire contract of the sandbox service: paths, headers and JSON bodies of both APIs.
+
+The server (:mod:`tir_agent.service.server`) and the client
+(:class:`~tir_agent.sandbox.remote.RemoteSandbox`) both import this module, so the two cannot
+drift apart. Two APIs share one server:
+
+**NeMo-Skills API** (REFERENCE.md §5; their client works unchanged)::
+
+    POST   /execute          NemoExecuteRequest, header X-Session-ID (required for "ipython")
+                             -> 200 NemoExecuteReply
+    GET    /sessions         -> 200 {"sessions": {id: {...}}, "backend": "tir-agent"}
+    DELETE /sessions/{id}    -> 200 {"message": ...} | 404 {"error": ...}
+    GET    /health           -> 200 {"status": "healthy", ...}
+
+**tir-agent API, version 1** (everything :class:`~tir_agent.sandbox.ExecutionResult` carries).
+Every reply carries the header ``X-TIR-Agent-API: 1``; a client that does not see it is talking
+to something else and must fail clearly instead of misreading the reply. Clients send the same
+header; a server of another version answers 400 ``api_version``::
+
+    GET    /v1/health                    -> 200 Health
+    POST   /v1/sessions                  header X-Session-ID: <id chosen by the client>
+                                         -> 201 SessionInfo | 409 session_exists
+    GET    /v1/sessions                  -> 200 SessionList
+    POST   /v1/sessions/{id}/run         RunRequest (+ header X-Session-ID: <id>)
+                                         -> 200 ExecutionResult | 404 session_not_found
+    DELETE /v1/sessions/{id}             -> 200 SessionInfo | 404 session_not_found
+    POST   /v1/run                       RunRequest -> 200 ExecutionResult  (fresh session)
+
+Errors of the tir-agent API are ``{"error": {"type": ..., "message": ...}}`` (:class:`ErrorBody`)
+with 400 (malformed, ``api_version``, header/path mismatch), 401 (token), 404, 409, 413 (body too
+large), 415 (not JSON), 422 (valid JSON of the wrong shape) or 503 (shutting down).
+
+Session ids are chosen by the client (so a proxy can route by ``X-Session-ID`` from the very
+first request) and must match :data:`SESSION_ID_PATTERN`. Session requests of the v1 API carry
+the id both in the path and in the header; a mismatch is a 400. A ``run`` for an id the server
+does not know (never created, closed, evicted after being idle, or created on a server that has
+since died) is a 404 ``session_not_found``: the v1 API never silently creates a fresh session,
+so a client always learns that state was lost.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tir_agent.sandbox.result import ExecutionResult, StateOutcome
+
+API_VERSION = 1
+"""Version of the tir-agent API served under :data:`API_PREFIX`."""
+API_PREFIX = "/v1"
+API_HEADER = "X-TIR-Agent-API"
+"""Sent by client and server on every tir-agent API request and reply; value ``"1"``."""
+SESSION_HEADER = "X-Session-ID"
+"""Session id header (NeMo-Skills' name; nginx routes on it with ``hash $http_x_session_id``)."""
+TOKEN_ENV = "TIR_AGENT_SANDBOX_TOKEN"
+"""Environment variable holding the bearer token, read by the server and the client."""
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+"""Valid session ids (full match): 1-128 characters, letters, digits and ``._:-``."""
+DEFAULT_PORT = 6000
+"""NeMo-Skills' sandbox port, so their ``NEMO_SKILLS_SANDBOX_PORT`` default keeps working."""
+MAX_BODY_BYTES = 4 * 1024 * 1024
+"""Default request body limit of the server (413 above it)."""
+
+ErrorType = Literal[
+    "bad_request",
+    "api_version",
+    "unauthorized",
+    "not_found",
+    "session_not_found",
+    "session_exists",
+    "body_too_large",
+    "unsupported_media_type",
+    "invalid_request",
+    "unsupported_language",
+    "shutting_down",
+    "sandbox_error",
+]
+
+
+# -- NeMo-Skills API
+
+
+class NemoExecuteRequest(BaseModel):
+    """``POST /execute`` body, NeMo-Skills field names. Unknown fields are ignored, as theirs."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    generated_code: str
+    timeout: float = Field(10.0, gt=0)
+    language: str = "ipython"
+    """``ipython`` (stateful, needs ``X-Session-ID``), ``python``/``python3``/``pypy3``
+    (stateless, one fresh session per request). ``shell`` and ``lean4`` are refused (400)."""
+    max_output_characters: int = Field(1000, ge=0)
+    std_input: str = ""
+    """Standard input of a stateless ``python`` run (``input()`` and ``sys.stdin`` read it)."""
+    traceback_verbosity: str = "Plain"
+    """Accepted for compatibility; tracebacks are always the short form of REFERENCE.md §5."""
+
+
+class NemoExecuteReply(BaseModel):
+    """``POST /execute`` reply: NeMo-Skills' four fields, then tir-agent's extras, which their
+    client ignores."""
+
+    process_status: Literal["completed", "error", "timeout"]
+    stdout: str
+    stderr: str
+    new_session_created: bool
+    """NeMo-Skills: the session's earlier state is gone (first request, or restarted)."""
+    # tir-agent extras: where we are better (a timeout keeps the state) the reply says so.
+    state: StateOutcome = "kept"
+    """``kept``/``rolled_back``: the session's earlier variables are still there; ``lost``."""
+    reason: str | None = None
+    duration: float = 0.0
+    stdout_truncated: bool = False
+    stderr_truncated: bool = False
+
+
+# -- tir-agent API v1
+
+
+class RunRequest(BaseModel):
+    """``POST /v1/sessions/{id}/run`` and ``POST /v1/run`` body; ``None`` = server default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    code: str
+    timeout: float | None = Field(None, gt=0)
+    max_output_characters: int | None = Field(None, ge=0)
+
+
+class SessionInfo(BaseModel):
+    """One session as the server sees it (times are Unix seconds)."""
+
+    session_id: str
+    created: float
+    last_used: float
+    executions: int = 0
+    busy: bool = False
+
+
+class SessionList(BaseModel):
+    sessions: list[SessionInfo]
+
+
+class Health(BaseModel):
+    """``GET /v1/health``."""
+
+    status: Literal["healthy", "shutting_down"]
+    api: Literal["tir-agent"] = "tir-agent"
+    version: int = API_VERSION
+    sessions: int
+    """Open sessions on this server."""
+    max_sessions: int | None
+    protections: dict[str, bool]
+    """What isolation is active on the server's host (``LocalSandbox.protections``)."""
+
+
+class ErrorDetail(BaseModel):
+    type: ErrorType
+    message: str
+    """Says what was wrong and how to fix it."""
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+def valid_session_id(session_id: str) -> bool:
+    """Whether ``session_id`` may be used as a session id."""
+    return SESSION_ID_PATTERN.fullmatch(session_id) is not None
+
+
+__all__ = [
+    "API_HEADER",
+    "API_PREFIX",
+    "API_VERSION",
+    "DEFAULT_PORT",
+    "MAX_BODY_BYTES",
+    "SESSION_HEADER",
+    "SESSION_ID_PATTERN",
+    "TOKEN_ENV",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorType",
+    "ExecutionResult",
+    "Health",
+    "NemoExecuteReply",
+    "NemoExecuteRequest",
+    "RunRequest",
+    "SessionInfo",
+    "SessionList",
+    "valid_session_id",
+]
