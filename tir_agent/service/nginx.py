@@ -52,10 +52,11 @@ READ_TIMEOUT = "3600s"
 """How long nginx waits for a reply: longer than any cell's timeout, so nginx never cuts one off
 (the server enforces each execution's own limit)."""
 
-UPSTREAM_IDLE_TIMEOUT = "4s"
-"""nginx closes an idle keep-alive connection to a server after this long. Shorter than uvicorn's
-default keep-alive (5 s), so nginx never sends a request on a connection the server is closing
-(which nginx would answer with a 502 rather than re-send a POST)."""
+UPSTREAM_IDLE_TIMEOUT = "60s"
+"""nginx closes an idle keep-alive connection to a server after this long. Shorter than the
+server's own keep-alive (75 s, ``tir_agent.service.server.KEEP_ALIVE``), so nginx never sends a
+request on a connection the server is closing (nginx answers that with a 502 rather than re-send
+a POST)."""
 
 _SAFE = re.compile(r"[^\s;{}'\"\\#$]+")
 """A value that can stand as one nginx token: no spaces, quotes, braces, ``;``, ``#`` or ``$``."""
