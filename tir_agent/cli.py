@@ -1,4 +1,5 @@
-"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``evaluate``, ``export``, ``doctor``.
+"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``evaluate``, ``export``, ``doctor``,
+``sandbox serve`` and ``sandbox nginx-config``.
 
 Options of ``solve`` and ``generate`` come from :func:`tir_agent.config.load_config`: defaults,
 then ``--config FILE``, then the flags, then ``key=value`` / ``++key=value`` overrides (NeMo-Skills'
@@ -154,7 +155,33 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--max-samples", type=int, help="only the first N problems")
     demo.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
     demo.set_defaults(handler=_demo)
+
+    _add_sandbox_commands(sub)
     return parser
+
+
+def _add_sandbox_commands(sub: Any) -> None:
+    """``tir-agent sandbox serve`` and ``tir-agent sandbox nginx-config``."""
+    from tir_agent.service import command
+
+    box = sub.add_parser("sandbox", help="serve the sandbox over HTTP; scale it out behind nginx")
+    box_sub = box.add_subparsers(dest="sandbox_command", required=True, metavar="SUBCOMMAND")
+    serve = box_sub.add_parser(
+        "serve",
+        help="run the sandbox server (NeMo-Skills API and the tir-agent API)",
+        description=command.SERVE_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_serve_arguments(serve)
+    serve.set_defaults(handler=_sandbox_serve)
+    nginx = box_sub.add_parser(
+        "nginx-config",
+        help="print an nginx.conf balancing sessions over several servers",
+        description=command.NGINX_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    command.add_nginx_arguments(nginx)
+    nginx.set_defaults(handler=_sandbox_nginx_config)
 
 
 def demo_settings(model: str | None, api_key: str | None) -> list[str]:
@@ -222,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [a for a in extra if a not in overrides]
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    if overrides and args.command not in ("solve", "generate", "demo"):
+    if overrides and args.command not in ("solve", "generate", "demo", "sandbox"):
         parser.error(f"{args.command} takes no key=value overrides: {' '.join(overrides)}")
     _configure_logging(args.verbose)
     try:
@@ -509,6 +536,26 @@ def _export(args: argparse.Namespace, overrides: list[str]) -> int:
 
     counts = export.run(args)
     print(export.report(counts), file=sys.stderr)
+    return 0
+
+
+# -- sandbox ----------------------------------------------------------------------------------
+
+
+def _sandbox_serve(args: argparse.Namespace, overrides: list[str]) -> int:
+    from tir_agent.service import command
+    from tir_agent.service.server import serve
+
+    serve(command.service_config(args, overrides))
+    return 0
+
+
+def _sandbox_nginx_config(args: argparse.Namespace, overrides: list[str]) -> int:
+    from tir_agent.service import command
+
+    if overrides:
+        raise ConfigError(f"nginx-config takes no key=value overrides: {' '.join(overrides)}")
+    sys.stdout.write(command.nginx_config(args))
     return 0
 
 

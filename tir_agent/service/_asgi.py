@@ -1,0 +1,174 @@
+"""Raw ASGI plumbing of the server: read a bounded JSON body, send JSON replies, carry errors.
+
+The hot paths (``POST /execute``, ``POST /v1/sessions/{id}/run``) go through these few functions
+only: no request objects, no middleware, one ``dict(scope["headers"])`` per request and reply
+bytes built directly, so the server adds little to :meth:`LocalSession.run`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.types import Receive, Send
+
+from tir_agent.service.api import ErrorType
+
+Headers = list[tuple[bytes, bytes]]
+
+JSON: Headers = [(b"content-type", b"application/json")]
+"""The content type of every reply."""
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class HTTPError(Exception):
+    """A request the server refuses: becomes a JSON error reply with ``status``."""
+
+    def __init__(
+        self,
+        status: int,
+        type: ErrorType,
+        message: str,
+        *,
+        headers: Iterable[tuple[bytes, bytes]] = (),
+        nemo_error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type: ErrorType = type
+        self.message = message
+        self.headers = list(headers)
+        self.nemo_error = nemo_error
+        """The ``error`` string of the NeMo-Skills API reply when it differs from ``message``."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+def content_is_json(headers: dict[bytes, bytes]) -> None:
+    """415 unless the request says its body is JSON (a missing Content-Type is accepted)."""
+    value = headers.get(b"content-type")
+    if value is None:
+        return
+    media = value.split(b";", 1)[0].strip().lower()
+    if media != b"application/json" and not media.endswith(b"+json"):
+        raise HTTPError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON: send 'Content-Type: application/json' "
+            f"(got {media.decode('latin-1')!r})",
+        )
+
+
+async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``limit`` bytes.
+
+    A ``Content-Length`` above the limit is refused before reading anything; a chunked body is
+    counted while it arrives, so an oversized one is never buffered whole.
+    """
+    declared = headers.get(b"content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit)
+    message = await receive()
+    if message["type"] != "http.request":
+        raise ClientGone
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body", False):
+        if len(body) > limit:
+            raise too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientGone
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def too_large(limit: int) -> HTTPError:
+    """The 413 error; the connection is closed after it (the rest of the body is not read)."""
+    return HTTPError(
+        413,
+        "body_too_large",
+        f"the request body is larger than this server's limit of {limit} bytes "
+        "(server option --max-body-bytes)",
+        headers=[(b"connection", b"close")],
+    )
+
+
+async def send_bytes(send: Send, status: int, body: bytes, headers: Headers) -> None:
+    """Send one complete reply with a Content-Length."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_json(send: Send, status: int, value: Any, headers: Headers = JSON) -> None:
+    """Send ``value`` as a JSON reply."""
+    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    await send_bytes(send, status, body, headers)
+
+
+def parse(model: type[M], body: bytes) -> M:
+    """``body`` as ``model``: 400 for malformed JSON, 422 for JSON of the wrong shape."""
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        if any(item["type"] == "json_invalid" for item in errors):
+            raise HTTPError(
+                400, "bad_request", f"the body is not valid JSON ({errors[0]['msg']})"
+            ) from None
+        parts = []
+        for item in errors[:5]:
+            where = ".".join(str(p) for p in item["loc"]) or "body"
+            parts.append(f"{where}: {item['msg']}")
+        raise HTTPError(
+            422, "invalid_request", f"invalid {model.__name__}: {'; '.join(parts)}"
+        ) from None
+
+
+def not_allowed(method: str, path: str, allowed: str) -> HTTPError:
+    """405 for a known path with the wrong method."""
+    return HTTPError(
+        405,
+        "bad_request",
+        f"{method} is not allowed on {path}: use {allowed}",
+        headers=[(b"allow", allowed.encode())],
+    )
+
+
+def not_found(method: str, path: str) -> HTTPError:
+    """404 for a path neither API has."""
+    return HTTPError(
+        404,
+        "not_found",
+        f"no such endpoint: {method} {path} (NeMo-Skills API: /execute, /sessions, /health; "
+        "tir-agent API: /v1/...)",
+    )
+
+
+def shutting_down() -> HTTPError:
+    """503 for new work once the server is shutting down."""
+    return HTTPError(
+        503,
+        "shutting_down",
+        "the sandbox server is shutting down and takes no new work; retry on another server",
+        headers=[(b"connection", b"close")],
+    )

@@ -1,0 +1,74 @@
+"""The server's state and its request dispatch (a plain ASGI callable, no middleware).
+
+:class:`Service` owns the :class:`LocalSandbox` and the :class:`SessionRegistry` and sends each
+HTTP request to the NeMo-Skills API (:mod:`tir_agent.service.nemo`) or the tir-agent API
+(:mod:`tir_agent.service.v1`) by looking at its path: two string comparisons instead of a router,
+because the hot paths should cost microseconds on top of the execution itself.
+"""
+
+from __future__ import annotations
+
+import hmac
+import re
+
+from starlette.types import Receive, Scope, Send
+
+from tir_agent._log import get_logger
+from tir_agent.sandbox.local import LocalSandbox
+from tir_agent.service import nemo, v1
+from tir_agent.service._asgi import HTTPError
+from tir_agent.service.api import API_VERSION
+from tir_agent.service.config import ServiceConfig
+from tir_agent.service.registry import SessionRegistry
+
+log = get_logger(__name__)
+
+_OTHER_VERSION = re.compile(r"/v(\d+)(/|$)")
+
+
+class Service:
+    """One server: its configuration, sandbox, named sessions and shutdown state."""
+
+    def __init__(self, config: ServiceConfig) -> None:
+        self.config = config
+        self.sandbox = LocalSandbox(config.sandbox)
+        self.registry = SessionRegistry(self.sandbox)
+        self.stopping = False
+        """Set on SIGTERM/SIGINT: new work is refused (503), in-flight executions finish."""
+        self.startup_error: BaseException | None = None
+        self._token = None if config.token is None else config.token.encode()
+
+    def authorize(self, headers: dict[bytes, bytes]) -> None:
+        """401 unless the request carries the configured bearer token (constant-time check)."""
+        if self._token is None:
+            return
+        value = headers.get(b"authorization", b"")
+        scheme, _, token = value.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self._token):
+            return
+        raise HTTPError(
+            401,
+            "unauthorized",
+            "missing or wrong bearer token: send 'Authorization: Bearer <token>' with the "
+            "server's token (client option token=..., or $TIR_AGENT_SANDBOX_TOKEN)",
+            headers=[(b"www-authenticate", b'Bearer realm="tir-agent sandbox"')],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one HTTP request."""
+        path: str = scope["path"]
+        headers = dict(scope["headers"])
+        if path.startswith("/v1/") or path == "/v1":
+            await v1.handle(self, scope, path[3:], headers, receive, send)
+            return
+        other = _OTHER_VERSION.match(path)
+        if other is not None:
+            error = HTTPError(
+                400,
+                "api_version",
+                f"this server speaks tir-agent API version {API_VERSION} (paths /v1/...), "
+                f"not version {other.group(1)}: use a client of the same tir-agent release",
+            )
+            await v1.send_error(send, error)
+            return
+        await nemo.handle(self, scope, path, headers, receive, send)

@@ -1,0 +1,186 @@
+"""The sandbox server: ``create_app`` (an ASGI app) and ``serve`` (uvicorn, graceful shutdown).
+
+One process serves one :class:`~tir_agent.sandbox.LocalSandbox` over both APIs of
+:mod:`tir_agent.service.api`. ``serve`` runs uvicorn with httptools, without an access
+log; on SIGTERM or SIGINT it stops accepting connections, refuses new work with 503, lets
+in-flight executions finish for ``shutdown_grace`` seconds (then cuts them with a clear reply),
+closes the sandbox so no session process is left, and returns (exit status 0). See
+``docs/service.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Generator
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
+
+from tir_agent._log import get_logger
+from tir_agent.errors import ConfigError, SandboxError
+from tir_agent.service.app import Service
+from tir_agent.service.config import ServiceConfig, check_exposure, is_loopback
+
+__all__ = ["ServiceApp", "ServiceConfig", "create_app", "serve"]
+
+log = get_logger(__name__)
+
+LOOP = "asyncio"
+"""uvicorn's event loop. uvloop would be faster, but ``LocalSandbox``'s session channel asserts
+``isinstance(transport, asyncio.Transport)``, which uvloop's transports are not."""
+
+KEEP_ALIVE = 75.0
+"""Seconds an idle client connection stays open: longer than nginx's upstream keep-alive (60 s),
+so a proxy never reuses a connection the server is closing at that moment."""
+
+
+class ServiceApp(Starlette):
+    """The server's ASGI app: Starlette runs the lifespan (sandbox start and close); HTTP
+    requests go straight to :class:`~tir_agent.service.app.Service`, past Starlette's router and
+    middleware, which would cost more than the dispatch itself on the hot paths."""
+
+    def __init__(self, service: Service) -> None:
+        super().__init__(lifespan=self._lifespan)
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await self.service(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        service = self.service
+        started = time.perf_counter()
+        try:
+            await service.sandbox.start()
+        except BaseException as e:
+            service.startup_error = e
+            raise
+        sandbox = service.config.sandbox
+        log.info(
+            "service.start",
+            host=service.config.host,
+            port=service.config.port,
+            auth=service.config.token is not None,
+            protect_state=sandbox.protect_state,
+            max_sessions=sandbox.max_sessions,
+            protections=service.sandbox.protections.active(),
+            duration=round(time.perf_counter() - started, 3),
+        )
+        try:
+            yield
+        finally:
+            service.stopping = True
+            sessions = len(service.registry)
+            await service.sandbox.close()
+            log.info("service.stop", sessions_closed=sessions)
+
+
+def create_app(config: ServiceConfig) -> ServiceApp:
+    """The ASGI app of a server; its lifespan starts and closes one ``LocalSandbox``."""
+    return ServiceApp(Service(config))
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when shutdown begins and exiting 0 on SIGTERM."""
+
+    def __init__(self, config: uvicorn.Config, service: Service, url: str) -> None:
+        super().__init__(config)
+        self.service = service
+        self.url = url
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.service.stopping:
+            log.info("service.stopping", signal=signal.Signals(sig).name)
+        self.service.stopping = True
+        super().handle_exit(sig, frame)
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        # uvicorn re-raises the signal after a graceful shutdown, so the process would die of
+        # SIGTERM; a server that shut down cleanly exits 0 instead.
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started and not self.should_exit:
+            print(f"tir-agent sandbox serving on {self.url}", file=sys.stderr, flush=True)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (``ConfigError`` if the address cannot be used)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as e:
+        raise ConfigError(f"cannot serve on {host}:{port}: {e}") from e
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise ConfigError(
+            f"cannot serve on {host}:{port}: {e.strerror or e} (is another server using the "
+            "port? choose another with --port)"
+        ) from e
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(config: ServiceConfig) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully and return.
+
+    Raises :class:`ConfigError` for a non-loopback host without a token (unless
+    ``allow_insecure``) or an unusable address, and the sandbox's error if it cannot start.
+    """
+    check_exposure(config)
+    if config.token is None and not is_loopback(config.host):
+        log.warning("service.insecure", host=config.host)
+    sock = bind(config.host, config.port)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    app = create_app(config.model_copy(update={"port": port}))
+    uv_config = uvicorn.Config(
+        app,
+        loop=LOOP,
+        http="httptools",
+        ws="none",
+        lifespan="on",
+        interface="asgi3",
+        access_log=False,
+        log_config=None,
+        server_header=False,
+        timeout_keep_alive=int(KEEP_ALIVE),
+        timeout_graceful_shutdown=int(config.shutdown_grace + 0.999),
+    )
+    server = _Server(uv_config, app.service, f"http://{shown}:{port}")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        error = app.service.startup_error
+        if isinstance(error, Exception):
+            raise error
+        raise SandboxError("the sandbox server did not start (see the log above)")
