@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
+from tir_agent.errors import ConfigError
 from tir_agent.service.api import API_PREFIX, DEFAULT_PORT, SESSION_HEADER, TOKEN_ENV
+from tir_agent.service.command import add_serve_arguments, service_config
+from tir_agent.service.config import check_exposure
 from tir_agent.service.nginx import nginx_command, render_nginx_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
@@ -109,3 +113,24 @@ def test_nginx_example_is_the_rendered_config(tmp_path: Path) -> None:
         nginx_command(tmp_path, conf, test=True), capture_output=True, text=True, timeout=30
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_the_pods_command_is_a_valid_serve_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The container's arguments parse as `tir-agent sandbox serve`, and the server refuses to
+    start when the Secret's token was left empty."""
+    (container,) = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["tir-agent"]
+    assert container["args"][:2] == ["sandbox", "serve"]
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args, overrides = parser.parse_known_args(container["args"][2:])
+
+    monkeypatch.setenv(TOKEN_ENV, "a-real-token")
+    config = service_config(args, overrides)
+    assert (config.host, config.port, config.token) == ("0.0.0.0", DEFAULT_PORT, "a-real-token")
+    assert config.sandbox.max_sessions == 256
+    check_exposure(config)
+
+    monkeypatch.setenv(TOKEN_ENV, "")  # secret.yaml as shipped
+    with pytest.raises(ConfigError, match="without a token"):
+        check_exposure(service_config(args, overrides))
