@@ -7,11 +7,11 @@ bytes built directly, so the server adds little to :meth:`LocalSession.run`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_json
 from starlette.types import Receive, Send
 
 from tir_agent.service.api import ErrorType
@@ -121,8 +121,7 @@ async def send_bytes(send: Send, status: int, body: bytes, headers: Headers) -> 
 
 async def send_json(send: Send, status: int, value: Any, headers: Headers = JSON) -> None:
     """Send ``value`` as a JSON reply."""
-    body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    await send_bytes(send, status, body, headers)
+    await send_bytes(send, status, to_json(value), headers)
 
 
 def parse(model: type[M], body: bytes) -> M:

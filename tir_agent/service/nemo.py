@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
 from tir_agent._log import get_logger
@@ -31,7 +32,7 @@ from tir_agent.service._asgi import (
     send_json,
     shutting_down,
 )
-from tir_agent.service.api import API_VERSION, NemoExecuteReply, NemoExecuteRequest
+from tir_agent.service.api import API_VERSION, NemoExecuteRequest
 
 if TYPE_CHECKING:
     from tir_agent.service.app import Service
@@ -59,8 +60,6 @@ builtins.input = input
 """Installs ``std_input`` as ``sys.stdin`` and an ``input()`` reading it. Compiled under its own
 file name, so its frames never show in the user's tracebacks, and run in its own namespace."""
 
-_replies = NemoExecuteReply.__pydantic_serializer__
-
 
 def stdin_prelude(data: str) -> str:
     """The cell that gives a stateless run ``data`` as standard input."""
@@ -68,19 +67,21 @@ def stdin_prelude(data: str) -> str:
 
 
 def reply_bytes(result: ExecutionResult, new_session_created: bool) -> bytes:
-    """The ``/execute`` reply body for ``result``."""
-    reply = NemoExecuteReply.model_construct(
-        process_status=result.status,
-        stdout=result.stdout,
-        stderr=result.stderr,
-        new_session_created=new_session_created,
-        state=result.state,
-        reason=result.reason,
-        duration=result.duration,
-        stdout_truncated=result.stdout_truncated,
-        stderr_truncated=result.stderr_truncated,
+    """The ``/execute`` reply body for ``result``: the fields of :class:`NemoExecuteReply`, in its
+    order (a plain dict serialized by pydantic-core: a quarter of ``model_construct``'s cost)."""
+    return to_json(
+        {
+            "process_status": result.status,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+            "new_session_created": new_session_created,
+            "state": result.state,
+            "reason": result.reason,
+            "duration": result.duration,
+            "stdout_truncated": result.stdout_truncated,
+            "stderr_truncated": result.stderr_truncated,
+        }
     )
-    return _replies.to_json(reply)
 
 
 def lost(why: str, reason: str) -> ExecutionResult:
