@@ -45,7 +45,7 @@ SLACK = 10.0
 """Seconds the host waits beyond an execution's timeout before declaring the session broken."""
 
 
-def _expire(waiter: asyncio.Future[dict[str, Any]]) -> None:
+def _expire(waiter: asyncio.Future[dict[str, Any] | None]) -> None:
     if not waiter.done():
         waiter.set_exception(TimeoutError("the session did not answer in time"))
 
@@ -71,7 +71,7 @@ class _Channel(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.waiter: asyncio.Future[dict[str, Any]] | None = None
+        self.waiter: asyncio.Future[dict[str, Any] | None] | None = None
         self.lost: Exception | None = None
         self.counter = 0
         self.rid: int | None = None
@@ -83,15 +83,14 @@ class _Channel(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         try:
-            messages = proto.unframe(self.buffer)
+            for body in proto.unframe_bodies(self.buffer):
+                rid, fields = proto.parse_reply(body)
+                if rid != self.rid:
+                    continue  # the reply to a request that was cancelled meanwhile
+                if self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result(fields)
         except ValueError as e:
             self._fail(e)
-            return
-        for message in messages:
-            if message.get("rid") != self.rid:
-                continue  # the reply to a request that was cancelled meanwhile
-            if self.waiter is not None and not self.waiter.done():
-                self.waiter.set_result(message)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("the session supervisor closed its channel"))
@@ -101,15 +100,19 @@ class _Channel(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
 
-    async def request(self, message: dict[str, Any], wait: float) -> dict[str, Any]:
+    async def request(
+        self, run: tuple[float, int, str] | None, wait: float
+    ) -> dict[str, Any] | None:
+        """Send a run request ``(timeout, cap, code)``, or the close request (``None``); return
+        the result's fields, or ``None`` once the session confirmed its close."""
         if self.lost is not None:
             raise self.lost
         assert self.transport is not None
         self.waiter = asyncio.get_running_loop().create_future()
-        if message["op"] == "run":
+        if run is not None:
             self.counter += 1
-            self.rid = message["rid"] = self.counter
-            self.transport.write(proto.frame(message))
+            self.rid = self.counter
+            self.transport.write(proto.run_frame(self.counter, *run))
         else:  # close: half-close our side; the supervisor cleans up and confirms
             self.rid = None
             self.transport.write_eof()
@@ -145,8 +148,10 @@ class LocalSession:
         """Whether the session was closed (by the caller, eviction or the sandbox)."""
         return self._closed is not None
 
-    async def _request(self, message: dict[str, Any], wait: float) -> dict[str, Any]:
-        return await self._channel.request(message, wait)
+    async def _request(
+        self, run: tuple[float, int, str] | None, wait: float
+    ) -> dict[str, Any] | None:
+        return await self._channel.request(run, wait)
 
     async def run(
         self,
@@ -168,11 +173,16 @@ class LocalSession:
                 raise SandboxClosedError(f"the session was closed ({self._closed})")
             self.busy = True
             try:
-                reply = await self._request(
-                    {"op": "run", "code": code, "timeout": t, "cap": cap}, t + SLACK
-                )
+                fields = await self._request((t, cap, code), t + SLACK)
+                if fields is None:
+                    raise ValueError("the session closed instead of answering")
             except (OSError, TimeoutError, ValueError) as e:
-                await self._abort(f"lost its supervisor: {type(e).__name__}")
+                # ValueError: a garbled reply (only a cell writing to its session socket does it)
+                await self._abort(
+                    "garbled reply"
+                    if isinstance(e, ValueError)
+                    else f"lost its supervisor: {type(e).__name__}"
+                )
                 raise SandboxError(
                     f"sandbox session {self.slot} failed: {type(e).__name__}: {e}"
                 ) from e
@@ -180,13 +190,9 @@ class LocalSession:
                 self.busy = False
                 self.last_used = time.monotonic()
         self.executions += 1
-        reply.pop("op", None)
-        reply.pop("rid", None)
-        try:
-            result = ExecutionResult(**reply)
-        except (TypeError, ValueError) as e:  # only a cell writing to the session socket does this
-            await self._abort("garbled reply")
-            raise SandboxError(f"sandbox session {self.slot} sent a garbled reply: {e}") from e
+        # protocol.parse_reply checked every field (a cell writing garbage into its session
+        # socket fails there, as a ValueError above): no second validation on the hot path
+        result = ExecutionResult.model_construct(**fields)
         if _stdlog.isEnabledFor(logging.INFO):
             log.info(
                 "execution.finish",
@@ -208,7 +214,7 @@ class LocalSession:
                 return
             self._closed = "closed"
             try:
-                await self._request({"op": "close"}, 10.0)
+                await self._request(None, 10.0)
             except (OSError, TimeoutError, ValueError):
                 await self._sandbox._kill_supervisor(self.pid, self.slot)
             self._finish()

@@ -4,8 +4,10 @@ Three channels, all Unix sockets:
 
 * host <-> template: ``SOCK_SEQPACKET``, one JSON object per packet; the reply to ``new`` carries
   the host's end of the new session's channel as an ``SCM_RIGHTS`` file descriptor.
-* host <-> session supervisor: ``SOCK_STREAM``, frames of a 4-byte big-endian length and a JSON
-  object (results may be large).
+* host <-> session: ``SOCK_STREAM``, frames of a 4-byte big-endian length and a fixed binary body
+  (:func:`run_frame`, :func:`result_frame`; results may be large). Requests are read by the
+  session's runner, replies come from the runner (fast mode, a cell that ended normally) or the
+  supervisor (everything else).
 * supervisor <-> holder/runner: ``SOCK_SEQPACKET``, one JSON object per packet, each tagged with the
   sender's pid (``pid``) or the addressed runner's pid (``to``).
 
@@ -15,11 +17,12 @@ This module stays free of heavy imports: it is loaded by the template before for
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
 HEADER = struct.Struct(">I")
-"""Length prefix of a stream frame."""
+"""Length prefix of a host <-> session frame."""
 
 MAX_PACKET = 1 << 22
 """Largest packet read from a ``SOCK_SEQPACKET`` channel (code of one cell must fit)."""
@@ -40,20 +43,110 @@ def decode(data: bytes) -> Message:
     return value
 
 
-def frame(message: Message) -> bytes:
-    """One length-prefixed stream frame."""
-    body = encode(message)
-    return HEADER.pack(len(body)) + body
+RUN = struct.Struct(">QdQ")
+"""Body of a run request after the header: request id, timeout (s), output cap; the code follows."""
+
+RESULT = struct.Struct(">cQBBBBdQQ")
+"""Body of a reply: kind (``R`` result, ``C`` closed), request id (0: none), status, state, reason,
+flags (1: stdout cut, 2: stderr cut), duration, and the byte lengths of stdout and stderr (their
+UTF-8 follows)."""
+
+STATUSES = ("completed", "error", "timeout")
+STATES = ("kept", "rolled_back", "lost")
+REASONS = (None, "exception", "exit", "memory", "crash", "timeout", "output")
+
+RECORD = struct.Struct("=QQdd")
+"""Fast mode: a running cell as the runner announces it on the token pipe: request id, cap,
+timeout, start (``time.monotonic()``). Whoever reads it first answers the host for that cell."""
 
 
-def unframe(buffer: bytearray) -> list[Message]:
-    """Pop every complete frame from the front of ``buffer``."""
-    out: list[Message] = []
+def run_frame(rid: int, timeout: float, cap: int, code: str) -> bytes:
+    """A run request as the host sends it."""
+    body = code.encode("utf-8", "surrogatepass")
+    return HEADER.pack(RUN.size + len(body)) + RUN.pack(rid, timeout, cap) + body
+
+
+def parse_run(body: bytes) -> tuple[int, float, int, str]:
+    """Inverse of :func:`run_frame` (without the header): ``(rid, timeout, cap, code)``."""
+    if len(body) < RUN.size:
+        raise ValueError("short run request")
+    rid, timeout, cap = RUN.unpack_from(body)
+    return rid, timeout, cap, body[RUN.size :].decode("utf-8", "surrogatepass")
+
+
+def result_frame(
+    rid: int,
+    status: str,
+    stdout: str,
+    stderr: str,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    duration: float,
+    state: str,
+    reason: str | None,
+) -> bytes:
+    """One execution result (the fields of :class:`~tir_agent.sandbox.result.ExecutionResult`)."""
+    out = stdout.encode()
+    err = stderr.encode()
+    head = RESULT.pack(
+        b"R",
+        rid,
+        STATUSES.index(status),
+        STATES.index(state),
+        REASONS.index(reason) if reason in REASONS else REASONS.index("crash"),
+        int(stdout_truncated) | 2 * int(stderr_truncated),
+        duration,
+        len(out),
+        len(err),
+    )
+    return HEADER.pack(len(head) + len(out) + len(err)) + head + out + err
+
+
+CLOSED_FRAME = HEADER.pack(RESULT.size) + RESULT.pack(b"C", 0, 0, 0, 0, 0, 0.0, 0, 0)
+"""The supervisor's confirmation that a session is closed."""
+
+
+def parse_reply(body: bytes) -> tuple[int | None, dict[str, Any] | None]:
+    """Inverse of :func:`result_frame` / :data:`CLOSED_FRAME` (without the header):
+    ``(rid or None, fields)``, fields ``None`` for *closed*. Checks every field, so the fields
+    are a valid :class:`~tir_agent.sandbox.result.ExecutionResult`; raises ``ValueError`` on
+    anything else (a cell that writes garbage into its session socket)."""
+    if len(body) < RESULT.size:
+        raise ValueError("short reply")
+    kind, rid, status, state, reason, flags, duration, n_out, n_err = RESULT.unpack_from(body)
+    if kind == b"C" and len(body) == RESULT.size:
+        return None, None
+    if (
+        kind != b"R"
+        or len(body) != RESULT.size + n_out + n_err
+        or status >= len(STATUSES)
+        or state >= len(STATES)
+        or reason >= len(REASONS)
+        or flags > 3
+        or not math.isfinite(duration)
+    ):
+        raise ValueError("malformed reply")
+    end = RESULT.size + n_out
+    return rid or None, {
+        "status": STATUSES[status],
+        "stdout": body[RESULT.size : end].decode(),
+        "stderr": body[end:].decode(),
+        "duration": duration,
+        "stdout_truncated": bool(flags & 1),
+        "stderr_truncated": bool(flags & 2),
+        "state": STATES[state],
+        "reason": REASONS[reason],
+    }
+
+
+def unframe_bodies(buffer: bytearray) -> list[bytes]:
+    """Pop every complete frame's body from the front of ``buffer``."""
+    out: list[bytes] = []
     while len(buffer) >= HEADER.size:
         (size,) = HEADER.unpack_from(buffer)
         if len(buffer) < HEADER.size + size:
             break
-        out.append(decode(bytes(buffer[HEADER.size : HEADER.size + size])))
+        out.append(bytes(buffer[HEADER.size : HEADER.size + size]))
         del buffer[: HEADER.size + size]
     return out
 

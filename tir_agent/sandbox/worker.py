@@ -32,6 +32,8 @@ import importlib
 import io
 import json
 import linecache
+import math
+import mmap
 import os
 import select
 import signal
@@ -50,14 +52,26 @@ FD_CTL = 3
 """In holders and runners: the supervisor channel."""
 FD_OUT_SAVED = 4
 FD_ERR_SAVED = 5
+"""In protected holders: the output pipes, kept for the runners while fd 1 and 2 go nowhere."""
 FD_HOST = 6
 """In holders and runners: the host's session socket (runners read requests from it)."""
-"""In protected holders: the output pipes, kept for the runners while fd 1 and 2 go nowhere."""
+FD_TOKEN_R = 7
+FD_TOKEN_W = 8
+"""Fast mode: the token pipe shared with the supervisor (see :class:`_Direct`)."""
+FD_TIMER = 9
+"""Fast mode: a timerfd shared with the supervisor; the runner arms it when a cell starts."""
+FD_OUT_R = 10
+FD_ERR_R = 11
+"""Fast mode: read ends of the output pipes (the runner drains them when it answers itself)."""
+FD_SIBLINGS = 12
+"""Fast mode: the supervisor's ``/proc/.../children`` (processes a cell left behind show there)."""
+FD_LAST = FD_SIBLINGS
 
 SPARES = 2
 """Supervisors (each with its holder) the template keeps forked ahead of time for new sessions."""
 
 SOFT_GRACE = 0.25
+"""Fast mode: seconds between the soft interrupt and the hard kill of a timed-out cell."""
 
 SPIN = 0.0002
 """Seconds a fast-mode runner polls for the next cell before sleeping, when the last cell
@@ -65,17 +79,48 @@ followed its predecessor within that time (back-to-back cells skip a wake-up).""
 
 DRAIN_INTERVAL = 0.005
 """Seconds between drains of a running cell's output pipes (until a flood is detected)."""
+TAKEOVER = DRAIN_INTERVAL
+"""Fast mode: a cell still running after this many seconds (or its timeout, if shorter) is
+taken over by the supervisor, which then drains its output and answers the host."""
 PIPE_SIZE = 1 << 20
 """Capacity of the output pipes (a cell can write this much between two drains)."""
 F_SETPIPE_SZ = 1031
-"""Fast mode: seconds between the soft interrupt and the hard kill of a timed-out cell."""
 
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
+CLOCK_MONOTONIC = 1
+TFD_NONBLOCK = os.O_NONBLOCK
+TFD_CLOEXEC = os.O_CLOEXEC
+
 _DEBUG = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
 _libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+def _itimerspec(seconds: float) -> _Itimerspec:
+    """A one-shot timer ``seconds`` from now (0: disarmed)."""
+    spec = _Itimerspec()
+    spec.it_value.tv_sec = int(seconds)
+    spec.it_value.tv_nsec = int((seconds - int(seconds)) * 1e9)
+    if seconds > 0 and not spec.it_value.tv_sec and not spec.it_value.tv_nsec:
+        spec.it_value.tv_nsec = 1
+    return spec
+
+
+def _timerfd() -> int:
+    fd = int(_libc.timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC))
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "timerfd_create failed")
+    return fd
 
 
 def _prctl(option: int, value: int) -> None:
@@ -333,23 +378,133 @@ class _Frames:
             n -= len(data)
         return b"".join(chunks)
 
-    def next(self) -> proto.Message | None:
-        header = self._exactly(proto.HEADER.size)
-        body = None if header is None else self._exactly(proto.HEADER.unpack(header)[0])
-        if body is None:
-            return None
+    def next(self) -> tuple[int, float, int, str] | None:
+        """The next run request ``(rid, timeout, cap, code)``; ``None`` once the host closed."""
+        while True:
+            header = self._exactly(proto.HEADER.size)
+            body = None if header is None else self._exactly(proto.HEADER.unpack(header)[0])
+            if body is None:
+                return None
+            try:
+                return proto.parse_run(body)
+            except ValueError:
+                continue
+
+
+ZERO_RECORD = bytes(proto.RECORD.size)
+
+
+class _Direct:
+    """Fast mode, two hops: the runner answers the host itself when its cell ends normally.
+
+    Who answers a cell is decided by a token: when a cell starts, the runner writes the cell's
+    record (:data:`protocol.RECORD`, atomic: smaller than ``PIPE_BUF``) into a pipe it shares
+    with the supervisor and arms a shared timerfd for :data:`TAKEOVER` seconds (or the timeout,
+    if shorter). Whoever reads the record first owns the answer; a pipe read is atomic, so
+    exactly one does. The runner reads when the cell ends; the supervisor when the timer fires
+    (the cell runs long: it then drains the output while the cell runs, enforces the timeout and
+    answers after the runner's ``done``) or when the runner dies. The token also decides who
+    reads the output pipes: only the owner. Nobody reads them between cells.
+
+    A normal short cell so costs the supervisor nothing (it sleeps through it), and the runner a
+    few syscalls instead of two messages. When the cell left processes behind (its own children,
+    or orphans below the supervisor), the runner hands the cell over: the supervisor sweeps them
+    and answers. While the runner writes its answer, the record also sits in a shared memory
+    page, so a supervisor that sees the runner die then still answers that request.
+    """
+
+    def __init__(self, me: int, shm: mmap.mmap) -> None:
+        self.me = str(me).encode()
+        self.shm = shm
+        self.out = _Stream(FD_OUT_R)
+        self.err = _Stream(FD_ERR_R)
+        self.spec = _itimerspec(TAKEOVER)
+        self.off = _itimerspec(0)
+        self.record = ZERO_RECORD
+
+    def begin(self, rid: int, timeout: float, cap: int) -> None:
+        """Announce a cell (its record on the token pipe) and arm the takeover timer."""
+        self.record = proto.RECORD.pack(rid, cap, timeout, time.monotonic())
+        with contextlib.suppress(OSError):
+            os.write(FD_TOKEN_W, self.record)
+        spec = self.spec if timeout >= TAKEOVER else _itimerspec(timeout)
+        _libc.timerfd_settime(FD_TIMER, 0, ctypes.byref(spec), None)
+
+    def claim(self) -> bool:
+        """Take the token: True when this runner answers the cell, False when the supervisor
+        took the cell over (it then waits for ``done``)."""
+        self.shm[: proto.RECORD.size] = self.record
         try:
-            return proto.decode(body)
-        except ValueError:
-            return {}
+            if os.read(FD_TOKEN_R, 4096):
+                return True
+        except OSError:
+            pass
+        self.shm[: proto.RECORD.size] = ZERO_RECORD
+        return False
+
+    def alone(self) -> bool:
+        """Whether the cell left no process behind: no child of ours, no orphan below the
+        supervisor (its children are exactly this runner)."""
+        if _has_children():
+            return False
+        try:
+            return os.pread(FD_SIBLINGS, 4096, 0).split() == [self.me]
+        except OSError:
+            return False
+
+    def answer(
+        self, sock: socket.socket, rid: int, timeout: float, cap: int, result: proto.Message
+    ) -> None:
+        """Drain this cell's output and send the result to the host."""
+        budget = proto.byte_budget(cap)
+        self.out.start(budget)
+        self.err.start(budget)
+        self.out.drain()
+        self.err.drain()
+        stdout, out_cut = self.out.text(cap)
+        stderr, err_cut = self.err.text(cap)
+        status = result["status"]
+        if status == "timeout":  # a cell that sent itself the soft-interrupt signal
+            stderr = _join(stderr, proto.timeout_text(timeout))
+        frame = proto.result_frame(
+            rid,
+            status,
+            stdout,
+            stderr,
+            out_cut,
+            err_cut,
+            result["duration"],
+            "kept",
+            result["reason"],
+        )
+        with contextlib.suppress(OSError):
+            sock.sendall(frame)
+        self.shm[: proto.RECORD.size] = ZERO_RECORD
+        # after the answer (off the critical path): no supervisor wake-up at TAKEOVER
+        _libc.timerfd_settime(FD_TIMER, 0, ctypes.byref(self.off), None)
+
+    def hand_over(self) -> list[Any]:
+        """The cell's record for ``done``: a supervisor that does not own the cell (the runner
+        won the token but the cell left processes behind) sweeps them and answers."""
+        self.shm[: proto.RECORD.size] = ZERO_RECORD
+        return list(proto.RECORD.unpack(self.record))
 
 
-def serve_cells(runner: Runner, ctl: socket.socket, frames: _Frames, *, protect: bool) -> None:
-    """Read the host's cells straight from its socket and run them; the supervisor hears of
-    each start and end (it answers the host). Returns after a committed cell in protected mode
-    (the caller becomes the holder)."""
+def serve_cells(
+    runner: Runner,
+    ctl: socket.socket,
+    frames: _Frames,
+    *,
+    protect: bool,
+    shm: mmap.mmap | None = None,
+) -> None:
+    """Read the host's cells straight from its socket and run them. Protected mode: the
+    supervisor hears of each start and end (it answers the host), and this returns after a
+    committed cell (the caller becomes the holder). Fast mode (``shm`` given): two hops, see
+    :class:`_Direct`."""
     me = os.getpid()
     _send(ctl, {"op": "ready", "pid": me})
+    direct = _Direct(me, shm) if shm is not None and not protect else None
     spin = False
     while True:
         # Back-to-back cells: when the last request came within SPIN, look for the next one
@@ -363,19 +518,26 @@ def serve_cells(runner: Runner, ctl: socket.socket, frames: _Frames, *, protect:
         spin = time.perf_counter() - waited < SPIN
         if request is None:
             os._exit(0)  # the host closed the session
-        if request.get("op") != "run":
-            continue
-        rid, cap = request.get("rid"), int(request["cap"])
-        _send(
-            ctl, {"op": "start", "pid": me, "rid": rid, "cap": cap, "timeout": request["timeout"]}
-        )
-        result = runner.execute(str(request["code"]), cap)
+        rid, timeout, cap, code = request
+        if direct is not None:
+            direct.begin(rid, timeout, cap)
+        else:
+            _send(ctl, {"op": "start", "pid": me, "rid": rid, "cap": cap, "timeout": timeout})
+        result = runner.execute(code, cap)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
+        record = None
+        if direct is not None:
+            if direct.claim() and direct.alone():
+                direct.answer(frames.sock, rid, timeout, cap, result)
+                continue
+            record = direct.hand_over()
         # A request already waiting means the host gave up on this one (a cancelled run): wait
         # until the supervisor has collected this cell's output before the next cell writes any.
         pending = _pending(frames.sock)
         result.update(op="done", pid=me, rid=rid, children=_has_children(), wait=pending)
+        if record is not None:
+            result["record"] = record
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
         _send(ctl, result)
@@ -431,9 +593,12 @@ def _await_assignment(ctl: socket.socket) -> proto.Message:
             os.close(fd)
 
 
-def holder_main(config: SandboxConfig, protections: isolation.Protections) -> NoReturn:
+def holder_main(
+    config: SandboxConfig, protections: isolation.Protections, shm: mmap.mmap
+) -> NoReturn:
     """The first process of a session's state: forked ahead of time, it waits for its session
-    (uid, work dir, mode), confines itself, then runs cells (fast) or forks runners (protected)."""
+    (uid, work dir, mode), confines itself, then runs cells (fast) or forks runners (protected).
+    ``shm`` is the page shared with the supervisor (fast mode, see :class:`_Direct`)."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         ctl = socket.socket(fileno=FD_CTL)
@@ -449,8 +614,10 @@ def holder_main(config: SandboxConfig, protections: isolation.Protections) -> No
         os.write(2, f"session start failed: {e!r}\n".encode())
         os._exit(70)
     if not protect:
-        serve_cells(runner, ctl, frames, protect=False)
+        serve_cells(runner, ctl, frames, protect=False, shm=shm)
         os._exit(0)
+    os.closerange(FD_HOST + 1, FD_LAST + 1)  # the fast mode's descriptors
+    shm.close()
     # The holder writes nowhere: threads left running by a committed cell go quiet. Runners get
     # the supervisor's pipes back on fd 1 and 2.
     os.dup2(1, FD_OUT_SAVED)
@@ -612,6 +779,11 @@ class Supervisor:
         self.drain_interval = DRAIN_INTERVAL
         self.out = _Stream(out_r)
         self.err = _Stream(err_r)
+        # fast mode (see _Direct): the token pipe, the takeover timer, the shared page
+        self.token_r, self.token_w = os.pipe2(os.O_NONBLOCK)
+        self.timer = _timerfd()
+        self.shm = mmap.mmap(-1, mmap.PAGESIZE)
+        self.takeover_due = False
         self.ctl, self.ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for s in (self.ctl, self.ctl_child):
             with contextlib.suppress(OSError):
@@ -648,6 +820,8 @@ class Supervisor:
         # only the host's half-close (session close) wakes us
         self.poll.register(host.fileno(), select.POLLRDHUP)
         self.protect = protect
+        if not protect:
+            self.poll.register(self.timer, select.POLLIN)
         if self.protections.session_uids:
             self.uid = isolation.session_uid(slot)
         self.workdir = os.path.join(self.protections.workspace_root, f"s{slot}")
@@ -666,6 +840,7 @@ class Supervisor:
     # -- processes
 
     def spawn_holder(self) -> None:
+        self.reset_token()
         pid = os.fork()
         if pid == 0:
             try:
@@ -675,14 +850,60 @@ class Supervisor:
                 os.dup2(devnull, 0)
                 os.dup2(self.out_w, 1)
                 os.dup2(self.err_w, 2)
-                os.dup2(self.ctl_child.fileno(), FD_CTL)
-                os.closerange(FD_CTL + 1, 1 << 16)
-                holder_main(self.config, self.protections)
+                # out of the way first: a source may sit on a target number
+                sources = [
+                    fcntl.fcntl(fd, fcntl.F_DUPFD, 64)
+                    for fd in (
+                        self.ctl_child.fileno(),
+                        self.token_r,
+                        self.token_w,
+                        self.timer,
+                        self.out.fd,
+                        self.err.fd,
+                        self.children_fd,
+                    )
+                ]
+                targets = (FD_CTL, FD_TOKEN_R, FD_TOKEN_W, FD_TIMER, FD_OUT_R, FD_ERR_R)
+                for source, target in zip(sources, (*targets, FD_SIBLINGS), strict=True):
+                    os.dup2(source, target)
+                os.closerange(FD_LAST + 1, 1 << 16)
+                holder_main(self.config, self.protections, self.shm)
             finally:
                 os._exit(70)
         self.holder = pid
         self.runner = 0
         self.watch(pid)
+
+    def reset_token(self) -> None:
+        """Between holders (fast mode): no record, no answer in flight, no timer."""
+        with contextlib.suppress(OSError):
+            while os.read(self.token_r, 4096):
+                pass
+        self.shm[: proto.RECORD.size] = ZERO_RECORD
+        _libc.timerfd_settime(self.timer, 0, ctypes.byref(_itimerspec(0)), None)
+
+    def claim(self) -> proto.Message | None:
+        """Fast mode: take the token of the running cell (see :class:`_Direct`); the cell's
+        request, or None when there is none (no cell, or the runner took it)."""
+        try:
+            data = os.read(self.token_r, 4096)
+        except OSError:
+            return None
+        return self.request_of(data) if data else None
+
+    def request_of(self, record: bytes) -> proto.Message:
+        """A cell's request from its record; defaults for a garbled one (user code can write
+        to the token pipe: it only hurts its own session)."""
+        if len(record) == proto.RECORD.size:
+            rid, cap, timeout, start = proto.RECORD.unpack(record)
+            if math.isfinite(timeout) and timeout > 0 and math.isfinite(start):
+                return {"rid": rid, "cap": cap, "timeout": timeout, "start": start}
+        return {
+            "rid": 0,
+            "cap": self.config.max_output_characters,
+            "timeout": self.config.timeout,
+            "start": time.monotonic(),
+        }
 
     def watch(self, pid: int) -> None:
         try:
@@ -749,10 +970,24 @@ class Supervisor:
     # -- host channel
 
     def reply(self, message: proto.Message) -> None:
+        """Send a result (``op`` is ``result``) or the close confirmation to the host. Results
+        carry the request's id: the host drops replies to requests it gave up on."""
         if message.get("op") == "result":
-            message["rid"] = self.rid  # lets the host drop replies to requests it gave up on
+            frame = proto.result_frame(
+                self.rid if isinstance(self.rid, int) else 0,
+                message["status"],
+                message["stdout"],
+                message["stderr"],
+                message["stdout_truncated"],
+                message["stderr_truncated"],
+                message["duration"],
+                message["state"],
+                message["reason"],
+            )
+        else:
+            frame = proto.CLOSED_FRAME
         with contextlib.suppress(OSError):
-            self.host.sendall(proto.frame(message))
+            self.host.sendall(frame)
 
     def shutdown(self, reply: bool = False) -> NoReturn:
         self.kill_everything()
@@ -794,8 +1029,13 @@ class Supervisor:
                     self.holder = pid
             elif op == "start" and self.running is None and pid == self.runner:
                 self.begin(message)
-            elif op == "done" and self.running is not None and pid == self.runner:
-                if message.get("rid") == self.running.get("rid"):
+            elif op == "done" and pid == self.runner:
+                if self.running is None and not self.protect and message.get("record"):
+                    # fast mode: the runner won the token but the cell left processes behind
+                    # (or the cell took the token itself): sweep, collect and answer
+                    rid, cap, timeout, start = message["record"]
+                    self.begin({"rid": rid, "cap": cap, "timeout": timeout, "start": start})
+                if self.running is not None and message.get("rid") == self.running.get("rid"):
                     self.finish_done(message)
             elif op == "died":
                 status = int(message.get("status", -1))
@@ -809,7 +1049,7 @@ class Supervisor:
         self.out.start(proto.byte_budget(cap))
         self.err.start(proto.byte_budget(cap))
         self.running = request
-        self.started = time.monotonic()
+        self.started = float(request.get("start") or time.monotonic())
         # While the cell runs, output is drained on a timer instead of on every write: a cell
         # costs one supervisor wake-up (its end) instead of one more per print.
         self.watch_pipes(False)
@@ -943,6 +1183,14 @@ class Supervisor:
             os.write(2, f"S exit {pid} holder={self.holder} runner={self.runner}\n".encode())
         self.unwatch(pid)
         self.reap()
+        if not self.protect and self.running is None and pid == self.runner:
+            # fast mode: a cell still holding its token died; or the runner died while writing
+            # its answer (the record is in the shared page): either way we answer that request
+            request = self.claim()
+            if request is None and any(self.shm[: proto.RECORD.size]):
+                request = self.request_of(bytes(self.shm[: proto.RECORD.size]))
+            if request is not None:
+                self.begin(request)
         if self.running is not None and pid == self.runner:
             if self.protect and self.holder and _alive(self.holder):
                 self.died_wait = time.monotonic() + 1.0  # the holder reports the exit status
@@ -1002,11 +1250,21 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     os.read(self.wake_r, 4096)
                 self.reap()
+            if self.timer in fds:  # fast mode: a cell runs past TAKEOVER, take it over
+                with contextlib.suppress(OSError):
+                    os.read(self.timer, 8)
+                self.takeover_due = True
             for fd in fds:
                 pid = self.pidfds.get(fd)
                 # a pidfd closed and reused for another process meanwhile: not an exit
                 if pid is not None and pid == watched.get(fd):
                     self.on_exit(pid)
+            if self.takeover_due and self.running is None:
+                # (after the previous cell's done, should both come in one wake-up)
+                self.takeover_due = False
+                request = self.claim()
+                if request is not None:
+                    self.begin(request)
             if self.running is not None:
                 self.drain_running()
             self.check_deadline()
