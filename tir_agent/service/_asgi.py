@@ -77,9 +77,9 @@ async def read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -
     if message["type"] != "http.request":
         raise ClientGone
     body: bytes = message.get("body", b"")
+    if len(body) > limit:
+        raise too_large(limit)
     if not message.get("more_body", False):
-        if len(body) > limit:
-            raise too_large(limit)
         return body
     chunks = [body]
     size = len(body)
