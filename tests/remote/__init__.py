@@ -1,0 +1,1 @@
+"""RemoteSandbox and its HTTP client, against real servers."""
