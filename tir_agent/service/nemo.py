@@ -10,6 +10,7 @@ which their client ignores. Errors are ``{"error": "<message>", "type": "<ErrorT
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from pydantic_core import to_json
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from tir_agent.service.app import Service
 
 log = get_logger(__name__)
+_stdlog = logging.getLogger(__name__)
 
 BACKEND = "tir-agent"
 """The ``backend`` of ``GET /sessions`` (theirs says ``ipython``)."""
@@ -145,6 +147,8 @@ async def send_error(send: Send, error: HTTPError) -> None:
     """A NeMo-Skills style error reply."""
     if error.status >= 500:
         log.warning("request.reject", status=error.status, type=error.type)
+    elif _stdlog.isEnabledFor(logging.DEBUG):
+        log.debug("request.reject", status=error.status, type=error.type)
     body = {"error": error.nemo_error or error.message, "type": error.type}
     await send_json(send, error.status, body, JSON + error.headers)
 

@@ -10,6 +10,7 @@ is a 404 ``session_not_found``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from tir_agent.service.app import Service
 
 log = get_logger(__name__)
+_stdlog = logging.getLogger(__name__)
 
 V1: Headers = [
     (b"content-type", b"application/json"),
@@ -132,6 +134,8 @@ async def send_error(send: Send, error: HTTPError) -> None:
     """An :class:`~tir_agent.service.api.ErrorBody` reply with the API header."""
     if error.status >= 500:
         log.warning("request.reject", status=error.status, type=error.type)
+    elif _stdlog.isEnabledFor(logging.DEBUG):
+        log.debug("request.reject", status=error.status, type=error.type)
     body = {"error": {"type": error.type, "message": error.message}}
     await send_json(send, error.status, body, V1 + error.headers)
 
