@@ -1,0 +1,119 @@
+"""RemoteSandbox when servers die: real ``tir-agent sandbox serve`` processes killed with SIGKILL
+(a machine that died). Lost sessions say so in their result and continue on a live server;
+the other sessions go on; stateless runs are retried elsewhere; a dead server is skipped for a
+while, then tried again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from tests.remote.apps import raw_server, read_request
+from tests.servers import free_port, start_server
+from tir_agent.errors import SandboxError
+from tir_agent.sandbox import remote
+from tir_agent.sandbox.remote import LOST_NOTE, RemoteSandbox
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def test_killed_server_loses_only_its_sessions_which_continue_elsewhere() -> None:
+    with start_server("preload=[]") as a, start_server("preload=[]") as b:
+        async with RemoteSandbox([a.url, b.url]) as sandbox:
+            sessions = [await sandbox.open_session() for _ in range(4)]
+            assert Counter(s.server_url for s in sessions) == {a.url: 2, b.url: 2}
+            await asyncio.gather(*(s.run(f"v = {i}") for i, s in enumerate(sessions)))
+            a.kill()
+            started = time.monotonic()
+            results = await asyncio.gather(*(s.run("v") for s in sessions))
+            assert time.monotonic() - started < 5  # no hang on the dead server
+            for i, (s, r) in enumerate(zip(sessions, results, strict=True)):
+                if s.server_url == a.url:
+                    assert (r.status, r.state, r.reason) == ("error", "lost", "server_lost")
+                    assert r.stderr == LOST_NOTE and r.stdout == ""
+                else:
+                    assert r.status == "completed" and r.stdout == f"{i}\n"
+            # The lost sessions continue in fresh sessions on the live server.
+            again = await asyncio.gather(*(s.run("v = 10\nv + 1") for s in sessions))
+            assert [r.stdout for r in again] == ["11\n"] * 4
+            assert {s.server_url for s in sessions} == {b.url}
+            assert sorted(s.restarts for s in sessions) == [0, 0, 1, 1]
+            assert sandbox.open_sessions == {a.url: 0, b.url: 4}
+            # New sessions skip the dead server.
+            more = [await sandbox.open_session() for _ in range(2)]
+            assert {s.server_url for s in more} == {b.url}
+            assert (await sandbox.run("print(3)")).stdout == "3\n"
+
+
+async def test_server_killed_during_a_run_reports_it_at_once() -> None:
+    with start_server("preload=[]") as a, start_server("preload=[]") as b:
+        async with RemoteSandbox([a.url, b.url]) as sandbox, sandbox.session() as s:
+            assert s.server_url == a.url
+            await s.run("w = 1")
+            running = asyncio.create_task(s.run("import time\ntime.sleep(20)", timeout=30))
+            await asyncio.sleep(0.5)
+            a.kill()
+            started = time.monotonic()
+            result = await asyncio.wait_for(running, 10)
+            assert time.monotonic() - started < 2
+            assert result.state == "lost" and result.reason == "server_lost"
+            after = await s.run("'w' in globals()")
+            assert after.stdout == "False\n" and s.server_url == b.url
+
+
+async def test_stateless_run_is_retried_on_another_server() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    with start_server("preload=[]") as b:
+        async with RemoteSandbox([dead, b.url]) as sandbox:
+            result = await sandbox.run("print(6 * 7)")
+            assert result.stdout == "42\n"
+        # Killed after a first success: the next run goes to the survivor.
+        with start_server("preload=[]") as a:
+            async with RemoteSandbox([a.url, b.url]) as sandbox:
+                assert (await sandbox.run("print(1)")).stdout == "1\n"
+                a.kill()
+                results = [await sandbox.run(f"print({i})") for i in range(4)]
+                assert [r.stdout for r in results] == [f"{i}\n" for i in range(4)]
+
+
+async def test_all_servers_dead_raises_sandbox_error_naming_them() -> None:
+    with start_server("preload=[]") as a, start_server("preload=[]") as b:
+        async with RemoteSandbox([a.url, b.url]) as sandbox, sandbox.session() as s:
+            await s.run("x = 1")
+            a.kill()
+            b.kill()
+            lost = await s.run("x")
+            assert lost.state == "lost"
+            with pytest.raises(SandboxError, match="no sandbox server reachable") as caught:
+                await s.run("x")
+            assert a.url in str(caught.value) and b.url in str(caught.value)
+            with pytest.raises(SandboxError, match="no sandbox server could run"):
+                await sandbox.run("1")
+
+
+async def test_down_server_is_skipped_then_retried_after_the_cool_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server that accepts connections and drops them is marked down: new sessions skip it
+    until the cool-down has passed, then it is tried again."""
+    monkeypatch.setattr(remote, "RETRY_AFTER", 0.3)
+    attempts = 0
+
+    async def drop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal attempts
+        attempts += 1
+        await read_request(reader)
+        writer.close()
+
+    with start_server("preload=[]") as b:
+        async with raw_server(drop) as flaky, RemoteSandbox([flaky, b.url]) as sandbox:
+            first = await sandbox.open_session()
+            assert first.server_url == b.url and attempts == 1
+            second = await sandbox.open_session()  # b has more sessions, but flaky is down
+            assert second.server_url == b.url and attempts == 1
+            await asyncio.sleep(0.35)
+            third = await sandbox.open_session()
+            assert third.server_url == b.url and attempts == 2
