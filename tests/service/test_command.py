@@ -103,3 +103,29 @@ def test_nginx_config_prints_a_config(capsys: pytest.CaptureFixture[str]) -> Non
     assert "hash $http_x_session_id consistent" in out
     assert "127.0.0.1:6001" in out and "127.0.0.1:6002" in out
     assert "127.0.0.1:9000" in out
+
+
+def test_a_sandbox_that_cannot_start_is_reported_with_status_1(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from tests.servers import free_port
+
+    argv = ["sandbox", "serve", "--port", str(free_port()), "python=/nonexistent/python"]
+    assert main([*argv, "preload=[]"]) == 1
+    err = capsys.readouterr().err
+    assert "tir-agent: IsolationError: cannot start the sandbox interpreter" in err
+    assert "Traceback" not in err
+    assert "serving on" not in err
+
+
+def test_a_port_in_use_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["sandbox", "serve", "--port", str(port), "preload=[]"]) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err
+    assert "--port" in err

@@ -16,8 +16,9 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator, Generator, MutableMapping
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -53,8 +54,21 @@ class ServiceApp(Starlette):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             await self.service(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._quiet_failure(send))
         else:
             await super().__call__(scope, receive, send)
+
+    def _quiet_failure(self, send: Send) -> Send:
+        """Drop the traceback Starlette attaches to a failed start-up: :func:`serve` raises the
+        sandbox's error itself, and its message says what to fix."""
+
+        async def forward(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "lifespan.startup.failed" and self.service.startup_error:
+                message = {**message, "message": ""}
+            await send(message)
+
+        return forward
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -120,7 +134,12 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn's way out when the lifespan failed: raise the real error
+            if isinstance(self.service.startup_error, Exception):
+                raise self.service.startup_error from None
+            raise
         if self.started and not self.should_exit:
             print(f"tir-agent sandbox serving on {self.url}", file=sys.stderr, flush=True)
 
