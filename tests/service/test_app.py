@@ -59,3 +59,18 @@ async def test_new_work_is_refused_while_shutting_down() -> None:
     status, _, body = await call(app, "GET", "/health")
     assert (status, body["status"]) == (503, "shutting_down")
     assert app.service.sandbox._proc is None  # nothing was started
+
+
+async def test_a_server_bug_still_gets_a_json_reply_with_the_api_header() -> None:
+    app = create_app(ServiceConfig())
+
+    def broken(session_id: str) -> None:  # stands in for a bug in the server's own code
+        raise RuntimeError("boom")
+
+    app.service.registry.get = broken  # type: ignore[assignment,method-assign]
+    status, headers, body = await call(
+        app, "POST", "/v1/sessions/a/run", {"code": "1"}, {**V1, "X-Session-ID": "a"}
+    )
+    assert (status, body["error"]["type"]) == (500, "sandbox_error")
+    assert "boom" in body["error"]["message"]
+    assert headers["x-tir-agent-api"] == "1"

@@ -137,6 +137,9 @@ async def handle(
         await send_error(send, HTTPError(500, "sandbox_error", f"the sandbox failed: {e}"))
     except ClientGone:
         return
+    except Exception as e:  # a bug of the server: still a JSON reply the client can read
+        log.error("request.error", path=path, error=type(e).__name__, exc_info=True)
+        await send_error(send, HTTPError(500, "sandbox_error", f"internal server error: {e!r}"))
     except asyncio.CancelledError:
         if not service.stopping:
             raise
