@@ -147,13 +147,15 @@ class GenerateConfig(BaseModel):
     code_execution: bool = True
     """Run the code the model writes; ``false`` = plain generation (no executions)."""
     with_sandbox: bool = True
-    """NeMo-Skills compatibility: a local sandbox is always started when code runs."""
+    """NeMo-Skills compatibility: a sandbox is always used when code runs (a local one, or the
+    server(s) of ``sandbox.url``)."""
     server: ServerConfig = ServerConfig()
     """Execution budget and limits (``server.code_execution.*``)."""
     inference: InferenceConfig = InferenceConfig()
     """Sampling parameters (``inference.*``)."""
     sandbox: SandboxConfig = Field(default_factory=lambda: SandboxConfig.model_validate({}))
-    """Local sandbox options (memory, isolation, preloaded modules, ...)."""
+    """Sandbox options (memory, isolation, preloaded modules, ...; ``sandbox.url``: run code on
+    remote tir-agent sandbox servers instead)."""
 
     # The batch.
     num_random_seeds: int | None = Field(default=None, gt=0)

@@ -195,10 +195,25 @@ class AgentSolver:
 async def open_agent(
     config: GenerateConfig, *, sandbox: Sandbox | None = None, http_client: Any = None
 ) -> AsyncIterator[Agent]:
-    """An agent for ``config`` (with a sandbox of ``config.sandbox`` when it is not the default);
+    """An agent for ``config`` (with a sandbox of ``config.sandbox`` when it is not the default:
+    a :class:`~tir_agent.sandbox.RemoteSandbox` when ``sandbox.url`` is set, else a local one);
     the agent and any sandbox made here are closed on exit."""
     own: Any = None
-    if sandbox is None and config.sandbox != SandboxConfig.model_validate({}):
+    if sandbox is None and config.sandbox.url is not None:
+        from tir_agent.sandbox.remote import RemoteSandbox
+
+        explicit = config.sandbox.model_fields_set
+        own = RemoteSandbox(
+            config.sandbox.url,
+            timeout=config.sandbox.timeout if "timeout" in explicit else None,
+            max_output_characters=(
+                config.sandbox.max_output_characters
+                if "max_output_characters" in explicit
+                else None
+            ),
+        )
+        sandbox = cast(Sandbox, own)
+    elif sandbox is None and config.sandbox != SandboxConfig.model_validate({}):
         from tir_agent.sandbox.local import LocalSandbox
 
         own = LocalSandbox(config.sandbox)

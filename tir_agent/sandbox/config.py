@@ -50,3 +50,7 @@ class SandboxConfig(BaseModel):
     """The interpreter that runs user code (needs the math stack installed)."""
     env: dict[str, str] = Field(default_factory=dict)
     """Extra environment variables for user code; the host's environment is never passed."""
+    url: str | list[str] | None = None
+    """Remote tir-agent sandbox server(s) (``http://host:6000``, or a list to spread sessions
+    over); when set, code runs there (:class:`~tir_agent.sandbox.RemoteSandbox`) and the local
+    options other than ``timeout``/``max_output_characters`` are the server's business."""
