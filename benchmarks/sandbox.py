@@ -30,6 +30,11 @@ from tir_agent.sandbox.local import LocalSandbox
 FIRST_CELL = "import numpy as np\nimport sympy as sp\nprint(np.arange(4).sum(), sp.factorint(360))"
 
 
+def load() -> str:
+    """The load average: the figures move with whatever else runs on the machine."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -156,7 +161,8 @@ async def main() -> None:
     args = parser.parse_args()
     n_warm, n_new, seconds, n_sub = (3000, 200, 5.0, 30) if args.full else (500, 40, 2.0, 10)
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus; command: python benchmarks/sandbox.py{' --full' if args.full else ''}"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load average {load()}; "
+        f"command: python benchmarks/sandbox.py{' --full' if args.full else ''}"
     )
     print("\n[baselines]")
     base_warm = line("fresh `python -I -c 'print(1+1)'`", subprocess_times("print(1+1)", n_sub))
@@ -164,6 +170,7 @@ async def main() -> None:
         "fresh subprocess importing numpy+sympy", subprocess_times(FIRST_CELL, max(3, n_sub // 3))
     )
     results = {p: await measure_mode(p, n_warm, n_new, seconds) for p in (False, True)}
+    print(f"\nload average at the end: {load()} (1, 5, 15 min; {os.cpu_count()} cpus)")
     print("\n[ratios: baseline / sandbox, higher is better]")
     for p, r in results.items():
         print(

@@ -25,7 +25,7 @@ def test_result_round_trips_into_a_valid_execution_result() -> None:
     frame = proto.result_frame(3, "timeout", "out é", "err\n", True, False, 0.25, "lost", "timeout")
     rid, fields = proto.parse_reply(body(frame))
     assert rid == 3 and fields is not None
-    result = ExecutionResult.model_construct(**fields)
+    result = ExecutionResult.model_validate(fields)
     assert result == ExecutionResult(
         status="timeout",
         stdout="out é",

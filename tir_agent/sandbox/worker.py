@@ -9,8 +9,11 @@ Process tree (all inside the namespaces made by :func:`isolation.template_comman
             └── runner C   protect_state=True: a fork of H that runs the next cell; on success it
                            becomes the new holder, on timeout/crash S kills it and H forks again
 
-Runners read the requests straight from the session socket (shared with S) and tell S ``start``
-and ``done`` on the control channel; S drains the output and writes the result.
+Runners read the requests straight from the session socket (shared with S). Protected mode
+(three hops): they tell S ``start`` and ``done`` on the control channel; S drains the output and
+writes the result. Fast mode (two hops, :class:`_Direct`): a cell that ends within
+:data:`TAKEOVER` without leaving processes behind is answered by the runner itself, and S sleeps
+through it; a token pipe decides, race-free, whether the runner or S answers each cell.
 
 With ``protect_state=False`` the holder runs the cells itself (no fork per execution); a timeout
 first raises an exception in the cell (soft interrupt), then kills the holder and S forks a fresh
@@ -485,9 +488,15 @@ class _Direct:
 
     def hand_over(self) -> list[Any]:
         """The cell's record for ``done``: a supervisor that does not own the cell (the runner
-        won the token but the cell left processes behind) sweeps them and answers."""
-        self.shm[: proto.RECORD.size] = ZERO_RECORD
+        won the token but the cell left processes behind) sweeps them and answers. Call
+        :meth:`settle` once ``done`` is sent."""
         return list(proto.RECORD.unpack(self.record))
+
+    def settle(self) -> None:
+        """The supervisor has the cell's ``done``: no answer of ours is in flight any more (a
+        death before this point makes the supervisor answer, at worst a second time: the host
+        drops the duplicate by its request id)."""
+        self.shm[: proto.RECORD.size] = ZERO_RECORD
 
 
 def serve_cells(
@@ -541,6 +550,8 @@ def serve_cells(
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
         _send(ctl, result)
+        if direct is not None:
+            direct.settle()
         if pending:
             _await_ack(ctl, me)
         if protect:
