@@ -26,10 +26,6 @@ log = get_logger(__name__)
 T = TypeVar("T")
 
 
-class SessionExistsError(Exception):
-    """``create`` for an id that is already taken."""
-
-
 class Entry:
     """One named session and when it was created (Unix seconds)."""
 
@@ -79,10 +75,10 @@ class SessionRegistry:
     def __len__(self) -> int:
         return len(self.entries())
 
-    async def create(self, session_id: str) -> Entry:
-        """A new session named ``session_id``; :class:`SessionExistsError` if the id is taken."""
+    async def create(self, session_id: str) -> Entry | None:
+        """A new session named ``session_id``; ``None`` if the id is taken."""
         if self.get(session_id) is not None or session_id in self._opening:
-            raise SessionExistsError(session_id)
+            return None
         return await self._open(session_id)
 
     async def get_or_create(self, session_id: str) -> tuple[Entry, bool]:

@@ -41,7 +41,6 @@ from tir_agent.service.api import (
     SessionList,
     valid_session_id,
 )
-from tir_agent.service.registry import SessionExistsError
 
 if TYPE_CHECKING:
     from tir_agent.service.app import Service
@@ -279,14 +278,13 @@ async def create(service: Service, headers: dict[bytes, bytes], send: Send) -> N
     check_session_id(sid)
     if service.stopping:
         raise shutting_down()
-    try:
-        entry = await service.registry.create(sid)
-    except SessionExistsError:
+    entry = await service.registry.create(sid)
+    if entry is None:
         raise HTTPError(
             409,
             "session_exists",
             f"session {sid!r} already exists on this server: choose another id, or delete it first",
-        ) from None
+        )
     await send_bytes(send, 201, entry.info().model_dump_json().encode(), V1)
 
 
