@@ -121,6 +121,17 @@ async def test_sessions_spread_and_stay_on_their_server(
         assert sandbox.open_sessions == {a.url: 3, b.url: 3}
 
 
+async def test_sessions_opened_concurrently_spread_too(
+    servers: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, b = servers
+    async with RemoteSandbox([a.url, b.url]) as sandbox:
+        sessions = await asyncio.gather(*(sandbox.open_session() for _ in range(8)))
+        assert Counter(s.server_url for s in sessions) == {a.url: 4, b.url: 4}
+        results = await asyncio.gather(*(s.run(f"{i} * 2") for i, s in enumerate(sessions)))
+        assert [r.stdout for r in results] == [f"{i * 2}\n" for i in range(8)]
+
+
 async def test_close_deletes_the_session_on_the_server(servers: tuple[ServerProcess, ...]) -> None:
     server = servers[0]
     sandbox = RemoteSandbox(server.url)

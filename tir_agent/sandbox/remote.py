@@ -387,6 +387,9 @@ class RemoteSandbox:
     async def _open_on_any(self, session_id: str) -> _Server:
         failures: list[str] = []
         for server in self._candidates():
+            # Counted before the request, so that sessions opened concurrently spread out.
+            server.sessions += 1
+            self._turn = server.index + 1
             try:
                 response = await self._call(
                     server,
@@ -396,19 +399,21 @@ class RemoteSandbox:
                     timeout=CONTROL_TIMEOUT,
                 )
             except (_Unavailable, TimeoutError) as e:
+                server.sessions -= 1
                 why = str(e) or type(e).__name__
                 self._mark_down(server, why)
                 failures.append(f"{server.url} ({why})")
                 continue
-            if response.status >= 500:
-                failures.append(f"{server.url} (HTTP {response.status}: {_error_text(response)})")
-                continue
-            if response.status not in (200, 201):
+            except BaseException:
+                server.sessions -= 1
+                raise
+            if response.status in (200, 201):
+                server.down_until = 0.0
+                return server
+            server.sessions -= 1
+            if response.status < 500:
                 raise self._refused(server, response)
-            server.sessions += 1
-            server.down_until = 0.0
-            self._turn = server.index + 1
-            return server
+            failures.append(f"{server.url} (HTTP {response.status}: {_error_text(response)})")
         raise SandboxError("no sandbox server reachable to open a session: " + "; ".join(failures))
 
     async def _call(
