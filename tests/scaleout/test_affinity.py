@@ -1,5 +1,7 @@
-"""The NeMo-Skills API through nginx: plain HTTP requests with X-Session-ID, as their client
-sends them, keep each session on one server with its state."""
+"""Many concurrent sessions through one nginx in front of three real servers keep their state,
+and every request of a session reaches the one server that holds it: with RemoteSandbox (the
+tir-agent API) and with plain HTTP requests carrying X-Session-ID (the NeMo-Skills API, as their
+client sends them). Placement is checked by asking each server directly for its sessions."""
 
 from __future__ import annotations
 
@@ -8,8 +10,55 @@ from collections import Counter
 
 from tests.scaleout.cluster import Cluster
 from tests.scaleout.rawhttp import Connection, request
+from tir_agent.sandbox.remote import RemoteSandbox, RemoteSession
+from tir_agent.service.api import API_HEADER, API_VERSION
 
 SESSIONS = 36
+
+
+async def v1_sessions_by_server(cluster: Cluster) -> dict[str, dict[str, int]]:
+    """``GET /v1/sessions`` of every server, asked directly: url -> {session id: executions}."""
+    placement = {}
+    for server in cluster.servers:
+        reply = await request(
+            server.url, "GET", "/v1/sessions", headers={API_HEADER: str(API_VERSION)}
+        )
+        assert reply.status == 200
+        placement[server.url] = {s["session_id"]: s["executions"] for s in reply.json()["sessions"]}
+    return placement
+
+
+async def test_remote_sessions_keep_state_on_one_server_each(cluster: Cluster) -> None:
+    async with RemoteSandbox(cluster.url) as sandbox:
+
+        async def session(i: int) -> RemoteSession:
+            s = await sandbox.open_session()
+            cells = [f"n = {i}", "n = n * 7 + 1", "def f(x):\n    return x + n", "print(f(100))"]
+            results = [await s.run(code) for code in cells]
+            assert all(r.status == "completed" and r.state == "kept" for r in results), results
+            assert results[-1].stdout == f"{100 + 7 * i + 1}\n"
+            return s
+
+        sessions = await asyncio.gather(*(session(i) for i in range(SESSIONS)))
+        placement = await v1_sessions_by_server(cluster)
+        for s in sessions:
+            holders = [url for url, ids in placement.items() if s.session_id in ids]
+            assert len(holders) == 1, (s.session_id, placement)
+            assert placement[holders[0]][s.session_id] == 4  # all four cells ran there
+        ours = {s.session_id for s in sessions}
+        counts = {url: len(ours & ids.keys()) for url, ids in placement.items()}
+        assert all(counts.values()), f"a server got no session: {counts}"
+
+        for s in sessions:
+            await s.close()
+        left = await v1_sessions_by_server(cluster)
+        assert not ours & {sid for ids in left.values() for sid in ids}
+
+
+async def test_remote_stateless_runs_through_nginx(cluster: Cluster) -> None:
+    async with RemoteSandbox(cluster.url) as sandbox:
+        results = await asyncio.gather(*(sandbox.run(f"print({i} * 6)") for i in range(8)))
+    assert [r.stdout for r in results] == [f"{i * 6}\n" for i in range(8)]
 
 
 def execute(code: str) -> dict[str, object]:
@@ -28,7 +77,7 @@ async def nemo_sessions_by_server(cluster: Cluster, prefix: str) -> dict[str, li
     return placement
 
 
-async def test_sessions_keep_state_on_one_server_each(cluster: Cluster) -> None:
+async def test_nemo_sessions_keep_state_on_one_server_each(cluster: Cluster) -> None:
     async def session(i: int) -> None:
         conn = Connection(cluster.url)
         sid = {"X-Session-ID": f"nemo-{i}"}
