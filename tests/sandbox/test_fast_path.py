@@ -131,3 +131,27 @@ async def test_a_runner_dying_right_after_its_cell_is_answered(box: LocalSandbox
             await asyncio.sleep(0.05)
             r = await s.run("print('alive')")
             assert (r.status, r.stdout) == ("completed", "alive\n")
+
+
+@pytest.mark.slow
+async def test_cells_ending_around_the_takeover_are_answered_once_with_their_output(
+    box: LocalSandbox,
+) -> None:
+    """Cells of 3.5-6.5 ms straddle the supervisor's takeover (5 ms): whichever side wins the
+    token, each result is the cell's own and complete, and the supervisor is left owning no
+    cell (a cell it still believed running would time out, with its 0.5 s limit, in the middle
+    of later cells, or its drains would steal their output)."""
+    async with box.session() as s:
+        started = time.monotonic()
+        for i in range(200):
+            d = 0.0035 + 0.003 * (i * 7919 % 200) / 200
+            code = (
+                f"import os, time\nt = time.monotonic() + {d}\nwhile time.monotonic() < t:\n"
+                f"    pass\nprint({i})\n_ = os.write(2, b'e{i}')"
+            )
+            if i % 20 == 19:
+                code = f"print('a{i}', flush=True)\n{code}\ntime.sleep(0.03)\nprint('b')"
+            r = await s.run(code, timeout=0.5)
+            out = f"a{i}\n{i}\nb\n" if i % 20 == 19 else f"{i}\n"
+            assert (r.status, r.stdout, r.stderr) == ("completed", out, f"e{i}")
+        assert time.monotonic() - started > 0.5
