@@ -190,6 +190,7 @@ def serve(config: ServiceConfig) -> None:
         access_log=False,
         log_config=None,
         server_header=False,
+        proxy_headers=False,  # the client address is never used: no middleware for it
         timeout_keep_alive=int(KEEP_ALIVE),
         timeout_graceful_shutdown=int(config.shutdown_grace + 0.999),
     )
