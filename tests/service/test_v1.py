@@ -189,3 +189,29 @@ def test_wrong_method_and_unknown_path(client: Client) -> None:
     checked(client.v1("PUT", "/sessions"), 405, "bad_request")
     checked(client.v1("GET", "/nothing"), 404, "not_found")
     checked(client.v1("GET", "/sessions/a/b/c", session="a"), 404, "not_found")
+
+
+GARBLE = "import os\n_ = os.write(6, b'\\x00\\x00\\x00\\x05hello')"
+"""A cell writing garbage to its session's channel (fd 6, see tests/sandbox/test_lifecycle.py):
+the sandbox ends that session with SandboxError."""
+
+
+def test_a_session_the_sandbox_lost_is_500_then_404(client: Client) -> None:
+    s = create(client)
+    reply = checked(
+        client.v1("POST", f"/sessions/{s}/run", {"code": GARBLE, "timeout": 2}, session=s),
+        500,
+        "sandbox_error",
+    )
+    assert "create it again" in reply.body["error"]["message"]
+    checked(
+        client.v1("POST", f"/sessions/{s}/run", {"code": "1"}, session=s), 404, "session_not_found"
+    )
+    body = client.execute(GARBLE, session="nemo-garble", timeout=2).body
+    assert (body["process_status"], body["state"], body["new_session_created"]) == (
+        "error",
+        "lost",
+        True,
+    )
+    again = client.execute("1 + 1", session="nemo-garble").body
+    assert (again["stdout"], again["new_session_created"]) == ("2\n", True)
