@@ -57,8 +57,23 @@ def running_cells(server: ServerProcess, code: str) -> list[tuple[threading.Thre
             lambda: v1.v1("POST", "/sessions/v1/run", {"code": code, "timeout": 60}, session="v1")
         ),
     ]
-    time.sleep(0.4)  # both cells are running now
+    wait_busy(server, {"nemo", "v1"})
     return calls
+
+
+def wait_busy(server: ServerProcess, names: set[str], seconds: float = 20.0) -> None:
+    """Wait until the sessions ``names`` are running a cell (``busy`` in ``GET /sessions``)."""
+    client = Client(server.url)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sessions = client.request("GET", "/sessions").body["sessions"]
+            if all(sessions.get(name, {}).get("busy") for name in names):
+                return
+            time.sleep(0.02)
+    finally:
+        client.close()
+    raise AssertionError(f"sessions {names} did not start running within {seconds} s")
 
 
 def test_sigterm_lets_running_cells_finish_then_nothing_is_left() -> None:
@@ -67,10 +82,11 @@ def test_sigterm_lets_running_cells_finish_then_nothing_is_left() -> None:
         idle = Client(server.url)
         assert idle.request("GET", "/sessions").status == 200  # an idle keep-alive connection
         assert processes_with(mark)
-        calls = running_cells(server, "import time\ntime.sleep(1.5)\nprint('done')")
+        calls = running_cells(server, "import time\ntime.sleep(2)\nprint('done')")
+        assert all(not out for _, out in calls)  # still running when the signal comes
         started = time.monotonic()
         server.proc.send_signal(15)
-        time.sleep(0.3)
+        time.sleep(0.3)  # the cells still run (2 s) while the server shuts down
         with pytest.raises(ConnectionRefusedError):  # no new connections once shutting down
             socket.create_connection(("127.0.0.1", server.port), timeout=2)
         for thread, _ in calls:
