@@ -25,15 +25,10 @@ from pydantic import ValidationError
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxClosedError, SandboxError, SandboxServiceError
 from tir_agent.sandbox.result import ExecutionResult
-from tir_agent.service import _http
-from tir_agent.service.api import (
-    API_HEADER,
-    API_PREFIX,
-    API_VERSION,
-    SESSION_HEADER,
-    TOKEN_ENV,
-    ErrorBody,
-)
+
+# ``api`` as a module (names looked up when used): it imports ``tir_agent.sandbox.result``, so
+# importing it first must not need this module's names of it yet.
+from tir_agent.service import _http, api
 
 __all__ = ["LOST_NOTE", "RemoteSandbox", "RemoteSession"]
 
@@ -94,7 +89,7 @@ def _normalize(urls: str | Sequence[str]) -> list[str]:
 def _error_text(response: _http.HTTPResponse) -> str:
     """``type: message`` of a tir-agent error reply, or the start of whatever the body is."""
     try:
-        error = ErrorBody.model_validate_json(response.body).error
+        error = api.ErrorBody.model_validate_json(response.body).error
     except ValidationError:
         return response.body[:200].decode("utf-8", "replace") or "(empty body)"
     return f"{error.type}: {error.message}"
@@ -102,7 +97,7 @@ def _error_text(response: _http.HTTPResponse) -> str:
 
 def _error_type(response: _http.HTTPResponse) -> str | None:
     try:
-        return ErrorBody.model_validate_json(response.body).error.type
+        return api.ErrorBody.model_validate_json(response.body).error.type
     except ValidationError:
         return None
 
@@ -157,9 +152,9 @@ class RemoteSession:
                 response = await sandbox._call(
                     server,
                     "POST",
-                    f"{API_PREFIX}/sessions/{sid}/run",
+                    f"{api.API_PREFIX}/sessions/{sid}/run",
                     json_body=body,
-                    headers={SESSION_HEADER: sid},
+                    headers={api.SESSION_HEADER: sid},
                     timeout=wait,
                 )
             except _Unavailable as e:
@@ -247,9 +242,9 @@ class RemoteSandbox:
         self.timeout = timeout
         self.max_output_characters = max_output_characters
         if token is None:
-            token = os.environ.get(TOKEN_ENV) or None
+            token = os.environ.get(api.TOKEN_ENV) or None
         self._has_token = token is not None
-        headers = {API_HEADER: str(API_VERSION)}
+        headers = {api.API_HEADER: str(api.API_VERSION)}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         self._servers = [
@@ -314,7 +309,7 @@ class RemoteSandbox:
         for server in self._candidates():
             try:
                 response = await self._call(
-                    server, "POST", f"{API_PREFIX}/run", json_body=body, timeout=wait
+                    server, "POST", f"{api.API_PREFIX}/run", json_body=body, timeout=wait
                 )
             except _Unavailable as e:
                 self._mark_down(server, str(e))
@@ -394,8 +389,8 @@ class RemoteSandbox:
                 response = await self._call(
                     server,
                     "POST",
-                    f"{API_PREFIX}/sessions",
-                    headers={SESSION_HEADER: session_id},
+                    f"{api.API_PREFIX}/sessions",
+                    headers={api.SESSION_HEADER: session_id},
                     timeout=CONTROL_TIMEOUT,
                 )
             except (_Unavailable, TimeoutError) as e:
@@ -435,7 +430,7 @@ class RemoteSandbox:
         except _http.HTTPConnectionError as e:
             raise _Unavailable(str(e)) from e
         status = response.status
-        version = response.headers.get(API_HEADER.lower())
+        version = response.headers.get(api.API_HEADER.lower())
         if status == 401:
             hint = (
                 "the token sent was refused"
@@ -444,7 +439,7 @@ class RemoteSandbox:
             )
             raise SandboxServiceError(
                 f"sandbox server {server.url} refused the request (401): {hint}; pass "
-                f"RemoteSandbox(..., token=...) or set the environment variable {TOKEN_ENV} to "
+                f"RemoteSandbox(..., token=...) or set the environment variable {api.TOKEN_ENV} to "
                 "the token the server was started with",
                 status_code=401,
             )
@@ -452,16 +447,16 @@ class RemoteSandbox:
             raise _Unavailable(f"HTTP {status} from a proxy: no server behind it answered")
         if version is None:
             raise SandboxServiceError(
-                f"{server.url} is not a tir-agent sandbox server of API version {API_VERSION}: "
-                f"its reply (HTTP {status}) lacks the {API_HEADER} header. Is it another service "
+                f"{server.url} is not a tir-agent sandbox server of API version {api.API_VERSION}: "
+                f"its reply (HTTP {status}) lacks the {api.API_HEADER} header. Is it another service "
                 "(a NeMo-Skills sandbox speaks only /execute) or a wrong port? Start one with "
                 "`tir-agent sandbox serve`.",
                 status_code=status,
             )
-        if version != str(API_VERSION):
+        if version != str(api.API_VERSION):
             raise SandboxServiceError(
                 f"sandbox server {server.url} speaks tir-agent API version {version}, this client "
-                f"version {API_VERSION}: install the same tir-agent version on both sides",
+                f"version {api.API_VERSION}: install the same tir-agent version on both sides",
                 status_code=status,
             )
         if status == 503:
@@ -494,8 +489,8 @@ class RemoteSandbox:
             response = await self._call(
                 server,
                 "DELETE",
-                f"{API_PREFIX}/sessions/{session_id}",
-                headers={SESSION_HEADER: session_id},
+                f"{api.API_PREFIX}/sessions/{session_id}",
+                headers={api.SESSION_HEADER: session_id},
                 timeout=CONTROL_TIMEOUT,
             )
         except (_Unavailable, TimeoutError, SandboxServiceError) as e:

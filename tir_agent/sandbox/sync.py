@@ -8,23 +8,28 @@ so it works in plain scripts and inside a running event loop (Jupyter) alike::
             s.run("x = 41")
             print(s.run("x + 1").stdout)   # 42
         print(sandbox.run("print(2)").stdout)
+
+:class:`SyncRemoteSandbox` is the same for :class:`~tir_agent.sandbox.remote.RemoteSandbox`
+(sessions on sandbox servers).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tir_agent._sync import run_sync
 from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.isolation import Protections
 from tir_agent.sandbox.local import LocalSandbox, LocalSession
+from tir_agent.sandbox.remote import RemoteSandbox, RemoteSession
 from tir_agent.sandbox.result import ExecutionResult
 
 
 class SyncSession:
     """A stateful session; ``run`` blocks until the cell has finished."""
 
-    def __init__(self, session: LocalSession) -> None:
+    def __init__(self, session: LocalSession | RemoteSession) -> None:
         self._session = session
 
     def run(
@@ -97,6 +102,44 @@ class SyncSandbox:
 
     def __enter__(self) -> SyncSandbox:
         self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncRemoteSandbox:
+    """Blocking twin of :class:`~tir_agent.sandbox.remote.RemoteSandbox` (same arguments)."""
+
+    def __init__(self, urls: str | Sequence[str], **options: Any) -> None:
+        self._sandbox = RemoteSandbox(urls, **options)
+
+    @property
+    def urls(self) -> list[str]:
+        """The servers."""
+        return self._sandbox.urls
+
+    def session(self) -> SyncSession:
+        """A new session; use ``with sandbox.session() as s`` or call ``s.close()``."""
+        return SyncSession(run_sync(self._sandbox.open_session()))
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_characters: int | None = None,
+    ) -> ExecutionResult:
+        """Run code once in a fresh, throw-away session on a server."""
+        return run_sync(
+            self._sandbox.run(code, timeout=timeout, max_output_characters=max_output_characters)
+        )
+
+    def close(self) -> None:
+        """Close every open session and all connections."""
+        run_sync(self._sandbox.close())
+
+    def __enter__(self) -> SyncRemoteSandbox:
         return self
 
     def __exit__(self, *exc: object) -> None:

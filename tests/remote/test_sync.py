@@ -1,0 +1,24 @@
+"""SyncRemoteSandbox: the blocking facade for scripts and notebooks, against a real server."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.servers import start_server
+from tir_agent.errors import SandboxClosedError
+from tir_agent.sandbox.sync import SyncRemoteSandbox
+
+
+@pytest.mark.slow
+def test_sync_remote_sandbox_sessions_and_runs() -> None:
+    with start_server("preload=[]") as server, SyncRemoteSandbox(server.url) as sandbox:
+        assert sandbox.urls == [server.url]
+        with sandbox.session() as s:
+            s.run("x = 41")
+            assert s.run("x + 1").stdout == "42\n"
+            assert not s.closed
+        assert s.closed
+        with pytest.raises(SandboxClosedError):
+            s.run("x")
+        result = sandbox.run("print(2)", timeout=5, max_output_characters=100)
+        assert result.status == "completed" and result.stdout == "2\n"
