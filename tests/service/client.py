@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -87,3 +88,18 @@ class Client:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+def wait_busy(url: str, names: set[str], seconds: float = 20.0) -> None:
+    """Wait until the sessions ``names`` are running a cell (``busy`` in ``GET /sessions``)."""
+    client = Client(url)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline:
+            sessions = client.request("GET", "/sessions").body["sessions"]
+            if all(sessions.get(name, {}).get("busy") for name in names):
+                return
+            time.sleep(0.02)
+    finally:
+        client.close()
+    raise AssertionError(f"sessions {names} did not start running within {seconds} s")

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.servers import start_server
-from tests.service.client import Client
+from tests.service.client import Client, wait_busy
 from tests.service.conftest import LIGHT
 
 pytestmark = pytest.mark.slow
@@ -43,7 +43,7 @@ def test_at_max_sessions_the_least_recently_used_idle_session_makes_room() -> No
             target=lambda: out.append(busy.execute("import time\ntime.sleep(1)\na", session="a"))
         )
         thread.start()
-        time.sleep(0.3)
+        wait_busy(server.url, {"a"})
         third = client.execute("c = 'C'", session="c")
         assert third.body["new_session_created"] is True
         thread.join(10)

@@ -12,7 +12,7 @@ import pytest
 
 from tests.sandbox.conftest import marker, processes_with
 from tests.servers import ServerProcess, start_server
-from tests.service.client import Client, Reply
+from tests.service.client import Client, Reply, wait_busy
 from tests.service.conftest import LIGHT
 
 pytestmark = pytest.mark.slow
@@ -57,23 +57,8 @@ def running_cells(server: ServerProcess, code: str) -> list[tuple[threading.Thre
             lambda: v1.v1("POST", "/sessions/v1/run", {"code": code, "timeout": 60}, session="v1")
         ),
     ]
-    wait_busy(server, {"nemo", "v1"})
+    wait_busy(server.url, {"nemo", "v1"})
     return calls
-
-
-def wait_busy(server: ServerProcess, names: set[str], seconds: float = 20.0) -> None:
-    """Wait until the sessions ``names`` are running a cell (``busy`` in ``GET /sessions``)."""
-    client = Client(server.url)
-    deadline = time.monotonic() + seconds
-    try:
-        while time.monotonic() < deadline:
-            sessions = client.request("GET", "/sessions").body["sessions"]
-            if all(sessions.get(name, {}).get("busy") for name in names):
-                return
-            time.sleep(0.02)
-    finally:
-        client.close()
-    raise AssertionError(f"sessions {names} did not start running within {seconds} s")
 
 
 def test_sigterm_lets_running_cells_finish_then_nothing_is_left() -> None:
