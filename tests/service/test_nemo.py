@@ -188,3 +188,15 @@ def test_malformed_requests_get_clear_errors(client: Client) -> None:
     assert reply.status == 405
     assert reply.headers["allow"] == "POST"
     assert client.request("GET", "/nope").status == 404
+
+
+def test_std_input_arrives_byte_for_byte(client: Client) -> None:
+    data = "a\"b'c\\d \u00fc\u4e2d\n\ttab\r\nlast"
+    body = execute(client, None, "import sys\nsys.stdin.read()", language="python", std_input=data)
+    assert body["stdout"] == repr(data) + "\n"  # and python echoes a final expression, as ipython
+
+
+def test_language_python_needs_no_session_header_and_makes_none(client: Client) -> None:
+    before = set(client.request("GET", "/sessions").body["sessions"])
+    execute(client, None, "print(1)", language="python")
+    assert set(client.request("GET", "/sessions").body["sessions"]) == before
