@@ -49,8 +49,9 @@ async def test_short_cells_do_not_wake_the_supervisor(box: LocalSandbox) -> None
         for i in range(100):
             r = await s.run(f"print({i})")
             assert (r.status, r.stdout) == ("completed", f"{i}\n")
-        # three hops woke it twice per cell (start, done); now the runner answers
-        assert wake_ups(supervisor) - before < 10
+        # three hops woke it at least twice per cell (start, done): 200 here. Now the runner
+        # answers; a cell delayed past the 5 ms takeover on a loaded machine costs a few.
+        assert wake_ups(supervisor) - before < 50
 
 
 async def test_a_long_cell_is_taken_over_with_its_output(box: LocalSandbox) -> None:
