@@ -23,7 +23,10 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    with start_server("preload=[]") as a, start_server("preload=[]") as b:
+    with (
+        start_server("preload=[]", "env={WHO: a}") as a,
+        start_server("preload=[]", "env={WHO: b}") as b,
+    ):
         yield a, b
 
 
@@ -93,6 +96,15 @@ async def test_stateless_run(servers: tuple[ServerProcess, ...]) -> None:
         assert sandbox.open_sessions == {servers[0].url: 0}
     assert first.stdout == "10\n"
     assert second.status == "error" and "NameError" in second.stderr
+
+
+async def test_stateless_runs_spread(servers: tuple[ServerProcess, ServerProcess]) -> None:
+    who = "import os\nprint(os.environ['WHO'])"
+    async with RemoteSandbox([s.url for s in servers]) as sandbox:
+        one_by_one = [(await sandbox.run(who)).stdout for _ in range(4)]
+        at_once = [r.stdout for r in await asyncio.gather(*(sandbox.run(who) for _ in range(4)))]
+    assert one_by_one == ["a\n", "b\n", "a\n", "b\n"]
+    assert sorted(at_once) == ["a\n", "a\n", "b\n", "b\n"]
 
 
 async def test_sessions_spread_and_stay_on_their_server(

@@ -307,6 +307,8 @@ class RemoteSandbox:
         body, wait = self._run_body(code, timeout, max_output_characters)
         failures: list[str] = []
         for server in self._candidates():
+            server.sessions += 1  # a fresh session while it runs, for spreading
+            self._turn = server.index + 1
             try:
                 response = await self._call(
                     server, "POST", f"{api.API_PREFIX}/run", json_body=body, timeout=wait
@@ -319,6 +321,8 @@ class RemoteSandbox:
                 raise SandboxError(
                     f"sandbox server {server.url} did not answer within {wait:g} s"
                 ) from e
+            finally:
+                server.sessions -= 1
             if response.status == 200:
                 return self._result(server, response)
             if response.status >= 500:
