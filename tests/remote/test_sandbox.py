@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
+import structlog
+from structlog.testing import LogCapture
 
 from tests.remote.apps import serve_app
 from tests.servers import ServerProcess, free_port, start_server
@@ -251,3 +254,30 @@ async def test_session_type(servers: tuple[ServerProcess, ...]) -> None:
         assert isinstance(session, RemoteSession) and len(session.session_id) == 32
         await session.close()
         await session.close()  # idempotent
+
+
+async def test_events_are_logged_without_code_or_output(
+    servers: tuple[ServerProcess, ...], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tir_agent.sandbox.remote")
+    capture = LogCapture()
+    old = structlog.get_config()
+    structlog.configure(processors=[capture])
+    try:
+        async with RemoteSandbox(servers[0].url) as sandbox, sandbox.session() as s:
+            await s.run("secret_code = 'VISIBLE'\nprint(secret_code)")
+            await s._sandbox._delete(s._server, s.session_id)  # the server forgets it
+            await s.run("print('VISIBLE')")
+            await s.run("1")
+    finally:
+        structlog.configure(**old)
+    events = [(e["event"], e["log_level"]) for e in capture.entries]
+    assert events == [
+        ("remote.session.start", "info"),
+        ("remote.session.lost", "warning"),
+        ("remote.session.start", "info"),
+        ("remote.session.stop", "info"),
+        ("remote.sandbox.stop", "info"),
+    ]
+    assert "VISIBLE" not in repr(capture.entries)
+    assert capture.entries[2]["restarts"] == 1

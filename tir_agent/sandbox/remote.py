@@ -186,11 +186,19 @@ class RemoteSession:
         return ExecutionResult(status="error", stderr=LOST_NOTE, state="lost", reason="server_lost")
 
     async def _reopen(self) -> None:
+        started = time.perf_counter()
         session_id = uuid.uuid4().hex
         self._server = await self._sandbox._open_on_any(session_id)
         self.session_id = session_id
         self._lost = False
         self.restarts += 1
+        log.info(
+            "remote.session.start",
+            session=session_id,
+            server=self._server.url,
+            restarts=self.restarts,
+            duration=round(time.perf_counter() - started, 6),
+        )
 
     async def close(self) -> None:
         """Close the session on its server (best effort: a server that is gone is only logged)."""
