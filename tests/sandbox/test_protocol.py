@@ -75,3 +75,11 @@ def test_unframe_keeps_partial_frames() -> None:
     buffer += frames[-1:]
     assert [proto.parse_run(b)[3] for b in proto.unframe_bodies(buffer)] == ["b"]
     assert buffer == bytearray()
+
+
+def test_values_outside_the_protocol_become_an_error_not_a_crash() -> None:
+    """The supervisor encodes what a runner reports; a cell can forge that report."""
+    frame = proto.result_frame(1, "bogus", "", "", False, False, 0.0, "weird", "nope")
+    _, fields = proto.parse_reply(body(frame))
+    assert fields is not None
+    assert (fields["status"], fields["state"], fields["reason"]) == ("error", "lost", "crash")

@@ -55,6 +55,10 @@ STATUSES = ("completed", "error", "timeout")
 STATES = ("kept", "rolled_back", "lost")
 REASONS = (None, "exception", "exit", "memory", "crash", "timeout", "output")
 
+_STATUS_CODES = {name: code for code, name in enumerate(STATUSES)}
+_STATE_CODES = {name: code for code, name in enumerate(STATES)}
+_REASON_CODES = {name: code for code, name in enumerate(REASONS)}
+
 RECORD = struct.Struct("=QQdd")
 """Fast mode: a running cell as the runner announces it on the token pipe: request id, cap,
 timeout, start (``time.monotonic()``). Whoever reads it first answers the host for that cell."""
@@ -85,15 +89,17 @@ def result_frame(
     state: str,
     reason: str | None,
 ) -> bytes:
-    """One execution result (the fields of :class:`~tir_agent.sandbox.result.ExecutionResult`)."""
+    """One execution result (the fields of :class:`~tir_agent.sandbox.result.ExecutionResult`).
+    Values outside the protocol (a status a cell forged in a ``done`` message) become
+    ``error``/``lost``/``crash`` instead of failing the supervisor."""
     out = stdout.encode()
     err = stderr.encode()
     head = RESULT.pack(
         b"R",
         rid,
-        STATUSES.index(status),
-        STATES.index(state),
-        REASONS.index(reason) if reason in REASONS else REASONS.index("crash"),
+        _STATUS_CODES.get(status, 1),
+        _STATE_CODES.get(state, 2),
+        _REASON_CODES.get(reason, 4),
         int(stdout_truncated) | 2 * int(stderr_truncated),
         duration,
         len(out),

@@ -41,6 +41,7 @@ import os
 import select
 import signal
 import socket
+import struct
 import sys
 import time
 import traceback
@@ -1044,8 +1045,11 @@ class Supervisor:
                 if self.running is None and not self.protect and message.get("record"):
                     # fast mode: the runner won the token but the cell left processes behind
                     # (or the cell took the token itself): sweep, collect and answer
-                    rid, cap, timeout, start = message["record"]
-                    self.begin({"rid": rid, "cap": cap, "timeout": timeout, "start": start})
+                    try:
+                        record = proto.RECORD.pack(*message["record"])
+                    except (struct.error, TypeError):
+                        record = b""  # forged by the cell: defaults (its own session only)
+                    self.begin(self.request_of(record))
                 if self.running is not None and message.get("rid") == self.running.get("rid"):
                     self.finish_done(message)
             elif op == "died":
