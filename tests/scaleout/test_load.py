@@ -191,3 +191,45 @@ async def test_256_sessions_survive_a_server_killed_mid_run() -> None:
         while any(alive(p) for p in victim_processes) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert not [p for p in victim_processes if alive(p)]
+
+
+@pytest.mark.slow
+async def test_nemo_sessions_of_a_killed_server_start_afresh_on_a_survivor() -> None:
+    """NeMo-Skills' client through nginx: after a server dies, its sessions' next request creates
+    a fresh session on a survivor (``new_session_created: true``); the others keep their state."""
+
+    def execute(code: str) -> dict[str, object]:
+        return {"generated_code": code, "language": "ipython", "timeout": 10}
+
+    async def send(i: int, code: str) -> dict[str, object]:
+        reply = await request(
+            cluster.url,
+            "POST",
+            "/execute",
+            headers={"X-Session-ID": f"k{i}"},
+            json_body=execute(code),
+        )
+        assert reply.status == 200, reply.body
+        body: dict[str, object] = reply.json()
+        return body
+
+    with start_cluster(2, "--no-protect-state", "preload=[]") as cluster:
+        await asyncio.gather(*(send(i, f"v = {i}") for i in range(24)))
+        victim, survivor = cluster.servers
+        held = (await request(victim.url, "GET", "/sessions")).json()["sessions"]
+        on_victim = {int(sid[1:]) for sid in held}
+        assert 0 < len(on_victim) < 24
+        victim.kill()
+        await asyncio.sleep(0.2)  # nginx notices its idle connections to the victim closing
+
+        replies = await asyncio.gather(*(send(i, "v") for i in range(24)))
+        for i, reply in enumerate(replies):
+            if i in on_victim:
+                assert reply["new_session_created"] is True, reply
+                assert reply["process_status"] == "error" and "NameError" in str(reply["stderr"])
+            else:
+                assert (reply["new_session_created"], reply["stdout"]) == (False, f"{i}\n"), reply
+        again = await asyncio.gather(*(send(i, f"v = {i}\nv + 1") for i in sorted(on_victim)))
+        assert [r["stdout"] for r in again] == [f"{i + 1}\n" for i in sorted(on_victim)]
+        now = (await request(survivor.url, "GET", "/sessions")).json()["sessions"]
+        assert set(now) == {f"k{i}" for i in range(24)}
