@@ -208,9 +208,11 @@ class Origin:
         fixed = {"Host": host, **(headers or {})}
         self._head = "".join(f"{k}: {v}\r\n" for k, v in fixed.items())
         self._idle: list[_Connection] = []
+        self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._open: set[_Connection] = set()
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def connections(self) -> int:
@@ -246,6 +248,8 @@ class Origin:
                 head += "Content-Type: application/json\r\n"
             head += f"Content-Length: {len(body)}\r\n"
         data = (head + "\r\n").encode("latin-1") + (body or b"")
+        if asyncio.get_running_loop() is not self._loop:
+            self._rebind()
         await self._slots.acquire()
         try:
             connection = await self._connection()
@@ -265,6 +269,17 @@ class Origin:
             return response
         finally:
             self._slots.release()
+
+    def _rebind(self) -> None:
+        """First use, or use from another event loop (a script calling ``asyncio.run`` twice):
+        connections of the old loop cannot be used from this one."""
+        for connection in self._open:
+            with contextlib.suppress(RuntimeError):  # the old loop may be closed
+                connection.close()
+        self._open.clear()
+        self._idle.clear()
+        self._slots = asyncio.Semaphore(self._max_connections)
+        self._loop = asyncio.get_running_loop()
 
     async def _connection(self, *, fresh: bool = False) -> _Connection:
         now = time.monotonic()
