@@ -159,6 +159,7 @@ class RemoteSession:
                 )
             except _Unavailable as e:
                 sandbox._mark_down(server, str(e))
+                sandbox._forget(server, sid)  # in case only the connection broke
                 return self._lose(str(e))
             except TimeoutError:
                 sandbox._forget(server, sid)
@@ -495,8 +496,10 @@ class RemoteSandbox:
         server.down_until = time.monotonic() + RETRY_AFTER
         log.warning("remote.server.down", server=server.url, why=why, retry_after=RETRY_AFTER)
 
-    async def _delete(self, server: _Server, session_id: str) -> None:
-        """``DELETE`` a session; failures are logged, never raised (the server may be gone)."""
+    async def _delete(self, server: _Server, session_id: str, *, quiet: bool = False) -> None:
+        """``DELETE`` a session; failures are logged (at debug level if ``quiet``), never raised
+        (the server may be gone)."""
+        report = log.debug if quiet else log.warning
         try:
             response = await self._call(
                 server,
@@ -506,12 +509,10 @@ class RemoteSandbox:
                 timeout=CONTROL_TIMEOUT,
             )
         except (_Unavailable, TimeoutError, SandboxServiceError) as e:
-            log.warning(
-                "remote.session.close_failed", session=session_id, server=server.url, why=str(e)
-            )
+            report("remote.session.close_failed", session=session_id, server=server.url, why=str(e))
             return
         if response.status not in (200, 404):
-            log.warning(
+            report(
                 "remote.session.close_failed",
                 session=session_id,
                 server=server.url,
@@ -521,6 +522,6 @@ class RemoteSandbox:
     def _forget(self, server: _Server, session_id: str) -> None:
         """Delete a session the client gave up on, in the background (the server may still hold
         it, busy or broken)."""
-        task = asyncio.get_running_loop().create_task(self._delete(server, session_id))
+        task = asyncio.get_running_loop().create_task(self._delete(server, session_id, quiet=True))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
