@@ -242,6 +242,8 @@ async def test_invalid_arguments_are_config_errors() -> None:
         RemoteSandbox(["http://a:1", "http://a:1/"])
     with pytest.raises(ConfigError, match="timeout"):
         RemoteSandbox("http://a:1", timeout=0)
+    with pytest.raises(ConfigError, match="token"):
+        RemoteSandbox("http://a:1", token="abc\r\nX-Injected: 1")
     sandbox = RemoteSandbox("http://a:1")
     with pytest.raises(ConfigError):
         await sandbox.run("1", max_output_characters=-1)

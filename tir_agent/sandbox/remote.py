@@ -252,6 +252,11 @@ class RemoteSandbox:
         self.max_output_characters = max_output_characters
         if token is None:
             token = os.environ.get(api.TOKEN_ENV) or None
+        if token is not None and (not token.isprintable() or token != token.strip()):
+            raise ConfigError(
+                "the sandbox token must be printable and without surrounding whitespace "
+                f"(check the token argument or {api.TOKEN_ENV})"
+            )
         self._has_token = token is not None
         headers = {api.API_HEADER: str(api.API_VERSION)}
         if token is not None:

@@ -250,7 +250,8 @@ class Origin:
         data = (head + "\r\n").encode("latin-1") + (body or b"")
         if asyncio.get_running_loop() is not self._loop:
             self._rebind()
-        await self._slots.acquire()
+        slots = self._slots
+        await slots.acquire()
         try:
             connection = await self._connection()
             try:
@@ -268,7 +269,7 @@ class Origin:
                 self._idle.append(connection)
             return response
         finally:
-            self._slots.release()
+            slots.release()
 
     def _rebind(self) -> None:
         """First use, or use from another event loop (a script calling ``asyncio.run`` twice):
