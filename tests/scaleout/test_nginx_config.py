@@ -10,6 +10,7 @@ import pytest
 
 from tir_agent.errors import ConfigError
 from tir_agent.service.nginx import nginx_command, render_nginx_config, upstream_address
+from tir_agent.service.server import KEEP_ALIVE
 
 
 def nginx_test(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
@@ -136,3 +137,13 @@ def test_a_broken_config_fails_nginx_t(tmp_path: Path) -> None:
     result = nginx_test(tmp_path, config)
     assert result.returncode != 0
     assert "keepalive_x" in result.stderr
+
+
+def test_nginx_drops_idle_server_connections_before_the_server_does() -> None:
+    """Otherwise nginx could send a request on a connection the server is just closing, and
+    answer 502 instead of re-sending the POST."""
+    lines = directives(render_nginx_config(["127.0.0.1:6001"]))
+    upstream = lines[lines.index("upstream tir_sandbox {") :]
+    idle = next(ln for ln in upstream if ln.startswith("keepalive_timeout "))
+    assert idle.endswith("s;")
+    assert int(idle.removeprefix("keepalive_timeout ").removesuffix("s;")) < KEEP_ALIVE
