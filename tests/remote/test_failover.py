@@ -117,3 +117,37 @@ async def test_down_server_is_skipped_then_retried_after_the_cool_down(
             await asyncio.sleep(0.35)
             third = await sandbox.open_session()
             assert third.server_url == b.url and attempts == 2
+
+
+async def test_proxy_without_live_upstream_is_treated_as_a_dead_server() -> None:
+    """A proxy (nginx) whose upstream died answers 502 itself, without the API header: the
+    session is lost and continues on the other server; that is no "wrong server" error."""
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            _, _, rest = head.lower().partition(b"content-length: ")
+            await reader.readexactly(int(rest.split(b"\r\n")[0] or 0))
+            if head.startswith(b"POST /v1/sessions "):
+                body = b'{"session_id": "x", "created": 0, "last_used": 0}'
+                writer.write(
+                    b"HTTP/1.1 201 Created\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                )
+            else:
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad")
+            await writer.drain()
+        writer.close()
+
+    with start_server("preload=[]") as b:
+        async with raw_server(proxy) as url, RemoteSandbox([url, b.url]) as sandbox:
+            session = await sandbox.open_session()
+            assert session.server_url == url
+            lost = await session.run("1")
+            assert lost.state == "lost" and lost.reason == "server_lost"
+            again = await session.run("print(5)")
+            assert again.stdout == "5\n" and session.server_url == b.url
+            assert (await sandbox.run("print(6)")).stdout == "6\n"
