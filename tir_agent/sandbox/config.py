@@ -13,7 +13,7 @@ MiB = 1024**2
 class SandboxConfig(BaseModel):
     """Every knob of :class:`~tir_agent.sandbox.LocalSandbox`; ``None`` means "no limit"."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     timeout: float = Field(10.0, gt=0)
     """Default hard wall-clock limit of one execution, in seconds."""
