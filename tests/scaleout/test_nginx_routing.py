@@ -145,3 +145,27 @@ async def test_nginx_errors_are_json_in_the_api_error_shape() -> None:
     assert "no sandbox server answered" in down.json()["error"]["message"]
     assert big.status == 413
     assert big.json()["error"]["type"] == "body_too_large"
+
+
+async def test_errors_the_servers_send_pass_through_untouched(upstreams: list[Upstream]) -> None:
+    """Only nginx's own failures are rewritten; a server's 503 (shutting down) or 502 reaches the
+    client as the server sent it, and is not retried on another server."""
+
+    async def shutting_down(first: str, headers: dict[str, str], body: bytes) -> Any:
+        status = 503 if "/v1/" in first else 502
+        return status, {"error": {"type": "shutting_down", "message": f"from {first}"}}
+
+    upstreams[0].handler = shutting_down
+    with start_nginx([upstreams[0].url, upstreams[1].url]) as nginx:
+        replies = [
+            await request(nginx.url, "POST", path, headers={"X-Session-ID": f"s-{i}"}, json_body={})
+            for i in range(20)
+            for path in ("/v1/run", "/execute")
+        ]
+    served = [r for r in replies if r.status != 200]
+    assert served, "no session hashed to the first server"
+    for r in served:
+        assert r.json()["error"]["type"] == "shutting_down"
+        assert r.status == (503 if "/v1/" in r.json()["error"]["message"] else 502)
+    assert len(upstreams[0].requests) == len(served)
+    assert len(upstreams[1].requests) == len(replies) - len(served)
