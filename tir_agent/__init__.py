@@ -45,6 +45,10 @@ _EXPORTS: dict[str, str] = {
     # The sandbox.
     "LocalSandbox": "tir_agent.sandbox.local",
     "SyncSandbox": "tir_agent.sandbox.sync",
+    "RemoteSandbox": "tir_agent.sandbox.remote",
+    "RemoteSession": "tir_agent.sandbox.remote",
+    "SyncRemoteSandbox": "tir_agent.sandbox.sync",
+    "ServiceConfig": "tir_agent.service.config",
     "SandboxConfig": "tir_agent.sandbox.config",
     "ExecutionResult": "tir_agent.sandbox.result",
     "Sandbox": "tir_agent.sandbox.base",
@@ -67,6 +71,7 @@ _EXPORTS: dict[str, str] = {
     "SandboxError": "tir_agent.errors",
     "SandboxClosedError": "tir_agent.errors",
     "IsolationError": "tir_agent.errors",
+    "SandboxServiceError": "tir_agent.errors",
     "ModelError": "tir_agent.errors",
     "AuthenticationError": "tir_agent.errors",
     "RateLimitError": "tir_agent.errors",
@@ -101,13 +106,18 @@ __all__ = [
     "PromptError",
     "Protections",
     "RateLimitError",
+    "RemoteSandbox",
+    "RemoteSession",
     "Sandbox",
     "SandboxClosedError",
     "SandboxConfig",
     "SandboxError",
+    "SandboxServiceError",
     "SandboxSession",
+    "ServiceConfig",
     "SolveResult",
     "SolveStatus",
+    "SyncRemoteSandbox",
     "SyncSandbox",
     "TagPreset",
     "TextDelta",
@@ -162,6 +172,7 @@ if TYPE_CHECKING:
         RateLimitError,
         SandboxClosedError,
         SandboxError,
+        SandboxServiceError,
         TirAgentError,
     )
     from tir_agent.formats.output import format_output
@@ -173,8 +184,10 @@ if TYPE_CHECKING:
     from tir_agent.sandbox.config import SandboxConfig
     from tir_agent.sandbox.isolation import Protections, detect_protections
     from tir_agent.sandbox.local import LocalSandbox
+    from tir_agent.sandbox.remote import RemoteSandbox, RemoteSession
     from tir_agent.sandbox.result import ExecutionResult
-    from tir_agent.sandbox.sync import SyncSandbox
+    from tir_agent.sandbox.sync import SyncRemoteSandbox, SyncSandbox
+    from tir_agent.service.config import ServiceConfig
     from tir_agent.turn import (
         CodeCall,
         CodeComplete,
