@@ -45,9 +45,10 @@ def _run(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_readme_has_the_examples_this_test_runs() -> None:
     blocks = python_blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     assert 'Agent(model="gpt-4o-mini")' in blocks[0]
     assert "LocalSandbox" in blocks[2]
+    assert "RemoteSandbox" in blocks[3]
 
 
 @pytest.mark.slow
@@ -80,3 +81,12 @@ def test_sandbox_example_prints_42_and_a_short_traceback() -> None:
         "Traceback (most recent call last):\n    1 / 0\nZeroDivisionError: division by zero\n"
         in (done.stdout)
     )
+
+
+def test_remote_sandbox_example_builds_an_agent_on_remote_servers() -> None:
+    """Servers are contacted on first use only, so the example constructs without them (the
+    remote sandbox itself runs for real in tests/remote/)."""
+    code = python_blocks()[3] + "\nprint(type(agent._sandbox).__name__, agent._sandbox.urls)\n"
+    built = _run(code, {**os.environ, "OPENAI_API_KEY": "sk-test"})
+    assert built.returncode == 0, built.stderr
+    assert built.stdout.startswith("RemoteSandbox ['http://10.0.0.5:6000', 'http://10.0.0.6:6000']")
