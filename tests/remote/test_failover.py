@@ -151,3 +151,74 @@ async def test_proxy_without_live_upstream_is_treated_as_a_dead_server() -> None
             again = await session.run("print(5)")
             assert again.stdout == "5\n" and session.server_url == b.url
             assert (await sandbox.run("print(6)")).stdout == "6\n"
+
+
+async def test_open_behind_a_proxy_retries_with_a_new_id_when_the_proxy_answers_502() -> None:
+    """One URL (nginx in front of several servers): the server the first id hashes to has just
+    died, so the proxy answers the open with a 502. The open is retried with a fresh id, which
+    the proxy routes to a live server, instead of failing. (A scripted proxy stands in for nginx
+    here, to make the 502 deterministic; tests/scaleout runs the real one.)"""
+    opened: list[bytes] = []
+
+    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            _, _, rest = head.lower().partition(b"content-length: ")
+            await reader.readexactly(int(rest.split(b"\r\n")[0] or 0))
+            sid = head.lower().partition(b"x-session-id: ")[2].split(b"\r\n")[0]
+            if head.startswith(b"POST /v1/sessions ") and not opened:
+                opened.append(sid)
+                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad")
+            elif head.startswith(b"POST /v1/sessions "):
+                opened.append(sid)
+                body = b'{"session_id": "x", "created": 0, "last_used": 0}'
+                writer.write(
+                    b"HTTP/1.1 201 Created\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                )
+            else:
+                body = b'{"status": "completed", "stdout": "7\\n"}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body)
+                )
+            await writer.drain()
+        writer.close()
+
+    async with raw_server(proxy) as url, RemoteSandbox(url) as sandbox:
+        session = await sandbox.open_session()
+        assert len(opened) == 2 and opened[0] != opened[1]  # retried, with a new id
+        assert session.session_id == opened[1].decode()
+        assert (await session.run("print(7)")).stdout == "7\n"
+
+
+async def test_stateless_runs_carry_a_fresh_session_header_for_proxies_that_hash_on_it() -> None:
+    """ingress-nginx's upstream-hash-by sends requests without X-Session-ID to one pod: each
+    stateless run carries a random id so they spread (a recording server stands in for it)."""
+    seen: list[bytes] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            _, _, rest = head.lower().partition(b"content-length: ")
+            await reader.readexactly(int(rest.split(b"\r\n")[0] or 0))
+            if head.startswith(b"POST /v1/run "):
+                seen.append(head.lower().partition(b"x-session-id: ")[2].split(b"\r\n")[0])
+            body = b'{"status": "completed", "stdout": "1\\n"}'
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(body), body)
+            )
+            await writer.drain()
+        writer.close()
+
+    async with raw_server(record) as url, RemoteSandbox(url) as sandbox:
+        for _ in range(3):
+            assert (await sandbox.run("print(1)")).stdout == "1\n"
+    assert len(seen) == 3 and len(set(seen)) == 3 and all(len(s) == 32 for s in seen)

@@ -41,6 +41,10 @@ DEFAULT_WAIT = 600.0
 and the server's default applies."""
 CONTROL_TIMEOUT = 30.0
 """Seconds to wait for opening or closing a session."""
+OPEN_ROUNDS = 3
+"""Rounds over all servers, each with a new session id, before opening a session fails."""
+OPEN_BACKOFF = 0.1
+"""Seconds slept before the second round of opening a session (twice that before the third)."""
 RETRY_AFTER = 5.0
 """Seconds a server that refused a connection is skipped before it is tried again."""
 LOST_NOTE = (
@@ -188,14 +192,12 @@ class RemoteSession:
 
     async def _reopen(self) -> None:
         started = time.perf_counter()
-        session_id = uuid.uuid4().hex
-        self._server = await self._sandbox._open_on_any(session_id)
-        self.session_id = session_id
+        self._server, self.session_id = await self._sandbox._open_on_any()
         self._lost = False
         self.restarts += 1
         log.info(
             "remote.session.start",
-            session=session_id,
+            session=self.session_id,
             server=self._server.url,
             restarts=self.restarts,
             duration=round(time.perf_counter() - started, 6),
@@ -286,8 +288,7 @@ class RemoteSandbox:
         if self._closed:
             raise SandboxClosedError("the remote sandbox was closed")
         started = time.perf_counter()
-        session_id = uuid.uuid4().hex
-        server = await self._open_on_any(session_id)
+        server, session_id = await self._open_on_any()
         session = RemoteSession(self, server, session_id)
         self._sessions.add(session)
         log.info(
@@ -324,8 +325,15 @@ class RemoteSandbox:
             server.sessions += 1  # a fresh session while it runs, for spreading
             self._turn = server.index + 1
             try:
+                # A random id: proxies that route by X-Session-ID (ingress-nginx's upstream-hash-by
+                # sends requests without it to one pod) spread stateless runs too.
                 response = await self._call(
-                    server, "POST", f"{api.API_PREFIX}/run", json_body=body, timeout=wait
+                    server,
+                    "POST",
+                    f"{api.API_PREFIX}/run",
+                    json_body=body,
+                    headers={api.SESSION_HEADER: uuid.uuid4().hex},
+                    timeout=wait,
                 )
             except _Unavailable as e:
                 self._mark_down(server, str(e))
@@ -397,8 +405,23 @@ class RemoteSandbox:
         down.sort(key=lambda s: s.down_until)
         return up + down
 
-    async def _open_on_any(self, session_id: str) -> _Server:
+    async def _open_on_any(self) -> tuple[_Server, str]:
+        """Open a session on the best server: ``(server, session_id)``. A server that cannot be
+        reached is skipped; when none answers, all are tried again (up to :data:`OPEN_ROUNDS`
+        rounds) with a new id each time, because a proxy in front of several servers (a single
+        URL) routes a new id to another server: a server dying behind nginx answers the open
+        with a 502 once, and the next id lands on a live one."""
         failures: list[str] = []
+        for round_ in range(OPEN_ROUNDS):
+            if round_:
+                await asyncio.sleep(OPEN_BACKOFF * round_)
+            session_id = uuid.uuid4().hex
+            server = await self._open_round(session_id, failures)
+            if server is not None:
+                return server, session_id
+        raise SandboxError("no sandbox server reachable to open a session: " + "; ".join(failures))
+
+    async def _open_round(self, session_id: str, failures: list[str]) -> _Server | None:
         for server in self._candidates():
             # Counted before the request, so that sessions opened concurrently spread out.
             server.sessions += 1
@@ -427,7 +450,7 @@ class RemoteSandbox:
             if response.status < 500:
                 raise self._refused(server, response)
             failures.append(f"{server.url} (HTTP {response.status}: {_error_text(response)})")
-        raise SandboxError("no sandbox server reachable to open a session: " + "; ".join(failures))
+        return None
 
     async def _call(
         self,
