@@ -11,6 +11,8 @@ stack of ``tir-agent sandbox serve``) as a subprocess on a free loopback port. T
 
 :func:`raw_server` is an asyncio TCP server whose handler gets the raw bytes, for what no HTTP
 framework does on purpose: closing without a reply, resetting, sending garbage.
+:func:`scripted_http` is one that answers each request with what a function of its head says,
+for proxies and servers that must answer exactly so (a 502 without the API header, ...).
 """
 
 from __future__ import annotations
@@ -146,3 +148,39 @@ async def raw_server(handler: Handler) -> AsyncIterator[str]:
 async def read_request(reader: asyncio.StreamReader) -> bytes:
     """The head of one request (bodies are not read: the tests send none to raw servers)."""
     return await reader.readuntil(b"\r\n\r\n")
+
+
+def header(head: bytes, name: bytes) -> bytes:
+    """The value of header ``name`` (lower case) in a request head, ``b""`` when absent."""
+    return head.lower().partition(b"\r\n" + name + b": ")[2].split(b"\r\n")[0]
+
+
+OK = b"200 OK"
+CREATED = b"201 Created"
+BAD_GATEWAY = b"502 Bad Gateway"
+
+
+@contextlib.asynccontextmanager
+async def scripted_http(
+    respond: Callable[[bytes], tuple[bytes, bytes, bool]],
+) -> AsyncIterator[str]:
+    """A keep-alive HTTP server whose reply to each request is ``respond(head)``: ``(status
+    line, body, with the X-TIR-Agent-API header)``. Yields its URL."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await read_request(reader)
+            except asyncio.IncompleteReadError:
+                break
+            await reader.readexactly(int(header(head, b"content-length") or 0))
+            status, body, api = respond(head)
+            extra = b"X-TIR-Agent-API: 1\r\n" if api else b""
+            writer.write(
+                b"HTTP/1.1 %s\r\n%sContent-Length: %d\r\n\r\n%s" % (status, extra, len(body), body)
+            )
+            await writer.drain()
+        writer.close()
+
+    async with raw_server(handle) as url:
+        yield url

@@ -11,7 +11,15 @@ from collections import Counter
 
 import pytest
 
-from tests.remote.apps import raw_server, read_request
+from tests.remote.apps import (
+    BAD_GATEWAY,
+    CREATED,
+    OK,
+    header,
+    raw_server,
+    read_request,
+    scripted_http,
+)
 from tests.servers import free_port, start_server
 from tir_agent.errors import SandboxError
 from tir_agent.sandbox import remote
@@ -119,31 +127,20 @@ async def test_down_server_is_skipped_then_retried_after_the_cool_down(
             assert third.server_url == b.url and attempts == 2
 
 
+SESSION_INFO = b'{"session_id": "x", "created": 0, "last_used": 0}'
+
+
 async def test_proxy_without_live_upstream_is_treated_as_a_dead_server() -> None:
     """A proxy (nginx) whose upstream died answers 502 itself, without the API header: the
     session is lost and continues on the other server; that is no "wrong server" error."""
 
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            _, _, rest = head.lower().partition(b"content-length: ")
-            await reader.readexactly(int(rest.split(b"\r\n")[0] or 0))
-            if head.startswith(b"POST /v1/sessions "):
-                body = b'{"session_id": "x", "created": 0, "last_used": 0}'
-                writer.write(
-                    b"HTTP/1.1 201 Created\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
-                    % (len(body), body)
-                )
-            else:
-                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad")
-            await writer.drain()
-        writer.close()
+    def proxy(head: bytes) -> tuple[bytes, bytes, bool]:
+        if head.startswith(b"POST /v1/sessions "):
+            return CREATED, SESSION_INFO, True
+        return BAD_GATEWAY, b"bad", False
 
     with start_server("preload=[]") as b:
-        async with raw_server(proxy) as url, RemoteSandbox([url, b.url]) as sandbox:
+        async with scripted_http(proxy) as url, RemoteSandbox([url, b.url]) as sandbox:
             session = await sandbox.open_session()
             assert session.server_url == url
             lost = await session.run("1")
@@ -160,35 +157,15 @@ async def test_open_behind_a_proxy_retries_with_a_new_id_when_the_proxy_answers_
     here, to make the 502 deterministic; tests/scaleout runs the real one.)"""
     opened: list[bytes] = []
 
-    async def proxy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            _, _, rest = head.lower().partition(b"content-length: ")
-            await reader.readexactly(int(rest.split(b"\r\n")[0] or 0))
-            sid = head.lower().partition(b"x-session-id: ")[2].split(b"\r\n")[0]
-            if head.startswith(b"POST /v1/sessions ") and not opened:
-                opened.append(sid)
-                writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 3\r\n\r\nbad")
-            elif head.startswith(b"POST /v1/sessions "):
-                opened.append(sid)
-                body = b'{"session_id": "x", "created": 0, "last_used": 0}'
-                writer.write(
-                    b"HTTP/1.1 201 Created\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
-                    % (len(body), body)
-                )
-            else:
-                body = b'{"status": "completed", "stdout": "7\\n"}'
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
-                    % (len(body), body)
-                )
-            await writer.drain()
-        writer.close()
+    def proxy(head: bytes) -> tuple[bytes, bytes, bool]:
+        if head.startswith(b"POST /v1/sessions "):
+            opened.append(header(head, b"x-session-id"))
+            return (
+                (BAD_GATEWAY, b"bad", False) if len(opened) == 1 else (CREATED, SESSION_INFO, True)
+            )
+        return OK, b'{"status": "completed", "stdout": "7\\n"}', True
 
-    async with raw_server(proxy) as url, RemoteSandbox(url) as sandbox:
+    async with scripted_http(proxy) as url, RemoteSandbox(url) as sandbox:
         session = await sandbox.open_session()
         assert len(opened) == 2 and opened[0] != opened[1]  # retried, with a new id
         assert session.session_id == opened[1].decode()
@@ -200,25 +177,12 @@ async def test_stateless_runs_carry_a_fresh_session_header_for_proxies_that_hash
     stateless run carries a random id so they spread (a recording server stands in for it)."""
     seen: list[bytes] = []
 
-    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while True:
-            try:
-                head = await read_request(reader)
-            except asyncio.IncompleteReadError:
-                break
-            _, _, rest = head.lower().partition(b"content-length: ")
-            await reader.readexactly(int(rest.split(b"\r\n")[0] or 0))
-            if head.startswith(b"POST /v1/run "):
-                seen.append(head.lower().partition(b"x-session-id: ")[2].split(b"\r\n")[0])
-            body = b'{"status": "completed", "stdout": "1\\n"}'
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nX-TIR-Agent-API: 1\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(body), body)
-            )
-            await writer.drain()
-        writer.close()
+    def record(head: bytes) -> tuple[bytes, bytes, bool]:
+        if head.startswith(b"POST /v1/run "):
+            seen.append(header(head, b"x-session-id"))
+        return OK, b'{"status": "completed", "stdout": "1\\n"}', True
 
-    async with raw_server(record) as url, RemoteSandbox(url) as sandbox:
+    async with scripted_http(record) as url, RemoteSandbox(url) as sandbox:
         for _ in range(3):
             assert (await sandbox.run("print(1)")).stdout == "1\n"
     assert len(seen) == 3 and len(set(seen)) == 3 and all(len(s) == 32 for s in seen)
