@@ -90,6 +90,13 @@ class ServiceApp(Starlette):
             protections=service.sandbox.protections.active(),
             duration=round(time.perf_counter() - started, 3),
         )
+        missing = [name for name, _ in service.sandbox.protections.missing]
+        if missing:  # a server runs other people's code: say it loudly, not only at INFO
+            log.warning(
+                "service.weak_isolation",
+                missing=missing,
+                fix="see `python -m tir_agent.sandbox.isolation`; --strict refuses to start so",
+            )
         try:
             yield
         finally:
