@@ -68,9 +68,10 @@ def test_health_needs_no_token(server: ServerProcess) -> None:
 def test_the_right_token_works(server: ServerProcess) -> None:
     client = Client(server.url, token=TOKEN)
     reply = client.execute("6 * 7", session="auth")
-    assert reply.status == 200
+    assert reply.status == 200, reply.raw
     assert reply.body["stdout"] == "42\n"
-    assert client.v1("POST", "/run", {"code": "print(1)"}).status == 200
+    reply = client.v1("POST", "/run", {"code": "print(1)"})
+    assert reply.status == 200, reply.raw
     lower = client.request("GET", "/sessions", headers={"Authorization": f"bearer {TOKEN}"})
     assert lower.status == 200  # the scheme is case-insensitive (RFC 7235)
     client.close()
