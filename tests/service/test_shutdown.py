@@ -3,6 +3,8 @@ after the grace period with a clear reply), the process exits 0 and no sandbox p
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -106,4 +108,23 @@ def test_cells_past_the_grace_period_are_cut_with_a_clear_reply() -> None:
         assert isinstance(v1, Reply) and v1.status == 503, v1
         assert v1.body["error"]["type"] == "shutting_down"
         assert v1.headers["x-tir-agent-api"] == "1"
+    assert wait_until_gone(mark) == []
+
+
+def test_ctrl_c_to_the_process_group_lets_running_cells_finish() -> None:
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group. The sandbox runs
+    in a process group of its own, so only the server gets it: the running cells finish and
+    answer, then everything stops."""
+    mark = marker()
+    with start(mark, "30") as server:
+        calls = running_cells(server, "import time\ntime.sleep(1.5)\nprint('done')")
+        os.killpg(server.proc.pid, signal.SIGINT)  # the server leads its group (start_server)
+        for thread, _ in calls:
+            thread.join(30)
+        [nemo], [v1] = (out for _, out in calls)
+        assert isinstance(nemo, Reply) and nemo.status == 200, nemo
+        assert (nemo.body["process_status"], nemo.body["stdout"]) == ("completed", "done\n")
+        assert isinstance(v1, Reply) and v1.status == 200, v1
+        assert v1.body["stdout"] == "done\n"
+        assert server.stop() == 0
     assert wait_until_gone(mark) == []

@@ -320,6 +320,10 @@ class LocalSandbox:
                     stderr=None if debug else subprocess.DEVNULL,
                     env={},
                     cwd="/",
+                    # Its own process group: a Ctrl-C (SIGINT to the terminal's foreground
+                    # group) is the host's to handle and must not kill running cells. The
+                    # template still dies with the host (--die-with-parent / PR_SET_PDEATHSIG).
+                    start_new_session=True,
                 )
             except OSError as e:
                 raise SandboxError(f"cannot start the sandbox template: {e}") from e

@@ -34,8 +34,9 @@ __all__ = ["ServiceApp", "ServiceConfig", "create_app", "serve"]
 log = get_logger(__name__)
 
 LOOP = "asyncio"
-"""uvicorn's event loop. uvloop would be faster, but ``LocalSandbox``'s session channel asserts
-``isinstance(transport, asyncio.Transport)``, which uvloop's transports are not."""
+"""uvicorn's event loop. ``LocalSandbox`` works on uvloop too (tests/sandbox/test_uvloop.py), but
+uvloop measured no faster here (docs/service.md), and asyncio's server stops accepting at once
+when shutdown begins."""
 
 KEEP_ALIVE = 75.0
 """Seconds an idle client connection stays open: longer than nginx's upstream keep-alive (60 s),
