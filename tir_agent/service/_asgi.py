@@ -7,13 +7,16 @@ bytes built directly, so the server adds little to :meth:`LocalSession.run`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_json
 from starlette.types import Receive, Send
 
+from tir_agent._log import get_logger
+from tir_agent.errors import SandboxClosedError, SandboxError
 from tir_agent.service.api import ErrorType
 
 Headers = list[tuple[bytes, bytes]]
@@ -22,6 +25,8 @@ JSON: Headers = [(b"content-type", b"application/json")]
 """The content type of every reply."""
 
 M = TypeVar("M", bound=BaseModel)
+
+log = get_logger(__name__)
 
 
 class HTTPError(Exception):
@@ -171,3 +176,36 @@ def shutting_down() -> HTTPError:
         "the sandbox server is shutting down and takes no new work; retry on another server",
         headers=[(b"connection", b"close")],
     )
+
+
+async def answer(
+    route: Awaitable[None],
+    send: Send,
+    send_error: Callable[[Send, HTTPError], Awaitable[None]],
+    *,
+    path: str,
+    stopping: Callable[[], bool],
+    cancelled: Callable[[], HTTPError],
+) -> None:
+    """Await ``route`` (one request's handler) and turn what it raises into an error reply in
+    the API's shape (``send_error``): refusals as they are, a closed sandbox as 503, sandbox
+    failures and server bugs as a logged 500 ``sandbox_error``; a request cancelled by the
+    shutdown (``stopping()``) gets ``cancelled()``. A client that went away gets nothing."""
+    try:
+        await route
+    except HTTPError as e:
+        await send_error(send, e)
+    except SandboxClosedError:
+        await send_error(send, shutting_down())
+    except SandboxError as e:
+        log.error("request.error", path=path, error=type(e).__name__)
+        await send_error(send, HTTPError(500, "sandbox_error", f"the sandbox failed: {e}"))
+    except ClientGone:
+        return
+    except Exception as e:  # a bug of the server: still a JSON reply the client can read
+        log.error("request.error", path=path, error=type(e).__name__, exc_info=True)
+        await send_error(send, HTTPError(500, "sandbox_error", f"internal server error: {e!r}"))
+    except asyncio.CancelledError:
+        if not stopping():
+            raise
+        await send_error(send, cancelled())

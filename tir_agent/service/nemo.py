@@ -22,8 +22,8 @@ from tir_agent.sandbox.local import LocalSession
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     JSON,
-    ClientGone,
     HTTPError,
+    answer,
     content_is_json,
     not_allowed,
     not_found,
@@ -105,45 +105,46 @@ async def handle(
     send: Send,
 ) -> None:
     """Answer one request of the NeMo-Skills API (or 404)."""
+    await answer(
+        _route(service, scope, path, headers, receive, send),
+        send,
+        send_error,
+        path=path,
+        stopping=lambda: service.stopping,
+        cancelled=shutting_down,
+    )
+
+
+async def _route(
+    service: Service,
+    scope: Scope,
+    path: str,
+    headers: dict[bytes, bytes],
+    receive: Receive,
+    send: Send,
+) -> None:
     method: str = scope["method"]
-    try:
-        if path == "/execute":
-            if method != "POST":
-                raise not_allowed(method, path, "POST")
-            service.authorize(headers)
-            await execute(service, headers, receive, send)
-        elif path == "/health":
-            if method != "GET":
-                raise not_allowed(method, path, "GET")
-            await health(service, scope, send)
-        elif path == "/sessions":
-            if method != "GET":
-                raise not_allowed(method, path, "GET")
-            service.authorize(headers)
-            await list_sessions(service, send)
-        elif path.startswith("/sessions/"):
-            if method != "DELETE":
-                raise not_allowed(method, path, "DELETE")
-            service.authorize(headers)
-            await delete_session(service, path[len("/sessions/") :], send)
-        else:
-            raise not_found(method, path)
-    except HTTPError as e:
-        await send_error(send, e)
-    except SandboxClosedError:
-        await send_error(send, shutting_down())
-    except SandboxError as e:
-        log.error("request.error", path=path, error=type(e).__name__)
-        await send_error(send, HTTPError(500, "sandbox_error", f"the sandbox failed: {e}"))
-    except ClientGone:
-        return
-    except Exception as e:  # a bug of the server: still a JSON reply the client can read
-        log.error("request.error", path=path, error=type(e).__name__, exc_info=True)
-        await send_error(send, HTTPError(500, "sandbox_error", f"internal server error: {e!r}"))
-    except asyncio.CancelledError:
-        if not service.stopping:
-            raise
-        await send_error(send, shutting_down())
+    if path == "/execute":
+        if method != "POST":
+            raise not_allowed(method, path, "POST")
+        service.authorize(headers)
+        await execute(service, headers, receive, send)
+    elif path == "/health":
+        if method != "GET":
+            raise not_allowed(method, path, "GET")
+        await health(service, scope, send)
+    elif path == "/sessions":
+        if method != "GET":
+            raise not_allowed(method, path, "GET")
+        service.authorize(headers)
+        await list_sessions(service, send)
+    elif path.startswith("/sessions/"):
+        if method != "DELETE":
+            raise not_allowed(method, path, "DELETE")
+        service.authorize(headers)
+        await delete_session(service, path[len("/sessions/") :], send)
+    else:
+        raise not_found(method, path)
 
 
 async def send_error(send: Send, error: HTTPError) -> None:

@@ -9,7 +9,6 @@ is a 404 ``session_not_found``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -20,9 +19,9 @@ from tir_agent.errors import SandboxClosedError, SandboxError
 from tir_agent.sandbox.local import LocalSession
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
-    ClientGone,
     Headers,
     HTTPError,
+    answer,
     content_is_json,
     not_allowed,
     not_found,
@@ -79,57 +78,59 @@ async def handle(
     send: Send,
 ) -> None:
     """Answer one request under ``/v1`` (``rest`` is the path after ``/v1``)."""
+    path = "/v1" + rest
+    await answer(
+        _route(service, scope, rest, headers, receive, send),
+        send,
+        send_error,
+        path=path,
+        stopping=lambda: service.stopping,
+        cancelled=lambda: cut(service),
+    )
+
+
+async def _route(
+    service: Service,
+    scope: Scope,
+    rest: str,
+    headers: dict[bytes, bytes],
+    receive: Receive,
+    send: Send,
+) -> None:
     method: str = scope["method"]
     path = "/v1" + rest
-    try:
-        if rest == "/health":
-            if method != "GET":
-                raise not_allowed(method, path, "GET")
-            await health(service, send)
-            return
-        service.authorize(headers)
-        check_version(headers)
-        if rest.startswith("/sessions/"):
-            tail = rest[len("/sessions/") :]
-            if tail.endswith("/run"):
-                if method != "POST":
-                    raise not_allowed(method, path, "POST")
-                await run(service, session_id(tail[:-4], headers), headers, receive, send)
-            elif "/" not in tail:
-                if method != "DELETE":
-                    raise not_allowed(method, path, "DELETE")
-                await delete(service, session_id(tail, headers), send)
-            else:
-                raise not_found(method, path)
-        elif rest == "/sessions":
-            if method == "POST":
-                await create(service, headers, send)
-            elif method == "GET":
-                await list_sessions(service, send)
-            else:
-                raise not_allowed(method, path, "GET, POST")
-        elif rest == "/run":
+    if rest == "/health":
+        if method != "GET":
+            raise not_allowed(method, path, "GET")
+        await health(service, send)
+        return
+    service.authorize(headers)
+    check_version(headers)
+    if rest.startswith("/sessions/"):
+        tail = rest[len("/sessions/") :]
+        if tail.endswith("/run"):
             if method != "POST":
                 raise not_allowed(method, path, "POST")
-            await run_stateless(service, headers, receive, send)
+            await run(service, session_id(tail[:-4], headers), headers, receive, send)
+        elif "/" not in tail:
+            if method != "DELETE":
+                raise not_allowed(method, path, "DELETE")
+            await delete(service, session_id(tail, headers), send)
         else:
             raise not_found(method, path)
-    except HTTPError as e:
-        await send_error(send, e)
-    except SandboxClosedError:
-        await send_error(send, shutting_down())
-    except SandboxError as e:
-        log.error("request.error", path=path, error=type(e).__name__)
-        await send_error(send, HTTPError(500, "sandbox_error", f"the sandbox failed: {e}"))
-    except ClientGone:
-        return
-    except Exception as e:  # a bug of the server: still a JSON reply the client can read
-        log.error("request.error", path=path, error=type(e).__name__, exc_info=True)
-        await send_error(send, HTTPError(500, "sandbox_error", f"internal server error: {e!r}"))
-    except asyncio.CancelledError:
-        if not service.stopping:
-            raise
-        await send_error(send, cut(service))
+    elif rest == "/sessions":
+        if method == "POST":
+            await create(service, headers, send)
+        elif method == "GET":
+            await list_sessions(service, send)
+        else:
+            raise not_allowed(method, path, "GET, POST")
+    elif rest == "/run":
+        if method != "POST":
+            raise not_allowed(method, path, "POST")
+        await run_stateless(service, headers, receive, send)
+    else:
+        raise not_found(method, path)
 
 
 async def send_error(send: Send, error: HTTPError) -> None:
