@@ -27,8 +27,11 @@ header; a server of another version answers 400 ``api_version``::
     POST   /v1/run                       RunRequest -> 200 ExecutionResult  (fresh session)
 
 Errors of the tir-agent API are ``{"error": {"type": ..., "message": ...}}`` (:class:`ErrorBody`)
-with 400 (malformed, ``api_version``, header/path mismatch), 401 (token), 404, 409, 413 (body too
-large), 415 (not JSON), 422 (valid JSON of the wrong shape) or 503 (shutting down).
+with 400 (malformed, ``api_version``, header/path mismatch), 401 (token), 404, 405 (method not
+allowed, type ``bad_request``, with ``Allow``), 409, 413 (body too large), 415 (not JSON), 422
+(valid JSON of the wrong shape), 500 ``sandbox_error`` (the sandbox or the server failed; a client
+treats it on a session's run as a lost session) or 503 (shutting down). The NeMo-Skills API
+answers its errors as ``{"error": message, "type": ...}``.
 
 Session ids are chosen by the client (so a proxy can route by ``X-Session-ID`` from the very
 first request) and must match :data:`SESSION_ID_PATTERN`. Session requests of the v1 API carry
