@@ -1,9 +1,11 @@
 """``tir-agent doctor``: test the set-up, one line per check, with a fix for each failure.
 
 Checks, in order: the Python version and the installed packages; which sandbox protections are
-active (and how to get the missing ones); whether an API key is set; whether the endpoint answers
-and lists the model; tiny probes of native tool calls, ``stop`` and streaming; one short TIR solve
-through the real agent and sandbox. :func:`run_doctor` prints the table and returns the exit code:
+active (and how to get the missing ones); remote sandbox servers given with ``--sandbox-url``
+(reachable, API version, token, a stateful session, their protections); whether an API key is
+set; whether the endpoint answers and lists the model; tiny probes of native tool calls, ``stop``
+and streaming; one short TIR solve through the real agent and sandbox (the remote one when
+given). :func:`run_doctor` prints the table and returns the exit code:
 non-zero when a *required* check fails (warnings never fail the run).
 
 The endpoint is, in order: ``base_url`` when given; OpenAI (``gpt-4o-mini``) when
@@ -305,18 +307,60 @@ async def _probe_stream(client: openai.AsyncOpenAI, endpoint: Endpoint) -> Check
     )
 
 
-async def _probe_solve(endpoint: Endpoint) -> Check:
+async def check_sandbox_servers(urls: list[str]) -> list[Check]:
+    """Each remote sandbox server: reachable, speaking API version 1, accepting the token
+    (``TIR_AGENT_SANDBOX_TOKEN``), keeping a session's state; its protections."""
+    from tir_agent.errors import TirAgentError
+    from tir_agent.sandbox.remote import RemoteSandbox
+
+    checks: list[Check] = []
+    for url in urls:
+        name = f"Sandbox server {url}"
+        try:
+            async with RemoteSandbox(url, timeout=30.0) as sandbox:
+                (health,) = (await sandbox.health()).values()
+                started = time.perf_counter()
+                async with sandbox.session() as session:
+                    await session.run("x = 41")
+                    result = await session.run("x + 1")
+                took = time.perf_counter() - started
+        except TirAgentError as e:
+            fix = "Start one with `tir-agent sandbox serve`; check the URL and TIR_AGENT_SANDBOX_TOKEN"
+            checks.append(Check(name, "fail", _short(e), fix))
+            continue
+        if result.stdout != "42\n":
+            detail = f"a session did not keep its state: {result.status} {result.stderr[:200]!r}"
+            checks.append(Check(name, "fail", detail, "See the server's log (-v)"))
+            continue
+        missing = [k for k, active in health.protections.items() if not active]
+        detail = (
+            f"API v{health.version}, {health.sessions} open session(s) (max "
+            f"{health.max_sessions}); a session ran 2 cells in {took * 1000:.0f} ms; protections: "
+            + ("all active" if not missing else "missing " + ", ".join(missing))
+        )
+        if missing:
+            fix = "Run `tir-agent doctor` on the server's host for how to get them"
+            checks.append(Check(name, "warn", detail, fix, required=False))
+        else:
+            checks.append(Check(name, "pass", detail))
+    return checks
+
+
+async def _probe_solve(endpoint: Endpoint, sandbox_urls: list[str] | None = None) -> Check:
     from tir_agent.agent import Agent
+    from tir_agent.sandbox.remote import RemoteSandbox
 
     options: dict[str, Any] = {"max_code_executions": 2, "timeout": 120.0, "max_retries": 1}
     if endpoint.local:
         options = {**local_agent_options(), **options}  # text tags: no tool-call adapter needed
     else:
         options["max_tokens"] = 2048
+    remote = RemoteSandbox(sandbox_urls) if sandbox_urls else None
     agent = Agent(
         endpoint.model,
         base_url=endpoint.base_url,
         api_key=endpoint.api_key,
+        sandbox=remote,
         **options,
     )
     try:
@@ -325,6 +369,8 @@ async def _probe_solve(endpoint: Endpoint) -> Check:
         return Check("TIR solve", "fail", f"{type(e).__name__}: {_short(e)}", "See the error")
     finally:
         await agent.aclose()
+        if remote is not None:
+            await remote.close()
     executed = len(result.executions)
     detail = (
         f"{_PROBLEM!r}: status {result.status}, {executed} execution(s), answer "
@@ -355,7 +401,9 @@ def _optional_fail(name: str, e: openai.OpenAIError, fix: str) -> Check:
     return Check(name, "fail", _short(e), fix, required=False)
 
 
-async def check_endpoint(endpoint: Endpoint, *, solve: bool = True) -> list[Check]:
+async def check_endpoint(
+    endpoint: Endpoint, *, solve: bool = True, sandbox_urls: list[str] | None = None
+) -> list[Check]:
     """Probe the endpoint; the probes after the first run only when it answers."""
     client = openai.AsyncOpenAI(
         base_url=endpoint.base_url, api_key=endpoint.api_key, timeout=60.0, max_retries=0
@@ -370,7 +418,7 @@ async def check_endpoint(endpoint: Endpoint, *, solve: bool = True) -> list[Chec
     finally:
         await client.close()
     if solve:
-        checks.append(await _probe_solve(endpoint))
+        checks.append(await _probe_solve(endpoint, sandbox_urls))
     return checks
 
 
@@ -436,6 +484,7 @@ def run_doctor(
     base_url: str | None = None,
     api_key: str | None = None,
     solve: bool = True,
+    sandbox_urls: list[str] | None = None,
     console: Console | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
@@ -444,6 +493,9 @@ def run_doctor(
     say = progress or (lambda text: console.print(f"[dim]{text}[/]"))
     say("checking Python, packages and sandbox protections ...")
     checks = [check_python(), *check_packages(), *check_sandbox()]
+    if sandbox_urls:
+        say(f"checking sandbox server(s) {', '.join(sandbox_urls)} ...")
+        checks.extend(run_sync(check_sandbox_servers(sandbox_urls)))
     say("resolving the model endpoint ...")
     endpoint, local, chosen = resolve_endpoint(model, base_url, api_key)
     checks.append(chosen)
@@ -452,7 +504,9 @@ def run_doctor(
         checks.append(key_check)
         if endpoint is not None and not key_check.failed:
             say(f"probing {endpoint.base_url} ({endpoint.model}) ...")
-            checks.extend(run_sync(check_endpoint(endpoint, solve=solve)))
+            checks.extend(
+                run_sync(check_endpoint(endpoint, solve=solve, sandbox_urls=sandbox_urls))
+            )
     finally:
         if local is not None:
             local.close()
@@ -471,10 +525,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base-url", help="an OpenAI-compatible endpoint you started (…/v1)")
     parser.add_argument("--api-key", help="API key (default: OPENAI_API_KEY)")
     parser.add_argument("--no-solve", action="store_true", help="skip the short TIR solve")
+    parser.add_argument(
+        "--sandbox-url",
+        action="append",
+        metavar="URL",
+        help="a remote sandbox server (tir-agent sandbox serve) to check and to run the TIR solve "
+        "on; repeat for several (token: TIR_AGENT_SANDBOX_TOKEN)",
+    )
 
 
 def run_from_args(args: argparse.Namespace) -> int:
     """``tir-agent doctor`` with parsed arguments; returns the exit status."""
     return run_doctor(
-        model=args.model, base_url=args.base_url, api_key=args.api_key, solve=not args.no_solve
+        model=args.model,
+        base_url=args.base_url,
+        api_key=args.api_key,
+        solve=not args.no_solve,
+        sandbox_urls=args.sandbox_url,
     )

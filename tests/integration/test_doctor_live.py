@@ -7,16 +7,18 @@ import io
 import pytest
 from rich.console import Console
 
+from tests.servers import start_server
 from tir_agent.doctor import run_doctor
 
 pytestmark = pytest.mark.integration
 
 
-def test_doctor_passes_against_the_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+def _doctor(**options: object) -> tuple[int, str, dict[str, str]]:
     out = io.StringIO()
     code = run_doctor(
-        console=Console(file=out, width=220, color_system=None), progress=lambda _: None
+        console=Console(file=out, width=260, color_system=None),
+        progress=lambda _: None,
+        **options,  # type: ignore[arg-type]
     )
     text = out.getvalue()
     rows = {
@@ -24,8 +26,25 @@ def test_doctor_passes_against_the_embedded_model(monkeypatch: pytest.MonkeyPatc
         for line in text.splitlines()
         if line.startswith("│") and line.strip("│ ").split("│")[0].strip()
     }
+    return code, text, rows
+
+
+def test_doctor_passes_against_the_embedded_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    code, text, rows = _doctor()
     assert code == 0, text
     for name in ("Embedded model", "Endpoint", "Native tool calls", "stop", "Streaming"):
         assert "PASS" in rows[name], rows[name]
     assert "FAIL" not in rows["TIR solve"] and "execution(s)" in rows["TIR solve"]
     assert "All required checks passed." in text
+
+
+def test_doctor_checks_a_remote_sandbox_and_solves_on_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With --sandbox-url, the server is checked and the TIR solve's code runs there."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with start_server("preload=[]") as server:
+        code, text, rows = _doctor(sandbox_urls=[server.url])
+    assert code == 0, text
+    row = rows[f"Sandbox server {server.url}"]
+    assert ("PASS" in row or "WARN" in row) and "API v1" in row, row
+    assert "FAIL" not in rows["TIR solve"] and "execution(s)" in rows["TIR solve"]

@@ -373,6 +373,29 @@ class RemoteSandbox:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def health(self) -> dict[str, api.Health]:
+        """Each server's ``GET /v1/health`` (open sessions, capacity, active protections), by URL.
+        Raises :class:`SandboxError` naming the URL when a server cannot be reached, and
+        :class:`SandboxServiceError` when it is not a tir-agent server of this API version."""
+        report: dict[str, api.Health] = {}
+        for server in self._servers:
+            try:
+                response = await self._call(
+                    server, "GET", f"{api.API_PREFIX}/health", timeout=CONTROL_TIMEOUT
+                )
+            except (_Unavailable, TimeoutError) as e:
+                raise SandboxError(
+                    f"sandbox server {server.url} cannot be reached: {str(e) or type(e).__name__}"
+                ) from e
+            try:
+                report[server.url] = api.Health.model_validate_json(response.body)
+            except ValidationError as e:
+                raise SandboxServiceError(
+                    f"sandbox server {server.url} sent a malformed health reply: {e}",
+                    status_code=response.status,
+                ) from e
+        return report
+
     @property
     def open_sessions(self) -> dict[str, int]:
         """Sessions this client has open, per server URL."""
