@@ -40,3 +40,11 @@ def test_remote_sandbox_used_from_one_event_loop_after_another() -> None:
         assert uvloop.run(session.run("x + 2")).stdout == "43\n"
         asyncio.run(sandbox.close())
         assert session.closed
+
+
+@pytest.mark.slow
+def test_sync_remote_sandbox_reports_server_health() -> None:
+    with start_server("preload=[]") as server, SyncRemoteSandbox(server.url) as sandbox:
+        with sandbox.session():
+            (health,) = sandbox.health().values()
+    assert health.status == "healthy" and health.sessions == 1

@@ -15,8 +15,8 @@ so it works in plain scripts and inside a running event loop (Jupyter) alike::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from tir_agent._sync import run_sync
 from tir_agent.sandbox.config import SandboxConfig
@@ -24,6 +24,9 @@ from tir_agent.sandbox.isolation import Protections
 from tir_agent.sandbox.local import LocalSandbox, LocalSession
 from tir_agent.sandbox.remote import RemoteSandbox, RemoteSession
 from tir_agent.sandbox.result import ExecutionResult
+
+if TYPE_CHECKING:
+    from tir_agent.service.api import Health
 
 
 class SyncSession:
@@ -60,8 +63,41 @@ class SyncSession:
         self.close()
 
 
-class SyncSandbox:
+class _SyncFacade:
+    """What both blocking sandboxes share: sessions, one-off runs, closing."""
+
+    _sandbox: LocalSandbox | RemoteSandbox
+
+    def session(self) -> SyncSession:
+        """A new session; use ``with sandbox.session() as s`` or call ``s.close()``."""
+        opening: Coroutine[Any, Any, LocalSession | RemoteSession] = self._sandbox.open_session()
+        return SyncSession(run_sync(opening))
+
+    def run(
+        self,
+        code: str,
+        *,
+        timeout: float | None = None,
+        max_output_characters: int | None = None,
+    ) -> ExecutionResult:
+        """Run code once in a fresh, throw-away session."""
+        return run_sync(
+            self._sandbox.run(code, timeout=timeout, max_output_characters=max_output_characters)
+        )
+
+    def close(self) -> None:
+        """Close every session: a local sandbox stops all its processes, a remote one its
+        connections."""
+        run_sync(self._sandbox.close())
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SyncSandbox(_SyncFacade):
     """Blocking twin of :class:`LocalSandbox` (same arguments); close it or use ``with``."""
+
+    _sandbox: LocalSandbox
 
     def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
         self._sandbox = LocalSandbox(config, **overrides)
@@ -80,36 +116,15 @@ class SyncSandbox:
         """Start the template process now (otherwise on first use)."""
         run_sync(self._sandbox.start())
 
-    def session(self) -> SyncSession:
-        """A new session; use ``with sandbox.session() as s`` or call ``s.close()``."""
-        return SyncSession(run_sync(self._sandbox.open_session()))
-
-    def run(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        max_output_characters: int | None = None,
-    ) -> ExecutionResult:
-        """Run code once in a fresh, throw-away session."""
-        return run_sync(
-            self._sandbox.run(code, timeout=timeout, max_output_characters=max_output_characters)
-        )
-
-    def close(self) -> None:
-        """Close every session and stop all sandbox processes."""
-        run_sync(self._sandbox.close())
-
     def __enter__(self) -> SyncSandbox:
         self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
-
-class SyncRemoteSandbox:
+class SyncRemoteSandbox(_SyncFacade):
     """Blocking twin of :class:`~tir_agent.sandbox.remote.RemoteSandbox` (same arguments)."""
+
+    _sandbox: RemoteSandbox
 
     def __init__(self, urls: str | Sequence[str], **options: Any) -> None:
         self._sandbox = RemoteSandbox(urls, **options)
@@ -119,28 +134,9 @@ class SyncRemoteSandbox:
         """The servers."""
         return self._sandbox.urls
 
-    def session(self) -> SyncSession:
-        """A new session; use ``with sandbox.session() as s`` or call ``s.close()``."""
-        return SyncSession(run_sync(self._sandbox.open_session()))
-
-    def run(
-        self,
-        code: str,
-        *,
-        timeout: float | None = None,
-        max_output_characters: int | None = None,
-    ) -> ExecutionResult:
-        """Run code once in a fresh, throw-away session on a server."""
-        return run_sync(
-            self._sandbox.run(code, timeout=timeout, max_output_characters=max_output_characters)
-        )
-
-    def close(self) -> None:
-        """Close every open session and all connections."""
-        run_sync(self._sandbox.close())
+    def health(self) -> dict[str, Health]:
+        """Each server's ``GET /v1/health``, by URL (see :meth:`RemoteSandbox.health`)."""
+        return run_sync(self._sandbox.health())
 
     def __enter__(self) -> SyncRemoteSandbox:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
