@@ -44,7 +44,10 @@ def test_remote_sandbox_used_from_one_event_loop_after_another() -> None:
 
 @pytest.mark.slow
 def test_sync_remote_sandbox_reports_server_health() -> None:
-    with start_server("preload=[]") as server, SyncRemoteSandbox(server.url) as sandbox:
-        with sandbox.session():
-            (health,) = sandbox.health().values()
+    with (
+        start_server("preload=[]") as server,
+        SyncRemoteSandbox(server.url) as sandbox,
+        sandbox.session(),
+    ):
+        (health,) = sandbox.health().values()
     assert health.status == "healthy" and health.sessions == 1
