@@ -159,6 +159,10 @@ class Protections:
         """Names of the active protections, in a fixed order."""
         return [name for name in _PROTECTION_DOCS if getattr(self, name)]
 
+    def flags(self) -> dict[str, bool]:
+        """Every protection by name, in the same order: whether it is active."""
+        return {name: bool(getattr(self, name)) for name in _PROTECTION_DOCS}
+
     def table(self) -> str:
         """A human-readable table, one line per protection."""
         how = dict(self.missing)

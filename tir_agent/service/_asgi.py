@@ -8,6 +8,7 @@ bytes built directly, so the server adds little to :meth:`LocalSession.run`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ JSON: Headers = [(b"content-type", b"application/json")]
 M = TypeVar("M", bound=BaseModel)
 
 log = get_logger(__name__)
+_stdlog = logging.getLogger(__name__)
 
 
 class HTTPError(Exception):
@@ -176,6 +178,14 @@ def shutting_down() -> HTTPError:
         "the sandbox server is shutting down and takes no new work; retry on another server",
         headers=[(b"connection", b"close")],
     )
+
+
+def log_refusal(error: HTTPError) -> None:
+    """A refused request: WARNING for the server's own failures (5xx), else DEBUG."""
+    if error.status >= 500:
+        log.warning("request.reject", status=error.status, type=error.type)
+    elif _stdlog.isEnabledFor(logging.DEBUG):
+        log.debug("request.reject", status=error.status, type=error.type)
 
 
 async def answer(

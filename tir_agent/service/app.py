@@ -3,7 +3,8 @@
 :class:`Service` owns the :class:`LocalSandbox` and the :class:`SessionRegistry` and sends each
 HTTP request to the NeMo-Skills API (:mod:`tir_agent.service.nemo`) or the tir-agent API
 (:mod:`tir_agent.service.v1`) by looking at its path: two string comparisons instead of a router,
-because the hot paths should cost microseconds on top of the execution itself.
+because the hot paths should cost microseconds on top of the execution itself. What a handler
+raises becomes an error reply in its API's shape (:func:`~tir_agent.service._asgi.answer`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.types import Receive, Scope, Send
 from tir_agent._log import get_logger
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.service import nemo, v1
-from tir_agent.service._asgi import HTTPError
+from tir_agent.service._asgi import HTTPError, answer, shutting_down
 from tir_agent.service.api import API_VERSION
 from tir_agent.service.config import ServiceConfig
 from tir_agent.service.registry import SessionRegistry
@@ -59,7 +60,14 @@ class Service:
         path: str = scope["path"]
         headers = dict(scope["headers"])
         if path.startswith("/v1/") or path == "/v1":
-            await v1.handle(self, scope, path[3:], headers, receive, send)
+            await answer(
+                v1.handle(self, scope, path[3:], headers, receive, send),
+                send,
+                v1.send_error,
+                path=path,
+                stopping=self._stopping,
+                cancelled=lambda: v1.cut(self),
+            )
             return
         other = _OTHER_VERSION.match(path)
         if other is not None:
@@ -71,4 +79,14 @@ class Service:
             )
             await v1.send_error(send, error)
             return
-        await nemo.handle(self, scope, path, headers, receive, send)
+        await answer(
+            nemo.handle(self, scope, path, headers, receive, send),
+            send,
+            nemo.send_error,
+            path=path,
+            stopping=self._stopping,
+            cancelled=shutting_down,
+        )
+
+    def _stopping(self) -> bool:
+        return self.stopping

@@ -10,7 +10,6 @@ which their client ignores. Errors are ``{"error": "<message>", "type": "<ErrorT
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import TYPE_CHECKING
 
 from pydantic_core import to_json
@@ -23,8 +22,8 @@ from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     JSON,
     HTTPError,
-    answer,
     content_is_json,
+    log_refusal,
     not_allowed,
     not_found,
     parse,
@@ -39,7 +38,6 @@ if TYPE_CHECKING:
     from tir_agent.service.app import Service
 
 log = get_logger(__name__)
-_stdlog = logging.getLogger(__name__)
 
 BACKEND = "tir-agent"
 """The ``backend`` of ``GET /sessions`` (theirs says ``ipython``)."""
@@ -105,24 +103,6 @@ async def handle(
     send: Send,
 ) -> None:
     """Answer one request of the NeMo-Skills API (or 404)."""
-    await answer(
-        _route(service, scope, path, headers, receive, send),
-        send,
-        send_error,
-        path=path,
-        stopping=lambda: service.stopping,
-        cancelled=shutting_down,
-    )
-
-
-async def _route(
-    service: Service,
-    scope: Scope,
-    path: str,
-    headers: dict[bytes, bytes],
-    receive: Receive,
-    send: Send,
-) -> None:
     method: str = scope["method"]
     if path == "/execute":
         if method != "POST":
@@ -149,10 +129,7 @@ async def _route(
 
 async def send_error(send: Send, error: HTTPError) -> None:
     """A NeMo-Skills style error reply."""
-    if error.status >= 500:
-        log.warning("request.reject", status=error.status, type=error.type)
-    elif _stdlog.isEnabledFor(logging.DEBUG):
-        log.debug("request.reject", status=error.status, type=error.type)
+    log_refusal(error)
     body = {"error": error.nemo_error or error.message, "type": error.type}
     await send_json(send, error.status, body, JSON + error.headers)
 

@@ -9,7 +9,6 @@ is a 404 ``session_not_found``.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
@@ -21,8 +20,8 @@ from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     Headers,
     HTTPError,
-    answer,
     content_is_json,
+    log_refusal,
     not_allowed,
     not_found,
     parse,
@@ -45,23 +44,12 @@ if TYPE_CHECKING:
     from tir_agent.service.app import Service
 
 log = get_logger(__name__)
-_stdlog = logging.getLogger(__name__)
 
 V1: Headers = [
     (b"content-type", b"application/json"),
     (API_HEADER.lower().encode(), str(API_VERSION).encode()),
 ]
 """Headers of every reply of this API."""
-
-PROTECTIONS = (
-    "network",
-    "filesystem",
-    "pid_namespace",
-    "session_uids",
-    "seccomp",
-    "rlimits",
-    "env_scrubbed",
-)
 
 _VERSION = str(API_VERSION).encode()
 _API = API_HEADER.lower().encode()
@@ -78,25 +66,6 @@ async def handle(
     send: Send,
 ) -> None:
     """Answer one request under ``/v1`` (``rest`` is the path after ``/v1``)."""
-    path = "/v1" + rest
-    await answer(
-        _route(service, scope, rest, headers, receive, send),
-        send,
-        send_error,
-        path=path,
-        stopping=lambda: service.stopping,
-        cancelled=lambda: cut(service),
-    )
-
-
-async def _route(
-    service: Service,
-    scope: Scope,
-    rest: str,
-    headers: dict[bytes, bytes],
-    receive: Receive,
-    send: Send,
-) -> None:
     method: str = scope["method"]
     path = "/v1" + rest
     if rest == "/health":
@@ -135,10 +104,7 @@ async def _route(
 
 async def send_error(send: Send, error: HTTPError) -> None:
     """An :class:`~tir_agent.service.api.ErrorBody` reply with the API header."""
-    if error.status >= 500:
-        log.warning("request.reject", status=error.status, type=error.type)
-    elif _stdlog.isEnabledFor(logging.DEBUG):
-        log.debug("request.reject", status=error.status, type=error.type)
+    log_refusal(error)
     body = {"error": {"type": error.type, "message": error.message}}
     await send_json(send, error.status, body, V1 + error.headers)
 
@@ -308,11 +274,10 @@ async def delete(service: Service, sid: str, send: Send) -> None:
 
 async def health(service: Service, send: Send) -> None:
     """``GET /v1/health`` (no token or API header needed): 200, or 503 while shutting down."""
-    protections = service.sandbox.protections
     body = Health(
         status="shutting_down" if service.stopping else "healthy",
         sessions=len(service.registry),
         max_sessions=service.config.sandbox.max_sessions,
-        protections={name: bool(getattr(protections, name)) for name in PROTECTIONS},
+        protections=service.sandbox.protections.flags(),
     )
     await send_bytes(send, 503 if service.stopping else 200, body.model_dump_json().encode(), V1)
