@@ -46,6 +46,7 @@ import sys
 import time
 import traceback
 import types
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from tir_agent.sandbox import isolation
@@ -164,19 +165,28 @@ def _descendants(roots: list[int], exclude: tuple[int, ...] = ()) -> list[int]:
     return seen
 
 
-def kill_tree(roots: list[int], *, include_roots: bool = True, rounds: int = 200) -> None:
-    """SIGKILL ``roots`` (unless ``include_roots`` is False) and every live process below them,
-    repeating while new ones appear."""
+def kill_until_gone(targets: Callable[[], list[int]], rounds: int) -> None:
+    """SIGKILL what ``targets()`` lists, again and again (fork bombs race us), until it lists
+    nothing or ``rounds`` are spent."""
     for _ in range(rounds):
-        pids = [p for p in _descendants(roots) if _alive(p)]
-        if not include_roots:
-            pids = [p for p in pids if p not in roots]
+        pids = targets()
         if not pids:
             return
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         time.sleep(0.0002)
+
+
+def kill_tree(roots: list[int], *, include_roots: bool = True, rounds: int = 200) -> None:
+    """SIGKILL ``roots`` (unless ``include_roots`` is False) and every live process below them,
+    repeating while new ones appear."""
+
+    def targets() -> list[int]:
+        pids = [p for p in _descendants(roots) if _alive(p)]
+        return pids if include_roots else [p for p in pids if p not in roots]
+
+    kill_until_gone(targets, rounds)
 
 
 def _alive(pid: int) -> bool:
@@ -958,17 +968,14 @@ class Supervisor:
     def purge(self, extra: tuple[int, ...] = (), ignore: tuple[int, ...] = ()) -> None:
         """Kill ``extra`` and every orphan (all children of the supervisor but the holder and
         ``ignore``), with everything below them, until none is left (fork bombs race us)."""
-        for _ in range(2000):
+
+        def targets() -> list[int]:
             self.reap()
             keep = tuple(p for p in (self.holder, self.runner) if p and p not in extra) + ignore
             roots = [p for p in (*extra, *self.strays()) if _alive(p) and p not in ignore]
-            targets = [p for p in _descendants(roots, keep) if _alive(p)]
-            if not targets:
-                return
-            for pid in targets:
-                with contextlib.suppress(OSError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.0002)
+            return [p for p in _descendants(roots, keep) if _alive(p)]
+
+        kill_until_gone(targets, 2000)
 
     def kill_everything(self) -> None:
         self.holder = self.runner = 0
