@@ -33,6 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+from tir_agent._resources import read_yaml
 from tir_agent.errors import ConfigError
 from tir_agent.sandbox.config import SandboxConfig
 
@@ -344,12 +345,7 @@ def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, A
 
 def _read_file(path: Path) -> list[tuple[str, Any, str]]:
     """The ``(key, value, where)`` settings of a YAML config file (ours or a NeMo-Skills one)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"Config file {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"Config file {path} cannot be read: {e}") from e
+    data = read_yaml(path, what="Config file")
     if data is None:
         return []
     if not isinstance(data, dict):

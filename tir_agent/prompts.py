@@ -27,10 +27,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
-from tir_agent._resources import data_dir
+from tir_agent._resources import data_dir, read_yaml
 from tir_agent.errors import PromptError
 from tir_agent.formats.output import format_output
 from tir_agent.formats.tags import TagPreset, get_preset
@@ -320,12 +319,7 @@ def _load_named(name: str) -> PromptConfig:
 
 
 def _load_file(path: Path, *, name: str) -> PromptConfig:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PromptError(f"Prompt file {path} does not exist") from None
-    except (OSError, yaml.YAMLError) as e:
-        raise PromptError(f"Prompt file {path} cannot be read: {e}") from e
+    data = read_yaml(path, what="Prompt file", error=PromptError)
     if not isinstance(data, dict):
         raise PromptError(f"Prompt file {path} must hold a mapping (system, user, examples, ...)")
     data.setdefault("name", name)
