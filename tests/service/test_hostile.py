@@ -1,0 +1,260 @@
+"""The server under hostile clients (issue #12): idle and half-sent connections, floods of them,
+huge request heads and replies nobody reads, against real server processes with their limits
+lowered by flags, so a few hundred sockets suffice. Each attack is bounded in sockets and time;
+a legitimate request must be served while it is in progress."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.servers import ServerProcess, start_server
+from tests.service.client import Client
+from tests.service.conftest import LIGHT
+
+pytestmark = pytest.mark.slow
+
+CAP = 40
+TIMEOUT = 1.0
+SLACK = 4.0
+"""Seconds allowed beyond a deadline before a test calls it missed (a loaded 2-core machine)."""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ServerProcess]:
+    with start_server(
+        *LIGHT,
+        "--no-protect-state",
+        "--max-connections",
+        str(CAP),
+        "--request-timeout",
+        str(TIMEOUT),
+        "--keep-alive",
+        "1.5",
+        "--max-header-bytes",
+        "8K",
+    ) as s:
+        yield s
+
+
+def descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def connect(port: int, *, rcvbuf: int | None = None) -> socket.socket:
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def is_closed(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (EOF or reset), without blocking; data is discarded."""
+    try:
+        while True:
+            data = sock.recv(65536, socket.MSG_DONTWAIT)
+            if not data:
+                return True
+    except BlockingIOError:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+
+
+def wait_closed(socks: list[socket.socket], seconds: float, trickle: bytes = b"") -> float:
+    """Seconds until the server closed every socket of ``socks`` (each sending ``trickle`` every
+    0.2 s meanwhile, like a slowloris client); fails after ``seconds``."""
+    started = time.monotonic()
+    open_ = list(socks)
+    while open_:
+        if time.monotonic() - started > seconds:
+            raise AssertionError(f"{len(open_)} of {len(socks)} connections still open")
+        still = []
+        for sock in open_:
+            if is_closed(sock):
+                continue
+            if trickle:
+                with contextlib.suppress(OSError):
+                    sock.send(trickle)
+            still.append(sock)
+        open_ = still
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
+@contextlib.contextmanager
+def sockets(port: int, count: int, first: bytes = b"") -> Iterator[list[socket.socket]]:
+    """``count`` connections to the server, each having sent ``first``; all closed afterwards."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = connect(port)
+            if first:
+                sock.sendall(first)
+            socks.append(sock)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def serve_one(server: ServerProcess, session: str) -> None:
+    """A legitimate client's work: a cell in a session, answered correctly within seconds."""
+    client = Client(server.url, timeout=15)
+    try:
+        reply = client.execute(f"{session!r} * 2", session=session)
+        assert reply.status == 200, reply.raw
+        assert reply.body["stdout"] == repr(session * 2) + "\n"
+    finally:
+        client.close()
+
+
+def test_an_idle_flood_cannot_take_the_descriptors_and_work_is_served(
+    server: ServerProcess,
+) -> None:
+    baseline = descriptors(server.proc.pid)
+    most = baseline
+    with sockets(server.port, 6 * CAP) as flood:  # idle: connected, nothing sent
+        for _ in range(10):
+            most = max(most, descriptors(server.proc.pid))
+            time.sleep(0.02)
+        serve_one(server, "during-flood")  # the newest connection: the oldest idle made room
+        most = max(most, descriptors(server.proc.pid))
+        assert most <= baseline + CAP + 8, (baseline, most)
+        closed = sum(is_closed(sock) for sock in flood)
+        assert closed >= 5 * CAP - 8  # evicted at the cap, oldest first
+        # the rest: closed once they stayed silent for the request timeout
+        assert wait_closed(flood, TIMEOUT + SLACK) <= TIMEOUT + SLACK
+    assert "connection.limit" in server.stderr
+    assert "evicted" in server.stderr
+
+
+def test_slow_requests_are_cut_at_the_request_timeout(server: ServerProcess) -> None:
+    head = b"POST /execute HTTP/1.1\r\nHost: x\r\nX-Session-ID: slow\r\n"
+    body = b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"generated_code": '
+    with sockets(server.port, 5, head) as headers, sockets(server.port, 5, head + body) as bodies:
+        serve_one(server, "beside-slowloris")
+        # a byte every 0.2 s never completes the request: cut after the timeout all the same
+        took = wait_closed(headers + bodies, TIMEOUT + SLACK, trickle=b"x")
+        assert took >= TIMEOUT * 0.8
+    assert "connection.drop" in server.stderr
+
+
+def test_idle_keep_alive_connections_are_closed() -> None:
+    with (
+        start_server(*LIGHT, "--no-protect-state", "--keep-alive", "1") as server,
+        connect(server.port) as sock,
+    ):
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        took = wait_closed([sock], 1 + SLACK)
+        assert took >= 0.8
+
+
+def test_a_huge_request_head_gets_431(server: ServerProcess) -> None:
+    with connect(server.port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(64):
+                sock.sendall(line)
+        reply = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(65536):
+                reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 431"), reply[:200]
+    assert b"connection: close" in head
+    error = json.loads(body)["error"]
+    assert error["type"] == "headers_too_large"
+    assert "--max-header-bytes" in error["message"]
+    serve_one(server, "after-431")
+
+
+def test_a_reply_the_client_never_reads_is_dropped(server: ServerProcess) -> None:
+    # 1e6 control characters: 6 MB of JSON escapes, more than the socket buffers take
+    request = json.dumps({"generated_code": "print('\\x01' * 1_000_000)", "language": "python"})
+    with connect(server.port, rcvbuf=4096) as sock:
+        sock.sendall(
+            b"POST /execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(request), request.encode())
+        )
+        time.sleep(TIMEOUT + SLACK)  # read nothing meanwhile
+        received = 0
+        reset = False
+        sock.settimeout(5)
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except ConnectionResetError:
+            reset = True
+    assert reset or received < 6_000_000, received  # not the whole reply: the server let go
+    serve_one(server, "after-stall")
+
+
+def test_when_every_connection_is_busy_a_new_one_gets_503() -> None:
+    with start_server(*LIGHT, "--no-protect-state", "--max-connections", "3") as server:
+        busy = [Client(server.url) for _ in range(3)]
+        threads = [
+            threading.Thread(
+                target=c.execute, args=("import time; time.sleep(3)",), kwargs={"session": f"b{i}"}
+            )
+            for i, c in enumerate(busy)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.0)  # the three requests are in (a probe would take one of the 3 slots)
+        with connect(server.port) as sock:
+            sock.settimeout(10)
+            reply = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    reply += chunk
+        for thread in threads:
+            thread.join(20)
+        for client in busy:
+            client.close()
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503"), reply[:200]
+        assert b"x-tir-agent-api: 1" in head and b"retry-after: 1" in head
+        error = json.loads(body)["error"]
+        assert error["type"] == "overloaded"
+        assert "--max-connections" in error["message"]
+        serve_one(server, "after-503")  # the cells finished: room again
+        assert "refused=1" in server.stderr or "refused" in server.stderr
+
+
+def test_the_cap_keeps_descriptors_for_sessions_under_a_low_open_file_limit() -> None:
+    """The attack of the issue, scaled down: the process may open 400 files, a flood opens 600
+    connections; the sandbox must still open new sessions and answer."""
+    with start_server(
+        *LIGHT, "--no-protect-state", "--max-connections", "200", "--max-sessions", "8"
+    ) as server:
+        resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (400, 400))
+        with sockets(server.port, 600):
+            for name in ("fresh-1", "fresh-2", "fresh-3"):  # each a new session
+                serve_one(server, name)
+            assert descriptors(server.proc.pid) < 400
+
+
+def test_the_soft_open_file_limit_is_raised_to_the_hard_one() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= hard:
+        lowered = min(hard, 4096) // 2
+        resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        with start_server(*LIGHT, "--no-protect-state") as server:
+            limits = resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert limits == (hard, hard)
