@@ -96,14 +96,14 @@ def descriptor_budget(max_connections: int, max_sessions: int | None) -> int:
     limit, keeps a reserve for the sandbox's sessions, and lowers ``max_connections`` (with a
     WARNING) if the rest is smaller. ``ConfigError`` if not even a few connections fit."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY:
-        hard = soft if soft != resource.RLIM_INFINITY else 1 << 20
-    if soft == resource.RLIM_INFINITY or soft < hard:
+    if soft != hard:
         try:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
             soft = hard
         except (OSError, ValueError):
             pass  # keep the soft limit we have
+    if soft == resource.RLIM_INFINITY:  # not on Linux, where nr_open bounds it
+        return max_connections
     sessions = FD_SESSIONS_UNBOUNDED if max_sessions is None else max_sessions
     reserve = FD_RESERVE_BASE + FD_PER_SESSION * sessions
     room = soft - reserve
@@ -279,7 +279,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self.since = time.monotonic()
         super().data_received(data)
         if self._in_head and self.parser is not None:
-            # nothing of this chunk was body: a request head still arriving
+            # A request head is still arriving, so this chunk was head (only a pipelining
+            # client can have the end of an earlier request in it too; counted as head).
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.max_header_bytes and not self.transport.is_closing():
                 self.guard.count("large_header")
@@ -306,8 +307,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.guard.idle.pop(self, None)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if not self.transport.is_closing() and not self._released:
+        super().on_response_complete()  # may start answering a pipelined request
+        if not self.transport.is_closing() and not self._released and not self.answering():
             self.guard.idle[self] = None  # waits for its next request: newest of the idle
 
     def pause_writing(self) -> None:
@@ -324,10 +325,14 @@ class GuardedProtocol(HttpToolsProtocol):
         return cycle is not None and not cycle.more_body and not cycle.response_complete
 
     def close(self, why: str) -> None:
-        """Close the connection (nothing is pending to write) and free its slot at once."""
+        """Close the connection and free its slot at once; a reply still unsent is dropped
+        (a close would wait for the client to read it, holding the descriptor)."""
         self.guard.count(why)
         self._release()
-        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def abort(self, why: str) -> None:
         """Drop the connection with whatever reply is still unsent."""
@@ -351,6 +356,7 @@ class Listener:
         self.guard = guard
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self._starting: set[asyncio.Task[None]] = set()
         self.refusal = connection_error(
             503,
             "overloaded",
@@ -384,15 +390,16 @@ class Listener:
                         pass  # the client is gone already: nothing to tell it
                 continue
             conn.setblocking(False)
-            self.loop.create_task(self._start(conn))
+            task = self.loop.create_task(self._start(conn))
+            self._starting.add(task)  # the loop holds tasks weakly
+            task.add_done_callback(self._starting.discard)
 
     async def _start(self, conn: socket.socket) -> None:
         try:
             await self.loop.connect_accepted_socket(self.protocol, conn)
-        except BaseException:
+        except OSError:  # the connection broke before it started: nobody to answer
             conn.close()
             self.guard.release()
-            raise
 
     def _resume(self) -> None:
         if not self.closed:
