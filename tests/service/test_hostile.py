@@ -36,6 +36,17 @@ SLACK = 4.0
 """Seconds allowed beyond a deadline before a test calls it missed (a loaded 2-core machine)."""
 
 
+@pytest.fixture(autouse=True, scope="module")
+def room_for_sockets() -> Iterator[None]:
+    """Up to 700 client sockets are open at once: make sure this process may open them."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 4096)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
     with start_server(
