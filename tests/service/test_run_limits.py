@@ -157,7 +157,7 @@ def test_limit_flags_reach_the_config() -> None:
         30.0,
         75.0,
     )
-    assert (defaults.max_timeout, defaults.max_output_cap) == (3600.0, 1_000_000)
+    assert (defaults.max_timeout, defaults.max_output_cap) == (1800.0, 1_000_000)
     with pytest.raises(ConfigError, match="max_connections"):
         config("--max-connections=0")
     with pytest.raises(ConfigError, match="request_timeout"):

@@ -136,7 +136,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=KEEP_ALIVE,
         metavar="SECONDS",
-        help=f"idle connections between requests are closed after this (default {KEEP_ALIVE:g})",
+        help="idle connections between requests are closed after this; keep it above a proxy's "
+        f"upstream keep-alive (default {KEEP_ALIVE:g}; nginx-config's is 60)",
     )
     hostile.add_argument(
         "--max-header-bytes",

@@ -20,8 +20,9 @@ KEEP_ALIVE = 75.0
 (60 s), so a proxy never reuses a connection the server is closing at that moment."""
 MAX_HEADER_BYTES = 64 * 1024
 """Default limit of a request's line and headers together, in bytes (431 above it)."""
-MAX_TIMEOUT = 3600.0
-"""Default largest ``timeout`` a request may ask for, in seconds."""
+MAX_TIMEOUT = 1800.0
+"""Default largest ``timeout`` a request may ask for, in seconds: well below the read timeout of
+the nginx config of ``nginx-config`` (3600 s), so nginx never cuts off a cell the server allows."""
 MAX_OUTPUT_CAP = 1_000_000
 """Default largest ``max_output_characters`` a request may ask for."""
 
