@@ -11,7 +11,7 @@ client can hold:
   open connection has a request being answered is the new one refused with a fast 503
   (``overloaded``) and closed at once. The server's descriptors therefore stay below the cap plus
   a small constant, whatever clients do.
-- **Deadlines** (:class:`Guard.sweep`, a few times per second): a request (headers and body) must
+- **Deadlines** (:class:`Guard.sweep`, at least once a second): a request (headers and body) must
   arrive within ``request_timeout`` of its first byte (of the connection's opening for a new
   connection), and a reply the client does not read may stall that long; slower clients are
   disconnected. Idle keep-alive connections close after ``keep_alive`` seconds (uvicorn's timer).
@@ -228,7 +228,7 @@ class Guard:
                 protocol.close("slow_request")
 
     async def run_sweeper(self) -> None:
-        """Sweep every quarter of ``request_timeout`` (at most every second) until cancelled."""
+        """Sweep every quarter of ``request_timeout``, and at least once a second, until cancelled."""
         interval = min(1.0, max(0.05, self.request_timeout / 4))
         while True:
             await asyncio.sleep(interval)
