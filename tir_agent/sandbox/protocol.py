@@ -145,11 +145,21 @@ def parse_reply(body: bytes) -> tuple[int | None, dict[str, Any] | None]:
     }
 
 
-def unframe_bodies(buffer: bytearray) -> list[bytes]:
-    """Pop every complete frame's body from the front of ``buffer``."""
+def reply_limit(cap: int) -> int:
+    """The largest reply body a session sends for a request with output cap ``cap``: both
+    streams at their byte budget, the cut markers and the notices (with room to spare)."""
+    return RESULT.size + 2 * byte_budget(cap) + (1 << 16)
+
+
+def unframe_bodies(buffer: bytearray, limit: int | None = None) -> list[bytes]:
+    """Pop every complete frame's body from the front of ``buffer``. A frame announcing more
+    than ``limit`` bytes raises ``ValueError`` as soon as its header is there (a cell writing
+    into its session socket must not make the host buffer gigabytes)."""
     out: list[bytes] = []
     while len(buffer) >= HEADER.size:
         (size,) = HEADER.unpack_from(buffer)
+        if limit is not None and size > limit:
+            raise ValueError(f"a reply of {size} bytes announced (at most {limit} expected)")
         if len(buffer) < HEADER.size + size:
             break
         out.append(bytes(buffer[HEADER.size : HEADER.size + size]))
