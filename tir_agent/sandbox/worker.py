@@ -1455,12 +1455,14 @@ class Supervisor:
                 status = self.statuses.pop(pid, None)
                 self.fail_running(pid, timed_out=False, status=status, then=then)
             return
-        if pid == self.holder and (not self.protect or self.running is None):
-            if self.protect and self.runner and _alive(self.runner):
-                return  # the runner committed or still holds state; it will announce itself
+        if self.running is None and pid in (self.holder, self.runner):
+            others = [p for p in (self.holder, self.runner) if p and p != pid]
+            if self.protect and any(_alive(p) for p in others):
+                return  # the other one holds the state (e.g. the runner forked for the next cell)
             # the state is gone between cells (a thread of the last cell called os._exit,
             # crashed, or a stray process killed it): start over, and say so with the next cell
-            self.restart(_describe_exit(self.statuses.pop(pid, None), during=False)[0])
+            status = self.statuses.pop(self.holder, None)
+            self.restart(_describe_exit(status, during=False)[0])
 
     def adopt(self) -> bool:
         """Fast mode, the runner is dying or about to be killed: take over the cell it runs,
