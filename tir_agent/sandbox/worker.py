@@ -744,8 +744,7 @@ def holder_main(
                 # no pid namespace takes us down with the host: die with the holder (a cell
                 # that kills its holder then loses the session, instead of outliving the host)
                 _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            serve_cells(runner, ctl, frames, protect=True)
-            _silence()
+            serve_cells(runner, ctl, frames, protect=True)  # (silenced us before its done)
             # committed: this runner becomes the holder; the old one goes (S may be faster).
             # Our parent-death signal is re-armed for the supervisor once we are reparented.
             _prctl(PR_SET_PDEATHSIG, 0)
