@@ -15,6 +15,8 @@ successful attack cannot spill into other tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -211,3 +213,33 @@ async def test_a_huge_frame_header_on_the_host_socket_is_refused_at_once(
         await s.run(code, timeout=5)
     assert time.monotonic() - started < 5  # the host's own limit would be timeout + 10 s
     await sandbox_unharmed(box, bystander)
+
+
+def supervisor_links(sandbox: LocalSandbox, session: LocalSession) -> list[str]:
+    """What the descriptors of the session's supervisor point to (seen from the host)."""
+    for pid in processes_with(sandbox.config.env["MARK"]):
+        with open(f"/proc/{pid}/status") as f:
+            nspid = next(line for line in f if line.startswith("NSpid:")).split()[1:]
+        if int(nspid[-1]) == session.pid:
+            links = []
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                with contextlib.suppress(OSError):
+                    links.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            return links
+    raise AssertionError("supervisor not found")
+
+
+async def test_descriptors_sent_on_the_control_channel_never_reach_the_supervisor(
+    box: LocalSandbox,
+) -> None:
+    async with box.session() as s:
+        code = (
+            "import os, socket, time\nsk = socket.socket(fileno=os.dup(3))\n"
+            "f = open('sent-along.txt', 'w')\n"
+            "for _ in range(20):\n"
+            '    socket.send_fds(sk, [b\'{"op": "ready"}\'], [f.fileno()])\n'
+            "time.sleep(0.3)"
+        )
+        await s.run(code)
+        assert not [link for link in supervisor_links(box, s) if "sent-along" in link]
+        assert (await s.run("1 + 1")).stdout == "2\n"
