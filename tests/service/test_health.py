@@ -17,6 +17,7 @@ import time
 import pytest
 
 from tests.sandbox.conftest import marker, processes_with, template_pid
+from tests.sandbox.test_attacks_channels import FORGE
 from tests.servers import start_server
 from tests.service.client import V1, Client
 from tests.service.conftest import LIGHT
@@ -66,3 +67,27 @@ def test_a_dead_template_is_reported_unhealthy_then_restarted() -> None:
     while processes_with(mark) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert processes_with(mark) == []
+
+
+@pytest.mark.parametrize("mode", ["protect_state=true", "--no-protect-state"])
+def test_a_cell_forging_control_messages_harms_only_its_own_session(mode: str) -> None:
+    """The attack of issue 12 through HTTP: the cell that wrote to its control channel loses its
+    own interpreter; another session keeps its state and the server stays healthy."""
+    mark = marker()
+    with start_server(*LIGHT, mode, f"env={{MARK: {mark}}}") as server:
+        client = Client(server.url)
+        try:
+            client.execute("canary = 'alive'", session="bystander")
+            client.execute("x = 1", session="attacker")
+            code = FORGE + "attack()\nimport time\ntime.sleep(1)"
+            body = client.execute(code, session="attacker").body
+            assert (body["process_status"], body["state"]) == ("error", "lost")
+            assert "wrote to the sandbox's control channel" in body["stderr"]
+            assert client.execute("canary", session="bystander").body["stdout"] == "'alive'\n"
+            health = client.request("GET", "/v1/health", headers=V1)
+            assert (health.status, health.body["status"]) == (200, "healthy")
+            before = template_pid(mark)
+            assert client.execute("y = 2\ny", session="attacker").body["stdout"] == "2\n"
+            assert template_pid(mark) == before  # never restarted
+        finally:
+            client.close()
