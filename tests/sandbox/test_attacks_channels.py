@@ -243,3 +243,24 @@ async def test_descriptors_sent_on_the_control_channel_never_reach_the_superviso
         await s.run(code)
         assert not [link for link in supervisor_links(box, s) if "sent-along" in link]
         assert (await s.run("1 + 1")).stdout == "2\n"
+
+
+async def test_a_cell_shutting_its_control_channel_down(box: LocalSandbox) -> None:
+    """The supervisor sees the end of its channel: the session gets a new interpreter and a new
+    channel at once (it used to spin on the dead channel until the host's timeout)."""
+    bystander = await with_state(box)
+    async with box.session() as s:
+        await s.run("canary = 'alive'")
+        started = time.monotonic()
+        code = (
+            "import os, socket, time\n"
+            "socket.socket(fileno=os.dup(3)).shutdown(socket.SHUT_RDWR)\ntime.sleep(1)"
+        )
+        r = await s.run(code, timeout=3)
+        assert time.monotonic() - started < 3
+        assert (r.status, r.state) == ("error", "lost"), r
+        assert "wrote to the sandbox's control channel" in r.stderr
+        for _ in range(3):  # the new channel works (protected mode: one per cell)
+            r = await s.run("'canary' in globals()")
+            assert (r.stdout, r.state) == ("False\n", "kept")
+    await sandbox_unharmed(box, bystander)

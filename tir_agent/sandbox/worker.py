@@ -216,6 +216,21 @@ def _sender(ancdata: list[tuple[int, int, bytes]]) -> int:
     return 0
 
 
+def _control_channel() -> tuple[socket.socket, socket.socket]:
+    """A supervisor's control channel: its end (non-blocking) and the session's (fd 3)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (ours, theirs):
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.MAX_PACKET)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.MAX_PACKET)
+    ours.setblocking(False)
+    # Every packet comes with its sender's pid, filled in by the kernel: the session's
+    # processes all hold the other end, and a cell can write anything there, so who speaks is
+    # never taken from the message itself.
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return ours, theirs
+
+
 def _parent(pid: int) -> int:
     """The parent of ``pid`` (0 if it is gone)."""
     try:
@@ -896,16 +911,7 @@ class Supervisor:
         self.timer = _timerfd()
         self.shm = mmap.mmap(-1, mmap.PAGESIZE)
         self.takeover_due = False
-        self.ctl, self.ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for s in (self.ctl, self.ctl_child):
-            with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.MAX_PACKET)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.MAX_PACKET)
-        self.ctl.setblocking(False)
-        # Every packet on the control channel comes with its sender's pid, filled in by the
-        # kernel: the session's processes all hold the other end (fd 3), and a cell can write
-        # anything there, so who speaks is never taken from the message itself.
-        self.ctl.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        self.ctl, self.ctl_child = _control_channel()
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -1126,11 +1132,6 @@ class Supervisor:
         for pid in list(self.pidfds.values()):
             self.unwatch(pid)
         self.reap()
-        # Whatever is still queued on the control channel came from processes that are gone
-        # now: the next holder starts with an empty channel.
-        with contextlib.suppress(OSError):
-            while True:
-                self.ctl.recv(proto.MAX_PACKET)
 
     # -- host channel
 
@@ -1242,6 +1243,9 @@ class Supervisor:
                 # the cell took the token itself): sweep, collect and answer
                 record = proto.RECORD.pack(*message["record"])
                 self.begin(self.request_of(record) or self.default_request())
+            if self.running is not None and self.running.get("rid") == 0:
+                # we took the cell over by a record the cell garbled: the runner knows its id
+                self.running["rid"] = self.rid = message["rid"]
             if self.running is None or message.get("rid") != self.running.get("rid"):
                 return False
             self.finish_done(message)
@@ -1272,6 +1276,13 @@ class Supervisor:
         """Between cells: the session's state is gone. Start a fresh holder; the next cell's
         result says why (``notice``) and that the state was lost."""
         self.kill_everything()
+        # a new channel too: the session may have shut its end down (every read then returns
+        # nothing at once), and nothing queued on the old one is of interest
+        self.poll.unregister(self.ctl.fileno())
+        self.ctl.close()
+        self.ctl_child.close()
+        self.ctl, self.ctl_child = _control_channel()
+        self.poll.register(self.ctl.fileno(), select.POLLIN)
         self.lost_notice = notice
         self.spawn_holder()
         self.send_assignment()
