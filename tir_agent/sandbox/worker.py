@@ -41,7 +41,6 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
@@ -201,36 +200,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-_CREDS = struct.Struct("=iII")
-"""``struct ucred``: pid, uid, gid of the sender of a packet (``SCM_CREDENTIALS``)."""
-_CRED_SPACE = socket.CMSG_SPACE(_CREDS.size)
-"""Room for the sender's credentials only: descriptors a cell sends along (``SCM_RIGHTS``)
-do not fit, so the kernel closes them instead of installing them in the supervisor."""
-
-
-def _sender(ancdata: list[tuple[int, int, bytes]]) -> int:
-    """The pid of a packet's sender, as the kernel filled it in (0: none)."""
-    for level, kind, payload in ancdata:
-        if (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS) and len(payload) >= 12:
-            return int(_CREDS.unpack_from(payload)[0])
-    return 0
-
-
-def _control_channel() -> tuple[socket.socket, socket.socket]:
-    """A supervisor's control channel: its end (non-blocking) and the session's (fd 3)."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    for s in (ours, theirs):
-        with contextlib.suppress(OSError):
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.MAX_PACKET)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.MAX_PACKET)
-    ours.setblocking(False)
-    # Every packet comes with its sender's pid, filled in by the kernel: the session's
-    # processes all hold the other end, and a cell can write anything there, so who speaks is
-    # never taken from the message itself.
-    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
-    return ours, theirs
-
-
 def _parent(pid: int) -> int:
     """The parent of ``pid`` (0 if it is gone)."""
     try:
@@ -238,41 +207,6 @@ def _parent(pid: int) -> int:
             return int(f.read().rsplit(b")", 1)[1].split()[1])
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def _number(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
-
-
-def _checked_request(message: proto.Message) -> proto.Message | None:
-    """A runner's ``start``, if its fields are what a runner sends."""
-    rid, cap, timeout = message.get("rid"), message.get("cap"), message.get("timeout")
-    if type(rid) is not int or type(cap) is not int or cap < 0:
-        return None
-    if not _number(timeout) or timeout <= 0:  # type: ignore[operator]
-        return None
-    return {"rid": rid, "cap": cap, "timeout": float(timeout)}  # type: ignore[arg-type]
-
-
-def _valid_done(message: proto.Message) -> bool:
-    """Whether a ``done`` has the fields and values a runner sends."""
-    record = message.get("record")
-    if record is not None:
-        if not isinstance(record, list):
-            return False
-        try:
-            proto.RECORD.pack(*record)
-        except (struct.error, TypeError):
-            return False
-    lost = message.get("lost", "")
-    return (
-        type(message.get("rid")) is int
-        and message.get("status") in proto.STATUSES
-        and message.get("reason") in proto.REASONS
-        and _number(message.get("duration"))
-        and isinstance(lost, str)
-        and len(lost) <= 1000
-    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -911,7 +845,7 @@ class Supervisor:
         self.timer = _timerfd()
         self.shm = mmap.mmap(-1, mmap.PAGESIZE)
         self.takeover_due = False
-        self.ctl, self.ctl_child = _control_channel()
+        self.ctl, self.ctl_child = proto.control_channel()
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -1171,12 +1105,12 @@ class Supervisor:
         from that sender at that moment ends the session's interpreter (:meth:`forged`)."""
         while True:
             try:
-                data, ancdata, _, _ = self.ctl.recvmsg(proto.MAX_PACKET, _CRED_SPACE)
+                data, ancdata, _, _ = self.ctl.recvmsg(proto.MAX_PACKET, proto.CREDENTIALS_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            sender = _sender(ancdata)
+            sender = proto.sender_pid(ancdata)
             try:
                 message = proto.decode(data)
             except ValueError:
@@ -1230,13 +1164,13 @@ class Supervisor:
             self.holder, self.runner = runner, 0
             return True
         if op == "start" and self.protect:
-            request = _checked_request(message)
+            request = proto.checked_start(message)
             if sender != runner or running is not None or request is None:
                 return False
             self.begin(request)
             return True
         if op == "done":
-            if sender != runner or not _valid_done(message):
+            if sender != runner or not proto.valid_done(message):
                 return False
             if running is None and not self.protect and "record" in message:
                 # fast mode: the runner won the token but the cell left processes behind (or
@@ -1281,7 +1215,7 @@ class Supervisor:
         self.poll.unregister(self.ctl.fileno())
         self.ctl.close()
         self.ctl_child.close()
-        self.ctl, self.ctl_child = _control_channel()
+        self.ctl, self.ctl_child = proto.control_channel()
         self.poll.register(self.ctl.fileno(), select.POLLIN)
         self.lost_notice = notice
         self.spawn_holder()
