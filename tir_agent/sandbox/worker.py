@@ -1147,9 +1147,11 @@ class Supervisor:
         if op == "ready":  # a runner introduces itself
             if not self.protect:
                 return sender == holder  # the holder is the runner (no-op)
-            # a fork of the holder (or one the supervisor inherited: its holder is gone)
+            # a fork of the holder, or one the supervisor inherited (its holder is gone), or
+            # one already gone itself (a cell that ends the runner at once: the holder reaps
+            # it before we read this, then reports its exit; a dead process can do no harm)
             parent = _parent(sender)
-            if running is not None or sender == holder or parent not in (holder, os.getpid()):
+            if running is not None or sender == holder or parent not in (holder, os.getpid(), 0):
                 return False
             if runner and runner != holder:
                 self.unwatch(runner)
