@@ -264,3 +264,15 @@ async def test_a_cell_shutting_its_control_channel_down(box: LocalSandbox) -> No
             r = await s.run("'canary' in globals()")
             assert (r.stdout, r.state) == ("False\n", "kept")
     await sandbox_unharmed(box, bystander)
+
+
+async def test_runners_ending_at_once_are_not_taken_for_forgers(box: LocalSandbox) -> None:
+    """A runner that is gone before the supervisor reads its ``ready`` (the holder reaped it)
+    is no forger: the cell is answered as a crash, never left hanging. A race: 40 tries hit it
+    a few times at load 20 (it hung 5 sessions of 150 before it was fixed)."""
+    for _ in range(40):
+        async with box.session() as s:
+            r = await s.run("import os\nos._exit(1)", timeout=2)
+            assert (r.status, r.reason) == ("error", "exit")
+            assert r.state == ("rolled_back" if box.config.protect_state else "lost")
+            assert (await s.run("1")).stdout == "1\n"
