@@ -39,6 +39,25 @@ def processes_with(mark: str) -> list[int]:
     return found
 
 
+def template_pid(mark: str) -> int:
+    """The host's pid of the template of the sandbox marked ``mark``: the process running
+    ``template_main`` whose parent does not (its sessions are forks of it)."""
+
+    def runs_template(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                return b"template_main" in f.read()
+        except OSError:
+            return False
+
+    for pid in processes_with(mark):
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            parent = int(f.read().rsplit(b")", 1)[1].split()[1])
+        if runs_template(pid) and not runs_template(parent):
+            return pid
+    raise AssertionError(f"no template process marked {mark}")
+
+
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fast() -> AsyncIterator[LocalSandbox]:
     """protect_state=False: cells run in the session's interpreter itself."""

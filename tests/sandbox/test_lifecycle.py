@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.sandbox.conftest import marker, processes_with
+from tests.sandbox.conftest import marker, processes_with, template_pid
 from tir_agent.errors import SandboxClosedError, SandboxError
 from tir_agent.sandbox.local import LocalSandbox
 
@@ -155,13 +155,36 @@ async def test_host_sigkill_leaves_no_process_behind(mechanism: str, tmp_path: P
     assert wait_until_gone(mark) == []
 
 
-async def test_template_death_raises_sandbox_error() -> None:
-    async with LocalSandbox(preload=()) as sandbox:
-        assert sandbox._proc is not None
-        sandbox._proc.kill()
-        await asyncio.sleep(0.3)
-        with pytest.raises(SandboxError):
-            await sandbox.run("1")
+@pytest.mark.parametrize("protect", [False, True])
+async def test_a_dead_template_is_restarted_and_its_sessions_report_the_loss(
+    protect: bool,
+) -> None:
+    mark = marker()
+    async with LocalSandbox(preload=(), protect_state=protect, env={"MARK": mark}) as sandbox:
+        old = await sandbox.open_session()
+        await old.run("x = 1")
+        os.kill(template_pid(mark), signal.SIGKILL)
+        seen_down = []
+        deadline = time.monotonic() + 60
+        while sandbox.restarts == 0 and time.monotonic() < deadline:
+            if not sandbox.healthy:
+                seen_down.append(sandbox.problem)
+            await asyncio.sleep(0.002)
+        assert sandbox.restarts == 1 and sandbox.healthy and sandbox.problem is None
+        assert seen_down and "the sandbox template exited with code" in str(seen_down[0])
+        with pytest.raises(SandboxError, match="was lost: the sandbox template exited"):
+            await old.run("x")
+        assert old.closed
+        async with sandbox.session() as s:
+            assert (await s.run("x = 2\nx")).stdout == "2\n"
+        # a session asked for while the template restarts waits for it
+        os.kill(template_pid(mark), signal.SIGKILL)
+        await asyncio.sleep(0.05)
+        async with sandbox.session() as s:
+            assert (await s.run("3")).stdout == "3\n"
+        assert sandbox.restarts == 2
+    assert wait_until_gone(mark) == []
+    assert sandbox.problem == "the sandbox was closed"
 
 
 async def test_lazy_start_without_async_with() -> None:

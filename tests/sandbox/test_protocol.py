@@ -83,3 +83,44 @@ def test_values_outside_the_protocol_become_an_error_not_a_crash() -> None:
     _, fields = proto.parse_reply(body(frame))
     assert fields is not None
     assert (fields["status"], fields["state"], fields["reason"]) == ("error", "lost", "crash")
+
+
+def test_a_frame_announcing_more_than_the_limit_is_refused_at_its_header() -> None:
+    buffer = bytearray(proto.HEADER.pack(proto.reply_limit(10) + 1))  # no body yet
+    with pytest.raises(ValueError, match="announced"):
+        proto.unframe_bodies(buffer, proto.reply_limit(10))
+    frame = proto.result_frame(
+        1, "completed", "x" * 10 + "<output cut>", "é" * 10, True, False, 0.1, "kept", None
+    )
+    assert proto.unframe_bodies(bytearray(frame), proto.reply_limit(10))
+
+
+DONE = {"op": "done", "rid": 3, "status": "completed", "reason": None, "duration": 0.5}
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"rid": "3"},
+        {"status": "fine"},
+        {"reason": "bored"},
+        {"duration": float("nan")},
+        {"duration": "1"},
+        {"record": [1, 2]},
+        {"record": [-1, 2, 0.1, 0.0]},
+        {"record": "x"},
+        {"lost": 5},
+        {"lost": "x" * 1001},
+    ],
+)
+def test_control_messages_a_runner_would_not_send_are_rejected(change: dict[str, object]) -> None:
+    assert proto.valid_done(DONE)
+    assert proto.valid_done({**DONE, "record": [3, 10, 0.5, 12.0], "lost": "why\n"})
+    assert not proto.valid_done({**DONE, **change})
+
+
+def test_start_messages_are_checked() -> None:
+    start = {"op": "start", "rid": 1, "cap": 10, "timeout": 2}
+    assert proto.checked_start(start) == {"rid": 1, "cap": 10, "timeout": 2.0}
+    for change in ({"rid": None}, {"cap": -1}, {"timeout": 0}, {"timeout": float("inf")}):
+        assert proto.checked_start({**start, **change}) is None

@@ -75,6 +75,7 @@ class _Channel(asyncio.Protocol):
         self.lost: Exception | None = None
         self.counter = 0
         self.rid: int | None = None
+        self.limit = proto.reply_limit(0)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports have the same methods but are not
@@ -82,22 +83,29 @@ class _Channel(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
+        if self.lost is not None:
+            return
         self.buffer += data
         try:
-            for body in proto.unframe_bodies(self.buffer):
+            for body in proto.unframe_bodies(self.buffer, self.limit):
                 rid, fields = proto.parse_reply(body)
                 if rid != self.rid:
                     continue  # the reply to a request that was cancelled meanwhile
                 if self.waiter is not None and not self.waiter.done():
                     self.waiter.set_result(fields)
         except ValueError as e:
+            # garbage (only a cell writing into its session socket sends it): stop reading
+            self.buffer.clear()
             self._fail(e)
+            if self.transport is not None:
+                self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(exc or ConnectionResetError("the session supervisor closed its channel"))
 
     def _fail(self, exc: Exception) -> None:
-        self.lost = exc
+        if self.lost is None:
+            self.lost = exc
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
 
@@ -113,6 +121,7 @@ class _Channel(asyncio.Protocol):
         if run is not None:
             self.counter += 1
             self.rid = self.counter
+            self.limit = proto.reply_limit(run[1])
             self.transport.write(proto.run_frame(self.counter, *run))
         else:  # close: half-close our side; the supervisor cleans up and confirms
             self.rid = None
@@ -132,11 +141,15 @@ class _Channel(asyncio.Protocol):
 class LocalSession:
     """One stateful interpreter. Use through ``async with sandbox.session() as s``."""
 
-    def __init__(self, sandbox: LocalSandbox, slot: int, pid: int, channel: _Channel) -> None:
+    def __init__(
+        self, sandbox: LocalSandbox, slot: int, pid: int, channel: _Channel, generation: int
+    ) -> None:
         self._sandbox = sandbox
         self.slot = slot
         self.pid = pid
         """Pid of the session's supervisor, as seen inside the sandbox."""
+        self._generation = generation
+        """Which start of the template this session belongs to (see ``LocalSandbox.restarts``)."""
         self._channel = channel
         self._lock = asyncio.Lock()
         self._closed: str | None = None
@@ -179,11 +192,19 @@ class LocalSession:
                     raise ValueError("the session closed instead of answering")
             except (OSError, TimeoutError, ValueError) as e:
                 # ValueError: a garbled reply (only a cell writing to its session socket does it)
+                restarted = self._sandbox._restarted_since(self._generation)
                 await self._abort(
-                    "garbled reply"
+                    "template died"
+                    if restarted
+                    else "garbled reply"
                     if isinstance(e, ValueError)
                     else f"lost its supervisor: {type(e).__name__}"
                 )
+                if restarted:
+                    raise SandboxError(
+                        f"sandbox session {self.slot} was lost: {restarted}; its state is gone, "
+                        "open a new session"
+                    ) from e
                 raise SandboxError(
                     f"sandbox session {self.slot} failed: {type(e).__name__}: {e}"
                 ) from e
@@ -218,13 +239,13 @@ class LocalSession:
             try:
                 await self._request(None, 10.0)
             except (OSError, TimeoutError, ValueError):
-                await self._sandbox._kill_supervisor(self.pid, self.slot)
+                await self._sandbox._kill_supervisor(self)
             self._finish()
         log.info("session.stop", session=self.slot, executions=self.executions)
 
     async def _abort(self, why: str) -> None:
         self._closed = why
-        await self._sandbox._kill_supervisor(self.pid, self.slot)
+        await self._sandbox._kill_supervisor(self)
         self._finish()
         log.warning("session.lost", session=self.slot, why=why)
 
@@ -244,6 +265,8 @@ class LocalSandbox:
 
     ``LocalSandbox(config=None, **overrides)``: ``overrides`` are :class:`SandboxConfig` fields.
     The template process starts on first use (or on ``async with``); ``close()`` stops everything.
+    If the template dies, the sandbox starts a new one (:attr:`restarts`); the sessions of the
+    dead one are lost (their next ``run`` raises :class:`SandboxError`).
     """
 
     def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
@@ -253,13 +276,18 @@ class LocalSandbox:
         self._ctl: socket.socket | None = None
         self._ctl_lock: asyncio.Lock | None = None
         self._start_lock: asyncio.Lock | None = None
+        self._up: asyncio.Event | None = None
         self._slots: asyncio.Semaphore | None = None
         self._free: list[int] = []
         self._next_slot = 0
         self._sessions: dict[int, LocalSession] = {}
         self._closed = False
-        self._broken: str | None = None
+        self._generation = 0
+        self._deaths: dict[int, str] = {}  # generation -> how its template ended
+        self._down: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self.restarts = 0
+        """How many times the template died and was started again."""
         self.preload_failures: dict[str, str] = {}
         """Modules of ``config.preload`` that failed to import in the template (name -> error)."""
 
@@ -271,6 +299,19 @@ class LocalSandbox:
         if self._protections is None:
             self._protections = isolation.detect_protections(self.config)
         return self._protections
+
+    @property
+    def problem(self) -> str | None:
+        """Why the sandbox cannot run code right now (closed, or its template died and is being
+        restarted); ``None`` when it can (also before the first use, which starts it)."""
+        if self._closed:
+            return "the sandbox was closed"
+        return self._down
+
+    @property
+    def healthy(self) -> bool:
+        """Whether the sandbox can run code right now (:attr:`problem` is ``None``)."""
+        return self.problem is None
 
     async def __aenter__(self) -> LocalSandbox:
         await self.start()
@@ -288,70 +329,81 @@ class LocalSandbox:
         async with self._start_lock:
             if self._proc is not None:
                 return
-            started = time.perf_counter()
             if self._protections is None:
                 self._protections = await asyncio.to_thread(
                     isolation.detect_protections, self.config
                 )
-            protections = self._protections
             if self.config.strict:
-                protections.require_strict()
-            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            argv = [
-                self.config.python,
-                "-I",
-                "-c",
-                BOOT,
-                PACKAGE_PARENT,
-                str(theirs.fileno()),
-                json.dumps(protections.to_dict()),
-                self.config.model_dump_json(),
-            ]
-            command = isolation.template_command(
-                argv, self.config, protections, pass_fds=[theirs.fileno()]
-            )
-            debug = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
-            try:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *command,
-                    pass_fds=[theirs.fileno()],
-                    stdin=subprocess.DEVNULL,
-                    stdout=None if debug else subprocess.DEVNULL,
-                    stderr=None if debug else subprocess.DEVNULL,
-                    env={},
-                    cwd="/",
-                    # Its own process group: a Ctrl-C (SIGINT to the terminal's foreground
-                    # group) is the host's to handle and must not kill running cells. The
-                    # template still dies with the host (--die-with-parent / PR_SET_PDEATHSIG).
-                    start_new_session=True,
-                )
-            except OSError as e:
-                raise SandboxError(f"cannot start the sandbox template: {e}") from e
-            finally:
-                theirs.close()
-            ours.setblocking(False)
-            self._ctl = ours
-            self._ctl_lock = asyncio.Lock()
+                self._protections.require_strict()
+            self._up = asyncio.Event()
             self._slots = (
                 asyncio.Semaphore(self.config.max_sessions) if self.config.max_sessions else None
             )
-            try:
-                async with asyncio.timeout(START_TIMEOUT):
-                    ready, _ = await self._recv()
-            except (TimeoutError, OSError, ValueError) as e:
-                await self._stop_template()
-                raise SandboxError(f"the sandbox template did not start: {e}") from e
-            self.preload_failures = dict(ready.get("failed", {}))
-            self._tasks.append(asyncio.create_task(self._watch_template()))
+            await self._launch()
             if self.config.idle_timeout is not None:
                 self._tasks.append(asyncio.create_task(self._evict_idle(self.config.idle_timeout)))
-            log.info(
-                "sandbox.start",
-                mechanism=protections.mechanism,
-                active=protections.active(),
-                preload_failed=sorted(self.preload_failures),
-                duration=round(time.perf_counter() - started, 3),
+
+    async def _launch(self) -> None:
+        """Start a template process and wait until it is ready."""
+        assert self._protections is not None and self._up is not None
+        started = time.perf_counter()
+        protections = self._protections
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        argv = [
+            self.config.python,
+            "-I",
+            "-c",
+            BOOT,
+            PACKAGE_PARENT,
+            str(theirs.fileno()),
+            json.dumps(protections.to_dict()),
+            self.config.model_dump_json(),
+        ]
+        command = isolation.template_command(
+            argv, self.config, protections, pass_fds=[theirs.fileno()]
+        )
+        debug = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
+        try:
+            self._proc = proc = await asyncio.create_subprocess_exec(
+                *command,
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+                stdout=None if debug else subprocess.DEVNULL,
+                stderr=None if debug else subprocess.DEVNULL,
+                env={},
+                cwd="/",
+                # Its own process group: a Ctrl-C (SIGINT to the terminal's foreground
+                # group) is the host's to handle and must not kill running cells. The
+                # template still dies with the host (--die-with-parent / PR_SET_PDEATHSIG).
+                start_new_session=True,
             )
+        except OSError as e:
+            ours.close()
+            raise SandboxError(f"cannot start the sandbox template: {e}") from e
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._ctl = ours
+        self._ctl_lock = asyncio.Lock()
+        self._generation += 1
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                ready, _ = await self._recv()
+        except (TimeoutError, OSError, ValueError) as e:
+            await self._stop_template()
+            raise SandboxError(f"the sandbox template did not start: {e}") from e
+        self.preload_failures = dict(ready.get("failed", {}))
+        self._down = None
+        self._up.set()
+        self._tasks.append(asyncio.create_task(self._watch_template(proc, self._generation)))
+        log.info(
+            "sandbox.start",
+            mechanism=protections.mechanism,
+            active=protections.active(),
+            preload_failed=sorted(self.preload_failures),
+            restarts=self.restarts,
+            duration=round(time.perf_counter() - started, 3),
+        )
 
     async def close(self) -> None:
         """Close every session and stop the template: no process of this sandbox remains."""
@@ -379,12 +431,40 @@ class LocalSandbox:
                     proc.kill()
                 await proc.wait()
 
-    async def _watch_template(self) -> None:
-        assert self._proc is not None
-        code = await self._proc.wait()
-        if not self._closed:
-            self._broken = f"the sandbox template exited with code {code}"
-            log.error("sandbox.lost", code=code)
+    async def _watch_template(self, proc: asyncio.subprocess.Process, generation: int) -> None:
+        """Notice the template's death; start a new one (backing off while starts fail)."""
+        code = await proc.wait()
+        if self._closed or generation != self._generation:
+            return
+        why = f"the sandbox template exited with code {code}"
+        self._deaths[generation] = f"{why} and the sandbox was restarted"
+        self._down = f"{why}; restarting it"
+        assert self._up is not None
+        self._up.clear()
+        log.error("sandbox.lost", code=code, sessions=len(self._sessions))
+        # Its sessions died with it (their supervisors have its death signal): free their
+        # slots now; each reports the loss on its next use.
+        for session in list(self._sessions.values()):
+            if session._generation == generation:
+                self._release(session)
+        delay = 0.1
+        while not self._closed:
+            if self._ctl is not None:
+                self._ctl.close()
+            try:
+                await self._launch()
+            except SandboxError as e:
+                self._down = f"{why}; starting a new one failed ({e}), retrying in {delay:g} s"
+                log.error("sandbox.restart_failed", error=str(e), retry=delay)
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 30.0)
+                continue
+            self.restarts += 1
+            return
+
+    def _restarted_since(self, generation: int) -> str | None:
+        """How the template of ``generation`` ended, if it did."""
+        return self._deaths.get(generation)
 
     async def _evict_idle(self, idle: float) -> None:
         interval = min(max(idle / 4, 0.05), 5.0)
@@ -419,33 +499,46 @@ class LocalSandbox:
             return proto.decode(data), fds
 
     async def _call(self, message: dict[str, Any]) -> tuple[dict[str, Any], list[int]]:
-        assert self._ctl is not None and self._ctl_lock is not None
+        assert self._ctl_lock is not None and self._up is not None
+        generation = self._generation
         async with self._ctl_lock:
-            if self._broken:
-                raise SandboxError(self._broken)
+            if self._closed:
+                raise SandboxClosedError("the sandbox was closed")
+            if self._down or generation != self._generation or self._ctl is None:
+                raise SandboxError(f"the sandbox is not running: {self._down}")
             try:
                 self._ctl.send(proto.encode(message))
                 async with asyncio.timeout(30.0):
                     return await self._recv()
             except (OSError, TimeoutError, ValueError) as e:
-                self._broken = f"the sandbox template failed: {e}"
-                raise SandboxError(self._broken) from e
+                # A template that does not answer is killed: the watcher then starts a new one.
+                if self._proc is not None and self._proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        self._proc.kill()
+                raise SandboxError(f"the sandbox template failed: {e}") from e
 
-    async def _kill_supervisor(self, pid: int, slot: int) -> None:
-        """Last resort when a supervisor stops answering: the template kills the session."""
-        if (
-            self._ctl is None
-            or self._broken
-            or self._proc is None
-            or self._proc.returncode is not None
-        ):
+    async def _wait_until_up(self) -> None:
+        """Return once the template runs (at once, unless it is being restarted)."""
+        assert self._up is not None
+        if self._up.is_set():
             return
-        log.warning("session.kill", session=slot)
+        try:
+            async with asyncio.timeout(START_TIMEOUT):
+                await self._up.wait()
+        except TimeoutError:
+            raise SandboxError(f"the sandbox is not running: {self._down}") from None
+
+    async def _kill_supervisor(self, session: LocalSession) -> None:
+        """Last resort when a supervisor stops answering: the template kills the session."""
+        if self._closed or self._down or session._generation != self._generation:
+            return  # a template that died took its sessions along
+        log.warning("session.kill", session=session.slot)
         with contextlib.suppress(SandboxError):
-            await self._call({"op": "kill", "pid": pid, "slot": slot})
+            await self._call({"op": "kill", "pid": session.pid, "slot": session.slot})
 
     def _release(self, session: LocalSession) -> None:
-        if self._sessions.pop(session.slot, None) is not None:
+        if self._sessions.get(session.slot) is session:
+            del self._sessions[session.slot]
             self._free.append(session.slot)
             if self._slots is not None:
                 self._slots.release()
@@ -455,8 +548,7 @@ class LocalSandbox:
     async def open_session(self) -> LocalSession:
         """A new session; the caller must ``await session.close()`` (or use :meth:`session`)."""
         await self.start()
-        if self._broken:
-            raise SandboxError(self._broken)
+        await self._wait_until_up()
         if self._slots is not None:
             await self._slots.acquire()
         try:
@@ -470,6 +562,7 @@ class LocalSandbox:
                 reply, fds = await self._call(
                     {"op": "new", "slot": slot, "protect": self.config.protect_state}
                 )
+                generation = self._generation
             except BaseException:
                 self._free.append(slot)
                 raise
@@ -484,7 +577,7 @@ class LocalSandbox:
             if self._slots is not None:
                 self._slots.release()
             raise
-        session = LocalSession(self, slot, int(reply["pid"]), channel)
+        session = LocalSession(self, slot, int(reply["pid"]), channel, generation)
         self._sessions[slot] = session
         log.info("session.start", session=slot, duration=round(time.perf_counter() - started, 6))
         return session

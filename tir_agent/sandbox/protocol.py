@@ -8,16 +8,21 @@ Three channels, all Unix sockets:
   (:func:`run_frame`, :func:`result_frame`; results may be large). Requests are read by the
   session's runner, replies come from the runner (fast mode, a cell that ended normally) or the
   supervisor (everything else).
-* supervisor <-> holder/runner: ``SOCK_SEQPACKET``, one JSON object per packet, each tagged with the
-  sender's pid (``pid``) or the addressed runner's pid (``to``).
+* supervisor <-> holder/runner: ``SOCK_SEQPACKET``, one JSON object per packet (the control
+  channel, :func:`control_channel`). Every process of the session holds the session's end, so
+  user code can write anything there: the supervisor learns who sent a packet from the kernel
+  (:func:`sender_pid`), never from its ``pid`` field, and checks every field
+  (:func:`checked_start`, :func:`valid_done`). Replies name the addressed runner (``to``).
 
 This module stays free of heavy imports: it is loaded by the template before forking.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import socket
 import struct
 from typing import Any
 
@@ -41,6 +46,72 @@ def decode(data: bytes) -> Message:
     if not isinstance(value, dict):
         raise ValueError("protocol message is not an object")
     return value
+
+
+CREDENTIALS = struct.Struct("=iII")
+"""``struct ucred``: pid, uid, gid of the sender of a packet (``SCM_CREDENTIALS``)."""
+CREDENTIALS_SPACE = socket.CMSG_SPACE(CREDENTIALS.size)
+"""Ancillary room for the sender's credentials only: descriptors a cell sends along
+(``SCM_RIGHTS``) do not fit, so the kernel closes them instead of installing them."""
+
+
+def control_channel() -> tuple[socket.socket, socket.socket]:
+    """A supervisor's control channel: its end (non-blocking, with the senders' credentials)
+    and the session's (fd 3 of holders and runners)."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for s in (ours, theirs):
+        with contextlib.suppress(OSError):
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_PACKET)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, MAX_PACKET)
+    ours.setblocking(False)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    return ours, theirs
+
+
+def sender_pid(ancdata: list[tuple[int, int, bytes]]) -> int:
+    """The pid of a packet's sender as the kernel filled it in (``recvmsg`` with
+    :data:`CREDENTIALS_SPACE` on a ``SO_PASSCRED`` socket); 0 if there is none."""
+    for level, kind, payload in ancdata:
+        is_credentials = (level, kind) == (socket.SOL_SOCKET, socket.SCM_CREDENTIALS)
+        if is_credentials and len(payload) >= CREDENTIALS.size:
+            return int(CREDENTIALS.unpack_from(payload)[0])
+    return 0
+
+
+def _number(value: object) -> bool:
+    return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
+
+
+def checked_start(message: Message) -> Message | None:
+    """The request of a runner's ``start`` (``rid``, ``cap``, ``timeout``) if its fields are
+    what a runner sends, else None."""
+    rid, cap, timeout = message.get("rid"), message.get("cap"), message.get("timeout")
+    if type(rid) is not int or type(cap) is not int or cap < 0:
+        return None
+    if not _number(timeout) or timeout <= 0:  # type: ignore[operator]
+        return None
+    return {"rid": rid, "cap": cap, "timeout": float(timeout)}  # type: ignore[arg-type]
+
+
+def valid_done(message: Message) -> bool:
+    """Whether a runner's ``done`` has the fields and values a runner sends."""
+    record = message.get("record")
+    if record is not None:
+        if not isinstance(record, list):
+            return False
+        try:
+            RECORD.pack(*record)
+        except (struct.error, TypeError):
+            return False
+    lost = message.get("lost", "")
+    return (
+        type(message.get("rid")) is int
+        and message.get("status") in STATUSES
+        and message.get("reason") in REASONS
+        and _number(message.get("duration"))
+        and isinstance(lost, str)
+        and len(lost) <= 1000
+    )
 
 
 RUN = struct.Struct(">QdQ")
@@ -145,11 +216,21 @@ def parse_reply(body: bytes) -> tuple[int | None, dict[str, Any] | None]:
     }
 
 
-def unframe_bodies(buffer: bytearray) -> list[bytes]:
-    """Pop every complete frame's body from the front of ``buffer``."""
+def reply_limit(cap: int) -> int:
+    """The largest reply body a session sends for a request with output cap ``cap``: both
+    streams at their byte budget, the cut markers and the notices (with room to spare)."""
+    return RESULT.size + 2 * byte_budget(cap) + (1 << 16)
+
+
+def unframe_bodies(buffer: bytearray, limit: int | None = None) -> list[bytes]:
+    """Pop every complete frame's body from the front of ``buffer``. A frame announcing more
+    than ``limit`` bytes raises ``ValueError`` as soon as its header is there (a cell writing
+    into its session socket must not make the host buffer gigabytes)."""
     out: list[bytes] = []
     while len(buffer) >= HEADER.size:
         (size,) = HEADER.unpack_from(buffer)
+        if limit is not None and size > limit:
+            raise ValueError(f"a reply of {size} bytes announced (at most {limit} expected)")
         if len(buffer) < HEADER.size + size:
             break
         out.append(bytes(buffer[HEADER.size : HEADER.size + size]))

@@ -41,12 +41,11 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
 from tir_agent.sandbox import isolation
@@ -165,17 +164,20 @@ def _descendants(roots: list[int], exclude: tuple[int, ...] = ()) -> list[int]:
     return seen
 
 
-def kill_until_gone(targets: Callable[[], list[int]], rounds: int) -> None:
+def kill_until_gone(targets: Callable[[], list[int]], rounds: int) -> set[int]:
     """SIGKILL what ``targets()`` lists, again and again (fork bombs race us), until it lists
-    nothing or ``rounds`` are spent."""
+    nothing or ``rounds`` are spent; return the pids signalled."""
+    killed: set[int] = set()
     for _ in range(rounds):
         pids = targets()
         if not pids:
-            return
+            break
         for pid in pids:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+        killed.update(pids)
         time.sleep(0.0002)
+    return killed
 
 
 def kill_tree(roots: list[int], *, include_roots: bool = True, rounds: int = 200) -> None:
@@ -196,6 +198,15 @@ def _alive(pid: int) -> bool:
         return state not in (b"Z", b"X")
     except (OSError, IndexError):
         return False
+
+
+def _parent(pid: int) -> int:
+    """The parent of ``pid`` (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -427,9 +438,13 @@ class _Direct:
     page, so a supervisor that sees the runner die then still answers that request.
     """
 
-    def __init__(self, me: int, shm: mmap.mmap) -> None:
+    def __init__(self, me: int, shm: mmap.mmap, lost: str, notes: bool) -> None:
         self.me = str(me).encode()
         self.shm = shm
+        self.lost = lost
+        """Why the interpreter was restarted before its first cell (see ``Supervisor.restart``):
+        the first answer says so, and that the state was lost."""
+        self.notes = notes
         self.out = _Stream(FD_OUT_R)
         self.err = _Stream(FD_ERR_R)
         self.spec = _itimerspec(TAKEOVER)
@@ -480,6 +495,12 @@ class _Direct:
         status = result["status"]
         if status == "timeout":  # a cell that sent itself the soft-interrupt signal
             stderr = _join(stderr, proto.timeout_text(timeout))
+        state = "kept"
+        if self.lost:
+            state, stderr = "lost", _join(stderr, self.lost)
+            if self.notes:
+                stderr += proto.LOST_NOTE
+            self.lost = ""
         frame = proto.result_frame(
             rid,
             status,
@@ -488,7 +509,7 @@ class _Direct:
             out_cut,
             err_cut,
             result["duration"],
-            "kept",
+            state,
             result["reason"],
         )
         with contextlib.suppress(OSError):
@@ -497,11 +518,14 @@ class _Direct:
         # after the answer (off the critical path): no supervisor wake-up at TAKEOVER
         _libc.timerfd_settime(FD_TIMER, 0, ctypes.byref(self.off), None)
 
-    def hand_over(self) -> list[Any]:
-        """The cell's record for ``done``: a supervisor that does not own the cell (the runner
-        won the token but the cell left processes behind) sweeps them and answers. Call
-        :meth:`settle` once ``done`` is sent."""
-        return list(proto.RECORD.unpack(self.record))
+    def hand_over(self) -> dict[str, Any]:
+        """The fields for ``done``: the cell's record (a supervisor that does not own the cell,
+        because the runner won the token but the cell left processes behind, sweeps them and
+        answers) and the pending restart notice. Call :meth:`settle` once ``done`` is sent."""
+        fields: dict[str, Any] = {"record": list(proto.RECORD.unpack(self.record))}
+        if self.lost:
+            fields["lost"], self.lost = self.lost, ""
+        return fields
 
     def settle(self) -> None:
         """The supervisor has the cell's ``done``: no answer of ours is in flight any more (a
@@ -517,14 +541,16 @@ def serve_cells(
     *,
     protect: bool,
     shm: mmap.mmap | None = None,
+    lost: str = "",
+    notes: bool = True,
 ) -> None:
     """Read the host's cells straight from its socket and run them. Protected mode: the
     supervisor hears of each start and end (it answers the host), and this returns after a
     committed cell (the caller becomes the holder). Fast mode (``shm`` given): two hops, see
-    :class:`_Direct`."""
+    :class:`_Direct`; ``lost`` and ``notes`` as there."""
     me = os.getpid()
     _send(ctl, {"op": "ready", "pid": me})
-    direct = _Direct(me, shm) if shm is not None and not protect else None
+    direct = _Direct(me, shm, lost, notes) if shm is not None and not protect else None
     spin = False
     while True:
         # Back-to-back cells: when the last request came within SPIN, look for the next one
@@ -546,20 +572,22 @@ def serve_cells(
         result = runner.execute(code, cap)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
-        record = None
+        handed: dict[str, Any] = {}
         if direct is not None:
             if direct.claim() and direct.alone():
                 direct.answer(frames.sock, rid, timeout, cap, result)
                 continue
-            record = direct.hand_over()
+            handed = direct.hand_over()
         # A request already waiting means the host gave up on this one (a cancelled run): wait
         # until the supervisor has collected this cell's output before the next cell writes any.
         pending = _pending(frames.sock)
         result.update(op="done", pid=me, rid=rid, children=_has_children(), wait=pending)
-        if record is not None:
-            result["record"] = record
+        result.update(handed)
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
             kill_tree([me], include_roots=False, rounds=50)
+            # This process commits and becomes the holder: threads the cell left running go
+            # quiet now, before the supervisor collects the output (not into the next cell's).
+            _silence()
         _send(ctl, result)
         if direct is not None:
             direct.settle()
@@ -636,7 +664,10 @@ def holder_main(
         os.write(2, f"session start failed: {e!r}\n".encode())
         os._exit(70)
     if not protect:
-        serve_cells(runner, ctl, frames, protect=False, shm=shm)
+        lost = str(assignment.get("lost") or "")
+        serve_cells(
+            runner, ctl, frames, protect=False, shm=shm, lost=lost, notes=config.state_notes
+        )
         os._exit(0)
     os.closerange(FD_HOST + 1, FD_LAST + 1)  # the fast mode's descriptors
     shm.close()
@@ -662,8 +693,7 @@ def holder_main(
                 # no pid namespace takes us down with the host: die with the holder (a cell
                 # that kills its holder then loses the session, instead of outliving the host)
                 _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            serve_cells(runner, ctl, frames, protect=True)
-            _silence()
+            serve_cells(runner, ctl, frames, protect=True)  # (silenced us before its done)
             # committed: this runner becomes the holder; the old one goes (S may be faster).
             # Our parent-death signal is re-armed for the supervisor once we are reparented.
             _prctl(PR_SET_PDEATHSIG, 0)
@@ -759,24 +789,33 @@ class _Stream:
         return text, cut
 
 
-def _describe_exit(status: int | None) -> tuple[str, str]:
-    """(stderr line, reason) for a runner that died during a cell."""
+def _describe_exit(status: int | None, *, during: bool = True) -> tuple[str, str]:
+    """(stderr line, reason) for an interpreter that died during a cell, or (``during`` False)
+    between cells: after the previous cell returned, e.g. in a thread that cell started."""
+    when = "during this execution" if during else "after the previous execution"
     if status is None or status < 0:
-        return "The interpreter died during this execution.\n", "crash"
+        return f"The interpreter died {when}.\n", "crash"
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         try:
             name = signal.Signals(sig).name
         except ValueError:
             name = str(sig)
+        at = "" if during else f" {when}"
         if sig == signal.SIGKILL:
             return (
-                f"The interpreter was killed (signal {name}), e.g. for using too much memory.\n",
+                f"The interpreter was killed (signal {name}){at}, e.g. for using too much memory.\n",
                 "crash",
             )
-        return f"The interpreter crashed (signal {name}).\n", "crash"
+        return f"The interpreter crashed (signal {name}){at}.\n", "crash"
     code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
-    return f"The interpreter exited with code {code} during this execution.\n", "exit"
+    return f"The interpreter exited with code {code} {when}.\n", "exit"
+
+
+def _forged(during: bool) -> str:
+    """The stderr line for a session that wrote to its supervisor's control channel."""
+    when = "during this execution" if during else "after the previous execution"
+    return f"The interpreter wrote to the sandbox's control channel {when}.\n"
 
 
 class Supervisor:
@@ -806,12 +845,7 @@ class Supervisor:
         self.timer = _timerfd()
         self.shm = mmap.mmap(-1, mmap.PAGESIZE)
         self.takeover_due = False
-        self.ctl, self.ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        for s in (self.ctl, self.ctl_child):
-            with contextlib.suppress(OSError):
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, proto.MAX_PACKET)
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, proto.MAX_PACKET)
-        self.ctl.setblocking(False)
+        self.ctl, self.ctl_child = proto.control_channel()
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -822,12 +856,16 @@ class Supervisor:
         self.holder = 0
         self.runner = 0
         self.pidfds: dict[int, int] = {}  # pidfd -> pid
+        self.retired: dict[int, None] = {}  # see retire()
         self.running: proto.Message | None = None  # sent to the runner
         self.deadline = 0.0
         self.grace_deadline = 0.0
         self.died_wait = 0.0
         self.started = 0.0
         self.rid: object = None
+        self.lost_notice = ""
+        """Why the session's interpreter was restarted between cells (reported with the next
+        cell's result, then cleared; in fast mode it goes to the new holder with its assignment)."""
         self.poll = select.poll()
         # The output pipes are read only while a cell runs (on a timer, or on every write during
         # a flood) and when it ends. Never between cells: once the host has a result, the next
@@ -856,7 +894,10 @@ class Supervisor:
             "uid": self.uid,
             "workdir": self.workdir,
             "protect": self.protect,
+            "lost": self.lost_notice,
         }
+        if not self.protect:  # the holder answers its first cell itself (see _Direct)
+            self.lost_notice = ""
         socket.send_fds(self.ctl, [proto.encode(message)], [self.host.fileno()])
 
     # -- processes
@@ -888,6 +929,11 @@ class Supervisor:
                 targets = (FD_CTL, FD_TOKEN_R, FD_TOKEN_W, FD_TIMER, FD_OUT_R, FD_ERR_R)
                 for source, target in zip(sources, (*targets, FD_SIBLINGS), strict=True):
                     os.dup2(source, target)
+                # Nothing else of ours reaches the session: not the spare's link to the
+                # template, not the supervisor's own ends (they may sit on 4-6 here).
+                for fd in (FD_OUT_SAVED, FD_ERR_SAVED, FD_HOST):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
                 os.closerange(FD_LAST + 1, 1 << 16)
                 holder_main(self.config, self.protections, self.shm)
             finally:
@@ -895,6 +941,8 @@ class Supervisor:
         self.holder = pid
         self.runner = 0
         self.watch(pid)
+        if _DEBUG:
+            os.write(2, f"S{os.getpid()} spawned holder {pid}\n".encode())
 
     def reset_token(self) -> None:
         """Between holders (fast mode): no record, no answer in flight, no timer."""
@@ -907,19 +955,36 @@ class Supervisor:
     def claim(self) -> proto.Message | None:
         """Fast mode: take the token of the running cell (see :class:`_Direct`); the cell's
         request, or None when there is none (no cell, or the runner took it)."""
-        try:
-            data = os.read(self.token_r, 4096)
-        except OSError:
-            return None
-        return self.request_of(data) if data else None
+        data = self.take_token()
+        return (self.request_of(data) or self.default_request()) if data else None
 
-    def request_of(self, record: bytes) -> proto.Message:
-        """A cell's request from its record; defaults for a garbled one (user code can write
-        to the token pipe: it only hurts its own session)."""
+    def take_token(self) -> bytes:
+        try:
+            return os.read(self.token_r, 4096)
+        except OSError:
+            return b""
+
+    def request_of(self, record: bytes) -> proto.Message | None:
+        """A cell's request from its record (the first one: whatever a cell wrote into the
+        token pipe comes after); None for one the runner did not write (only a cell writes
+        such a thing): the runner stamps it with the same clock, at most the cell's timeout
+        (and the soft interrupt's grace) before anyone reads it."""
+        record = record[: proto.RECORD.size]
         if len(record) == proto.RECORD.size:
             rid, cap, timeout, start = proto.RECORD.unpack(record)
-            if math.isfinite(timeout) and timeout > 0 and math.isfinite(start):
+            now = time.monotonic()
+            if (
+                0 < rid < 1 << 53
+                and cap < 1 << 40
+                and math.isfinite(timeout)
+                and 0 < timeout < 1e9
+                and now - timeout - 60 <= start <= now + 1
+            ):
                 return {"rid": rid, "cap": cap, "timeout": timeout, "start": start}
+        return None
+
+    def default_request(self) -> proto.Message:
+        """What to supervise a cell by whose record a cell garbled (its own session only)."""
         return {
             "rid": 0,
             "cap": self.config.max_output_characters,
@@ -928,6 +993,7 @@ class Supervisor:
         }
 
     def watch(self, pid: int) -> None:
+        self.retired.pop(pid, None)
         try:
             fd = os.pidfd_open(pid)
         except OSError:
@@ -936,6 +1002,7 @@ class Supervisor:
         self.poll.register(fd, select.POLLIN)
 
     def unwatch(self, pid: int) -> None:
+        self.retire((pid,))
         for fd, p in list(self.pidfds.items()):
             if p == pid:
                 self.poll.unregister(fd)
@@ -953,7 +1020,7 @@ class Supervisor:
             if pid == 0:
                 return
             if _DEBUG:
-                os.write(2, f"S reaped {pid} status {status}\n".encode())
+                os.write(2, f"S{os.getpid()} reaped {pid} status {status}\n".encode())
             if pid in (self.holder, self.runner):
                 self.statuses[pid] = status
 
@@ -969,13 +1036,27 @@ class Supervisor:
         """Kill ``extra`` and every orphan (all children of the supervisor but the holder and
         ``ignore``), with everything below them, until none is left (fork bombs race us)."""
 
+        # Only ever processes below this supervisor: whatever the session claimed, nothing of
+        # the template or of another session is named here.
+        if extra:
+            ours = set(_descendants(_children(os.getpid())))
+            extra = tuple(p for p in extra if p in ours)
+
         def targets() -> list[int]:
             self.reap()
             keep = tuple(p for p in (self.holder, self.runner) if p and p not in extra) + ignore
             roots = [p for p in (*extra, *self.strays()) if _alive(p) and p not in ignore]
             return [p for p in _descendants(roots, keep) if _alive(p)]
 
-        kill_until_gone(targets, 2000)
+        self.retire(kill_until_gone(targets, 2000))
+
+    def retire(self, pids: Iterable[int]) -> None:
+        """Remember processes of the session that we killed or stopped watching: what they
+        sent before they went is stale, not forged."""
+        self.retired.update(dict.fromkeys(pids))
+        if len(self.retired) > 4096:  # a fork bomb's worth at most; forget the oldest
+            for pid in list(self.retired)[:1024]:
+                del self.retired[pid]
 
     def kill_everything(self) -> None:
         self.holder = self.runner = 0
@@ -1019,50 +1100,128 @@ class Supervisor:
     # -- session channel
 
     def on_ctl(self) -> None:
+        """Messages of the session's processes. The sender is who the kernel says it is
+        (``SCM_CREDENTIALS``), never a pid in the message; anything the protocol does not allow
+        from that sender at that moment ends the session's interpreter (:meth:`forged`)."""
         while True:
             try:
-                data = self.ctl.recv(proto.MAX_PACKET)
+                data, ancdata, _, _ = self.ctl.recvmsg(proto.MAX_PACKET, proto.CREDENTIALS_SPACE)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
+            sender = proto.sender_pid(ancdata)
             try:
                 message = proto.decode(data)
-                op = message.get("op")
-                pid = int(message.get("pid", 0))
-            except (ValueError, TypeError):
+            except ValueError:
+                message = {}
+            # sent by a process we have dealt with (e.g. a runner killed meanwhile): stale;
+            # unless its number was reused by the holder's next runner
+            if (
+                sender in self.retired
+                and sender not in (self.holder, self.runner)
+                and (
+                    message.get("op") != "ready"
+                    or _parent(sender) not in (self.holder, os.getpid())
+                )
+            ):
                 continue
             if _DEBUG:
                 os.write(
                     2,
-                    f"S {time.monotonic():.4f} ctl {message} holder={self.holder} runner={self.runner}\n".encode(),
+                    f"S{os.getpid()} {time.monotonic():.4f} ctl {sender} {message} holder={self.holder} runner={self.runner}\n".encode(),
                 )
-            if op == "ready":
-                if self.protect and pid != self.holder:
-                    if self.runner and self.runner != pid:
-                        self.unwatch(self.runner)
-                    self.runner = pid
-                    self.watch(pid)
-            elif op == "holder" and self.protect:
-                if pid != self.holder:
-                    self.holder = pid
-            elif op == "start" and self.running is None and pid == self.runner:
-                self.begin(message)
-            elif op == "done" and pid == self.runner:
-                if self.running is None and not self.protect and message.get("record"):
-                    # fast mode: the runner won the token but the cell left processes behind
-                    # (or the cell took the token itself): sweep, collect and answer
-                    try:
-                        record = proto.RECORD.pack(*message["record"])
-                    except (struct.error, TypeError):
-                        record = b""  # forged by the cell: defaults (its own session only)
-                    self.begin(self.request_of(record))
-                if self.running is not None and message.get("rid") == self.running.get("rid"):
-                    self.finish_done(message)
-            elif op == "died":
-                status = int(message.get("status", -1))
-                if self.running is not None and pid == self.runner:
-                    self.fail_running(pid, timed_out=False, status=status)
+            if not self.on_message(sender, message):
+                if _DEBUG:
+                    os.write(
+                        2,
+                        f"S{os.getpid()} forged by {sender}: parent {_parent(sender)} running {self.running} holder {self.holder} runner {self.runner}\n".encode(),
+                    )
+                self.forged()
+
+    def on_message(self, sender: int, message: proto.Message) -> bool:
+        """Act on one control message from ``sender``; False if the protocol does not allow it
+        (only user code sends such a thing: it holds the same descriptor as its runner)."""
+        op = message.get("op")
+        holder, runner, running = self.holder, self.runner, self.running
+        if op == "ready":  # a runner introduces itself
+            if not self.protect:
+                return sender == holder  # the holder is the runner (no-op)
+            # a fork of the holder, or one the supervisor inherited (its holder is gone), or
+            # one already gone itself (a cell that ends the runner at once: the holder reaps
+            # it before we read this, then reports its exit; a dead process can do no harm)
+            parent = _parent(sender)
+            if running is not None or sender == holder or parent not in (holder, os.getpid(), 0):
+                return False
+            if runner and runner != holder:
+                self.unwatch(runner)
+            self.runner = sender
+            self.watch(sender)
+            return True
+        if op == "holder" and self.protect:  # a committed runner took over the state
+            if sender == holder:
+                return True
+            if sender != runner or running is not None:
+                return False
+            self.holder, self.runner = runner, 0
+            return True
+        if op == "start" and self.protect:
+            request = proto.checked_start(message)
+            if sender != runner or running is not None or request is None:
+                return False
+            self.begin(request)
+            return True
+        if op == "done":
+            if sender != runner or not proto.valid_done(message):
+                return False
+            if running is None and not self.protect and "record" in message:
+                # fast mode: the runner won the token but the cell left processes behind (or
+                # the cell took the token itself): sweep, collect and answer
+                record = proto.RECORD.pack(*message["record"])
+                self.begin(self.request_of(record) or self.default_request())
+            if self.running is not None and self.running.get("rid") == 0:
+                # we took the cell over by a record the cell garbled: the runner knows its id
+                self.running["rid"] = self.rid = message["rid"]
+            if self.running is None or message.get("rid") != self.running.get("rid"):
+                return False
+            self.finish_done(message)
+            return True
+        if op == "died" and self.protect:  # the holder reports its runner's exit status
+            pid, status = message.get("pid"), message.get("status")
+            if sender != holder or type(pid) is not int or type(status) is not int:
+                return False
+            if running is not None and pid == runner:
+                self.fail_running(pid, timed_out=False, status=status)
+            return True  # (about a runner already dealt with: nothing to do)
+        return False
+
+    def forged(self) -> None:
+        """The session wrote something to the control channel that its runner or holder would
+        not: end its interpreter (every process of the session) and start a fresh one. The
+        running cell, or else the next one, reports the state as lost."""
+        if _DEBUG:
+            os.write(2, f"S{os.getpid()} forged control message\n".encode())
+        uncertain = not self.protect and self.running is None and self.adopt()
+        if self.running is not None:
+            then = _forged(during=False) if uncertain else ""
+            self.fail_running(self.runner, timed_out=False, forged=True, then=then)
+        else:
+            self.restart(_forged(during=False))
+
+    def restart(self, notice: str) -> None:
+        """Between cells: the session's state is gone. Start a fresh holder; the next cell's
+        result says why (``notice``) and that the state was lost."""
+        self.kill_everything()
+        # a new channel too: the session may have shut its end down (every read then returns
+        # nothing at once), and nothing queued on the old one is of interest
+        self.poll.unregister(self.ctl.fileno())
+        self.ctl.close()
+        self.ctl_child.close()
+        self.ctl, self.ctl_child = proto.control_channel()
+        self.poll.register(self.ctl.fileno(), select.POLLIN)
+        self.lost_notice = notice
+        self.spawn_holder()
+        self.send_assignment()
 
     def begin(self, request: proto.Message) -> None:
         """The runner started a cell: capture its output, start the clock."""
@@ -1132,6 +1291,15 @@ class Supervisor:
             orphans += _children(self.runner)
         if orphans:
             self.purge(tuple(orphans), ignore=ignore)
+        # the interpreter was restarted before this cell: protected mode keeps the notice here,
+        # in fast mode the runner had it (with its assignment) and sends it along
+        lost = self.lost_notice if self.protect else str(message.get("lost") or "")
+        self.lost_notice = ""
+        state = "kept"
+        if lost:
+            state, stderr = "lost", _join(stderr, lost)
+            if self.config.state_notes:
+                stderr += proto.LOST_NOTE
         self.reply(
             {
                 "op": "result",
@@ -1141,7 +1309,7 @@ class Supervisor:
                 "stdout_truncated": out_cut,
                 "stderr_truncated": err_cut,
                 "duration": float(message.get("duration", 0.0)),
-                "state": "kept",
+                "state": state,
                 "reason": message.get("reason"),
             }
         )
@@ -1150,14 +1318,25 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 self.ctl.send(proto.encode({"op": "ack", "to": runner}))
 
-    def fail_running(self, runner: int, *, timed_out: bool, status: int | None = None) -> None:
-        """The runner timed out (and is to be killed) or died: report, restore a runner."""
+    def fail_running(
+        self,
+        runner: int,
+        *,
+        timed_out: bool,
+        status: int | None = None,
+        forged: bool = False,
+        then: str = "",
+    ) -> None:
+        """The runner timed out (and is to be killed), died, or its session wrote to the
+        control channel (``forged``: the whole session goes): report, restore a runner.
+        ``then``: the runner may have answered this cell itself before it died (the host keeps
+        the first answer), so the next cell reports the loss too, with this line."""
         assert self.running is not None
         request, self.running = self.running, None
         self.died_wait = 0.0
         cap = int(request["cap"])
         duration = time.monotonic() - self.started
-        if self.protect:
+        if self.protect and not forged:
             self.purge((runner,))
         else:
             self.kill_everything()
@@ -1172,16 +1351,21 @@ class Supervisor:
                 "timeout",
                 "timeout",
             )
+        elif forged:
+            notice, reason, result_status = _forged(during=True), "crash", "error"
         else:
             notice, reason = _describe_exit(status)
             result_status = "error"
-        if holder_alive:
+        # a restart before this cell (protected mode) was not reported yet: it is now
+        notice = _join(self.lost_notice, notice) if self.lost_notice else notice
+        if holder_alive and not self.lost_notice:
             state, note = "rolled_back", proto.ROLLED_BACK_NOTE
+        elif holder_alive:
+            state, note = "lost", proto.LOST_NOTE
+            self.lost_notice = ""
         else:
             state, note = "lost", proto.LOST_NOTE
-            self.kill_everything()
-            self.spawn_holder()
-            self.send_assignment()
+            self.restart(then)
         stderr = _join(stderr, notice)
         if self.config.state_notes:
             stderr += note
@@ -1202,30 +1386,43 @@ class Supervisor:
     def on_exit(self, pid: int) -> None:
         """A watched process (holder or runner) ended."""
         if _DEBUG:
-            os.write(2, f"S exit {pid} holder={self.holder} runner={self.runner}\n".encode())
+            os.write(
+                2, f"S{os.getpid()} exit {pid} holder={self.holder} runner={self.runner}\n".encode()
+            )
         self.unwatch(pid)
         self.reap()
-        if not self.protect and self.running is None and pid == self.runner:
-            # fast mode: a cell still holding its token died; or the runner died while writing
-            # its answer (the record is in the shared page): either way we answer that request
-            request = self.claim()
-            if request is None and any(self.shm[: proto.RECORD.size]):
-                request = self.request_of(bytes(self.shm[: proto.RECORD.size]))
-            if request is not None:
-                self.begin(request)
+        then = ""
+        if not self.protect and self.running is None and pid == self.runner and self.adopt():
+            then = _describe_exit(self.statuses.get(pid), during=False)[0]
         if self.running is not None and pid == self.runner:
             if self.protect and self.holder and _alive(self.holder):
                 self.died_wait = time.monotonic() + 1.0  # the holder reports the exit status
             else:
-                self.fail_running(pid, timed_out=False, status=self.statuses.pop(pid, None))
+                status = self.statuses.pop(pid, None)
+                self.fail_running(pid, timed_out=False, status=status, then=then)
             return
-        if pid == self.holder and (not self.protect or self.running is None):
-            if self.protect and self.runner and _alive(self.runner):
-                return  # the runner committed or still holds state; it will announce itself
-            # the state is gone while idle (e.g. killed by a stray process): start over
-            self.kill_everything()
-            self.spawn_holder()
-            self.send_assignment()
+        if self.running is None and pid in (self.holder, self.runner):
+            others = [p for p in (self.holder, self.runner) if p and p != pid]
+            if self.protect and any(_alive(p) for p in others):
+                return  # the other one holds the state (e.g. the runner forked for the next cell)
+            # the state is gone between cells (a thread of the last cell called os._exit,
+            # crashed, or a stray process killed it): start over, and say so with the next cell
+            status = self.statuses.pop(self.holder, None)
+            self.restart(_describe_exit(status, during=False)[0])
+
+    def adopt(self) -> bool:
+        """Fast mode, the runner is dying or about to be killed: take over the cell it runs,
+        if any (its record is in the token pipe; or in the shared page while the runner
+        answers it: then True, the host may already have the runner's answer)."""
+        # garbage in the pipe (written by a thread between cells) is no cell
+        request = self.request_of(self.take_token())
+        uncertain = False
+        if request is None and any(self.shm[: proto.RECORD.size]):
+            request = self.request_of(bytes(self.shm[: proto.RECORD.size]))
+            uncertain = request is not None
+        if request is not None:
+            self.begin(request)
+        return uncertain
 
     def check_deadline(self) -> None:
         if self.running is None:
@@ -1339,7 +1536,8 @@ def supervisor_main(
 # Template (zygote)
 
 
-def _reap_all() -> None:
+def _reap_all(sessions: dict[int, int]) -> None:
+    """Reap exited children; forget the sessions (slot -> supervisor pid) among them."""
     while True:
         try:
             pid, _ = os.waitpid(-1, os.WNOHANG)
@@ -1347,6 +1545,8 @@ def _reap_all() -> None:
             return
         if pid == 0:
             return
+        for slot in [k for k, v in sessions.items() if v == pid]:
+            del sessions[slot]
 
 
 def template_main(argv: list[str]) -> NoReturn:
@@ -1367,8 +1567,11 @@ def template_main(argv: list[str]) -> NoReturn:
     ctl.send(proto.encode({"op": "ready", "pid": os.getpid(), "failed": failed}))
     signal.signal(signal.SIGCHLD, lambda *_: None)
     spares: list[tuple[int, socket.socket]] = []
+    # Supervisors handed out, by slot. A pid is killed only while it is in here: it is then our
+    # own unreaped child, so the number cannot have been reused by another process.
+    sessions: dict[int, int] = {}
     while True:
-        _reap_all()
+        _reap_all(sessions)
         idle = 0.0 if len(spares) < SPARES else 1.0
         try:
             ready, _, _ = select.select([ctl], [], [], idle)
@@ -1386,9 +1589,10 @@ def template_main(argv: list[str]) -> NoReturn:
             os._exit(0)  # sessions die with us (PR_SET_PDEATHSIG)
         request = proto.decode(data)
         if request.get("op") == "kill":  # a supervisor stopped answering: clean up after it
-            with contextlib.suppress(OSError):
-                os.kill(int(request["pid"]), signal.SIGKILL)
             slot = int(request["slot"])
+            if sessions.get(slot) == request["pid"]:
+                with contextlib.suppress(OSError):
+                    os.kill(sessions[slot], signal.SIGKILL)
             if protections.session_uids:
                 isolation.kill_uid(isolation.session_uid(slot))
             with contextlib.suppress(OSError):
@@ -1403,6 +1607,7 @@ def template_main(argv: list[str]) -> NoReturn:
             socket.send_fds(link, [proto.encode(assignment)], [session_end.fileno()])
             link.close()
             session_end.close()
+            sessions[int(request["slot"])] = pid
             reply = proto.encode({"op": "new", "pid": pid, "id": request.get("id")})
             socket.send_fds(ctl, [reply], [host_end.fileno()])
             host_end.close()

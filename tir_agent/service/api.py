@@ -156,7 +156,10 @@ class SessionList(BaseModel):
 class Health(BaseModel):
     """``GET /v1/health``."""
 
-    status: Literal["healthy", "shutting_down"]
+    status: Literal["healthy", "shutting_down", "unhealthy"]
+    """``unhealthy`` (503): the sandbox cannot run code now (its template died and is being
+    restarted); ``problem`` says why."""
+    problem: str | None = None
     api: Literal["tir-agent"] = "tir-agent"
     version: int = API_VERSION
     sessions: int

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import re
+from typing import Literal
 
 from starlette.types import Receive, Scope, Send
 
@@ -90,3 +91,14 @@ class Service:
 
     def _stopping(self) -> bool:
         return self.stopping
+
+    def health(self) -> tuple[int, Literal["healthy", "shutting_down", "unhealthy"], str | None]:
+        """What the health endpoints answer: HTTP status, status and the problem. 503
+        ``shutting_down`` after SIGTERM; 503 ``unhealthy`` while the sandbox cannot run code
+        (its template died and is being restarted: :attr:`LocalSandbox.problem`); else 200."""
+        if self.stopping:
+            return 503, "shutting_down", None
+        problem = self.sandbox.problem
+        if problem is not None:
+            return 503, "unhealthy", problem
+        return 200, "healthy", None

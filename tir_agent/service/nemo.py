@@ -267,13 +267,17 @@ async def delete_session(service: Service, session_id: str, send: Send) -> None:
 
 
 async def health(service: Service, scope: Scope, send: Send) -> None:
-    """``GET /health`` (no token needed): 200 healthy, 503 while shutting down."""
+    """``GET /health`` (no token needed): 200 healthy, 503 while shutting down or while the
+    sandbox cannot run code (``unhealthy``, with the ``problem``; see :meth:`Service.health`)."""
     server = scope.get("server") or ("", service.config.port)
-    body = {
-        "status": "shutting_down" if service.stopping else "healthy",
+    code, status, problem = service.health()
+    body: dict[str, object] = {
+        "status": status,
         "port": server[1],
         "api": BACKEND,
         "version": API_VERSION,
         "sessions": len(service.registry),
     }
-    await send_json(send, 503 if service.stopping else 200, body)
+    if problem is not None:
+        body["problem"] = problem
+    await send_json(send, code, body)

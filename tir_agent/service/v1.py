@@ -287,11 +287,14 @@ async def delete(service: Service, sid: str, send: Send) -> None:
 
 
 async def health(service: Service, send: Send) -> None:
-    """``GET /v1/health`` (no token or API header needed): 200, or 503 while shutting down."""
+    """``GET /v1/health`` (no token or API header needed): 200, or 503 while shutting down or
+    while the sandbox cannot run code (see :meth:`Service.health`)."""
+    code, status, problem = service.health()
     body = Health(
-        status="shutting_down" if service.stopping else "healthy",
+        status=status,
+        problem=problem,
         sessions=len(service.registry),
         max_sessions=service.config.sandbox.max_sessions,
         protections=service.sandbox.protections.flags(),
     )
-    await send_bytes(send, 503 if service.stopping else 200, body.model_dump_json().encode(), V1)
+    await send_bytes(send, code, body.model_dump_json().encode(), V1)

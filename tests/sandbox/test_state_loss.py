@@ -1,0 +1,97 @@
+"""A session's interpreter that dies between cells is never replaced silently (issue 12, class 6).
+
+A thread a cell started keeps running after the cell returned; when it ends the interpreter
+(``os._exit``, a crash), the next cell runs in a fresh one and must say so: ``state="lost"``,
+a line telling what happened, and the restart note. Where a copy of the state survives
+(protected mode: the runner forked for the next cell), the state is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tir_agent.sandbox.local import LocalSandbox
+from tir_agent.sandbox.protocol import LOST_NOTE
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+LATER = "import os, threading, time\ndef later():\n    time.sleep(0.05)\n    {}\nthreading.Thread(target=later, daemon=True).start()"
+
+
+async def test_fast_mode_a_thread_exiting_after_its_cell(fast: LocalSandbox) -> None:
+    async with fast.session() as s:
+        await s.run("x = 1")
+        r = await s.run(LATER.format("os._exit(0)"))
+        assert (r.status, r.state) == ("completed", "kept")
+        await asyncio.sleep(0.3)
+        r = await s.run("y = 2\nx")
+        assert (r.status, r.state, r.reason) == ("error", "lost", "exception")
+        assert r.stderr.startswith("Traceback (most recent call last):\n    x\nNameError")
+        assert r.stderr.endswith(
+            "The interpreter exited with code 0 after the previous execution.\n" + LOST_NOTE
+        )
+        r = await s.run("y")  # the cell after the restart was kept; nothing more to report
+        assert (r.stdout, r.state, r.stderr) == ("2\n", "kept", "")
+
+
+async def test_fast_mode_a_thread_crashing_after_its_cell(fast: LocalSandbox) -> None:
+    async with fast.session() as s:
+        await s.run("x = 1")
+        await s.run(LATER.format("import ctypes; ctypes.string_at(0)"))
+        await asyncio.sleep(0.3)
+        r = await s.run("print('hi')")
+        assert (r.status, r.stdout, r.state) == ("completed", "hi\n", "lost")
+        assert r.stderr == (
+            "The interpreter crashed (signal SIGSEGV) after the previous execution.\n" + LOST_NOTE
+        )
+
+
+async def test_fast_mode_the_first_cell_after_a_restart_taken_over(fast: LocalSandbox) -> None:
+    """The next cell runs long (the supervisor answers it): it reports the loss as well."""
+    async with fast.session() as s:
+        await s.run("x = 1")
+        await s.run(LATER.format("os._exit(5)"))
+        await asyncio.sleep(0.3)
+        r = await s.run("import time\ntime.sleep(0.05)\nprint('slow')")
+        assert (r.status, r.stdout, r.state) == ("completed", "slow\n", "lost")
+        assert r.stderr == (
+            "The interpreter exited with code 5 after the previous execution.\n" + LOST_NOTE
+        )
+
+
+async def test_protected_the_next_runner_keeps_the_state(protected: LocalSandbox) -> None:
+    """The committed cell's thread ends the holder, but the runner forked for the next cell
+    holds a copy of the state: nothing is lost."""
+    async with protected.session() as s:
+        await s.run("x = 1")
+        await s.run(LATER.format("os._exit(0)"))
+        await asyncio.sleep(0.3)
+        r = await s.run("x")
+        assert (r.stdout, r.state, r.stderr) == ("1\n", "kept", "")
+        r = await s.run("import time\ntime.sleep(3)", timeout=0.2)  # rollback still works
+        assert (r.status, r.state) == ("timeout", "rolled_back")
+        assert (await s.run("x")).stdout == "1\n"
+
+
+async def test_protected_holder_and_runner_both_gone(protected: LocalSandbox) -> None:
+    """The thread kills the runner forked for the next cell, then its own interpreter: no
+    copy of the state is left, and the next cell says so."""
+    kill_runner_then_exit = (
+        "while not open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split():\n"
+        "        time.sleep(0.005)\n"
+        "    child = int(open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()[0])\n"
+        "    os.kill(child, 9); os._exit(0)"
+    )
+    async with protected.session() as s:
+        await s.run("x = 1")
+        await s.run(LATER.format(kill_runner_then_exit))
+        await asyncio.sleep(0.3)
+        r = await s.run("'x' in globals()")
+        assert (r.stdout, r.state) == ("False\n", "lost")
+        assert r.stderr == (
+            "The interpreter exited with code 0 after the previous execution.\n" + LOST_NOTE
+        )
+        r = await s.run("x = 3\nx")
+        assert (r.stdout, r.state) == ("3\n", "kept")
