@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -249,6 +250,7 @@ class LocalSandbox:
     def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
         self.config = _make_config(config, overrides)
         self._protections: isolation.Protections | None = None
+        self._uid_block: isolation.UidBlock | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctl: socket.socket | None = None
         self._ctl_lock: asyncio.Lock | None = None
@@ -296,6 +298,12 @@ class LocalSandbox:
             protections = self._protections
             if self.config.strict:
                 protections.require_strict()
+            if protections.session_uids and self._uid_block is None:
+                # uids of our own, host-wide: no other sandbox shares our process limits
+                self._uid_block = isolation.reserve_uid_block()
+                protections = self._protections = dataclasses.replace(
+                    protections, uid_base=self._uid_block.base
+                )
             ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             argv = [
                 self.config.python,
@@ -378,6 +386,8 @@ class LocalSandbox:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+        if self._uid_block is not None:  # the template is gone, and its sessions with it
+            self._uid_block.release()
 
     async def _watch_template(self) -> None:
         assert self._proc is not None
