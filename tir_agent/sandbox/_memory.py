@@ -9,13 +9,14 @@ largest processes (SIGKILL) until the rest fit.
 What counts is the memory only that session holds: anonymous and shared-memory pages, each
 shared page divided among the processes that map it (``Pss_Anon + Pss_Shmem`` from
 ``/proc/PID/smaps_rollup``), so pages a fork still shares copy-on-write with the template or
-with its parent are not counted once per process. That file is read only for a session whose
-cheap upper bound (``RssAnon + RssShmem`` from ``/proc/PID/status``, counted in full for every
-process) is over the limit, so a scan of a sandbox well below its limits reads one small file
-per process. Reading another uid's ``smaps_rollup`` needs ptrace access: the watchdog takes the
-session's uid as its file-system uid for those reads (``setfsuid``) instead of holding
-CAP_SYS_PTRACE. A process that made itself undumpable is counted by its full ``RssAnon +
-RssShmem``.
+with its parent are not counted once per process. A scan stays cheap: the processes of each
+uid are found from the owners of the ``/proc/PID`` directories (no file read, except for
+root's processes, see :func:`session_processes`); a session with one process is skipped
+(``RLIMIT_AS`` already holds it); the others' resident sets (``/proc/PID/statm``) are added up,
+an upper bound; and only a session over the limit by that bound has its ``smaps_rollup`` read.
+Reading another uid's ``smaps_rollup`` needs ptrace access: the watchdog takes the session's uid
+as its file-system uid for those reads (``setfsuid``) instead of holding CAP_SYS_PTRACE. A
+process that made itself undumpable is counted at its full resident set.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from collections.abc import Iterable
 
 INTERVAL = 0.05
 """Seconds between two scans (a session can overshoot its limit for about this long)."""
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -95,20 +97,52 @@ def over_limit(usage: dict[int, int], limit: int) -> list[int]:
     return victims
 
 
-def scan(uid_base: int, uid_count: int, limit: int) -> list[tuple[int, list[int]]]:
-    """One pass over /proc: ``(uid, pids killed)`` for each session found over ``limit``."""
-    rough: dict[int, list[tuple[int, int]]] = {}
+def _resident(pid: int) -> int:
+    """Resident set of ``pid`` in bytes (``/proc/PID/statm``, readable by anyone), or 0."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def session_processes(uid_base: int, uid_count: int) -> dict[int, list[int]]:
+    """Live processes of each session uid of the block: ``{uid: [pid, ...]}``.
+
+    The owner of ``/proc/PID`` is the process's uid, found without reading a file. The kernel
+    may show root as the owner of a process that is not dumpable, so root's entries (the
+    template, the supervisors, spare holders, and perhaps session processes that made
+    themselves undumpable) are looked up in ``/proc/PID/status``.
+    """
+    groups: dict[int, list[int]] = {}
+    end = uid_base + uid_count
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
-        found = process_status(entry.name)
-        if found is not None and uid_base <= found[0] < uid_base + uid_count:
-            rough.setdefault(found[0], []).append((int(entry.name), found[1]))
-    killed = []
-    for uid, pids in rough.items():
-        if sum(rss for _, rss in pids) <= limit:
+        try:
+            owner = entry.stat().st_uid
+        except OSError:
             continue
-        victims = over_limit(session_usage(uid, pids), limit)
+        if owner == 0:
+            found = process_status(entry.name)
+            if found is None:
+                continue
+            owner = found[0]
+        if uid_base <= owner < end:
+            groups.setdefault(owner, []).append(int(entry.name))
+    return groups
+
+
+def scan(uid_base: int, uid_count: int, limit: int) -> list[tuple[int, list[int]]]:
+    """One pass over /proc: ``(uid, pids killed)`` for each session found over ``limit``."""
+    killed = []
+    for uid, pids in session_processes(uid_base, uid_count).items():
+        if len(pids) < 2:  # one process alone is held to the limit by RLIMIT_AS
+            continue
+        rough = [(pid, _resident(pid)) for pid in pids]  # an upper bound: counts shared pages
+        if sum(size for _, size in rough) <= limit:
+            continue
+        victims = over_limit(session_usage(uid, rough), limit)
         for pid in victims:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
@@ -119,6 +153,7 @@ def scan(uid_base: int, uid_count: int, limit: int) -> list[tuple[int, list[int]
 
 def watchdog_main(uid_base: int, uid_count: int, limit: int, parent: int) -> None:
     """Scan every :data:`INTERVAL` seconds until ``parent`` (the template) is gone."""
+    _libc.prctl(15, b"tir-memwatch", 0, 0, 0)  # PR_SET_NAME: shows in /proc/PID/comm and ps
     while os.getppid() == parent:
         time.sleep(INTERVAL)
         for uid, victims in scan(uid_base, uid_count, limit):
