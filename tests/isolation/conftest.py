@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
 import os
@@ -33,6 +34,7 @@ def own_uids(p: isolation.Protections) -> isolation.Protections:
     on this shared machine may be using any other block). Released when pytest exits."""
     if not _uid_block:
         _uid_block.append(isolation.reserve_uid_block())
+        atexit.register(_uid_block[0].release)  # removes its lock file too
     return dataclasses.replace(p, uid_base=_uid_block[0].base)
 
 

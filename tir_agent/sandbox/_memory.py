@@ -28,7 +28,7 @@ import signal
 import time
 from collections.abc import Iterable
 
-INTERVAL = 0.05
+INTERVAL = 0.1
 """Seconds between two scans (a session can overshoot its limit for about this long)."""
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

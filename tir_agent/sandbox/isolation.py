@@ -17,6 +17,7 @@ docs/isolation.md.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
 import fcntl
 import functools
@@ -264,8 +265,9 @@ class UidBlock:
     """A block of :data:`UID_BLOCK` session uids reserved host-wide for one sandbox.
 
     The reservation is an exclusive ``flock`` on ``<lock dir>/tir-agent-uids/<base>.lock``: the
-    kernel drops it when the holder closes it (:meth:`release`) or dies, so a crashed server
-    never keeps a block.
+    kernel drops it when the holder closes it (:meth:`release`, which also removes the file) or
+    dies (the empty file then stays until the block's next holder releases it), so a crashed
+    server never keeps a block.
     """
 
     def __init__(self, base: int, fd: int, path: str) -> None:
@@ -281,8 +283,11 @@ class UidBlock:
         return self._fd is not None
 
     def release(self) -> None:
-        """Give the block back (idempotent)."""
+        """Give the block back and remove its lock file (idempotent)."""
         if self._fd is not None:
+            # unlinked while still locked: whoever opened it meanwhile sees the inode change
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
             os.close(self._fd)
             self._fd = None
 
@@ -304,6 +309,13 @@ def _block_in_use(base: int) -> bool:
     return False
 
 
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
 def reserve_uid_block() -> UidBlock:
     """Reserve a free uid block for one sandbox, host-wide: no other sandbox (in this process or
     another) gets it until :meth:`UidBlock.release` or the holder's death. Blocks are tried from a
@@ -319,7 +331,7 @@ def reserve_uid_block() -> UidBlock:
         except OSError:
             os.close(fd)
             continue
-        if _block_in_use(base):
+        if not _same_file(fd, path) or _block_in_use(base):  # released (unlinked) meanwhile
             os.close(fd)
             continue
         return UidBlock(base, fd, path)
