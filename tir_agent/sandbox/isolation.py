@@ -6,7 +6,10 @@ the few host directories Python needs, secrets hidden, fresh ``/dev``, ``/proc``
 in-memory workspace, a cleared environment, and only the capabilities needed to hand out uids
 (:func:`template_command`). Every session process forked from it then confines itself before any
 user code runs (:func:`confine_session`): a private work directory, its own unprivileged uid,
-rlimits that cannot be raised, no new privileges, death with its parent and a seccomp filter.
+rlimits that cannot be raised, no new privileges, death with its parent and a seccomp filter;
+before that, it moves into a mount and IPC namespace of its own (:func:`prepare_session`), and a
+watchdog in the template holds each session's processes together to ``memory_limit``
+(:func:`start_memory_watchdog`). Each sandbox has its own uids (:func:`reserve_uid_block`).
 
 :func:`detect_protections` probes the host once (it really starts the wrapped interpreter) and
 returns :class:`Protections`: what is active, and for everything missing, how to get it.
