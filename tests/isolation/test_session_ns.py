@@ -4,12 +4,15 @@ unshare), with small quotas. The engine-level attacks are in tests/sandbox/test_
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from tests.isolation.conftest import Template, detect, session_processes
-from tir_agent.sandbox import isolation
+from tir_agent.sandbox import _mounts, isolation
 from tir_agent.sandbox.config import SandboxConfig
 
 QUOTA = {"disk_limit": 2 * 1024**2, "max_files": 100}
@@ -145,3 +148,43 @@ def test_detection_reports_missing_without_cap_sys_admin(
     assert "session_files" not in weak.active()
     assert dataclasses.replace(weak, missing=()).session_memory  # independent of the namespaces
     assert os.geteuid() == 0
+
+
+def test_what_is_bound_below_tmp_stays_visible_read_only(
+    config: SandboxConfig,
+    protections: isolation.Protections,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    # A checkout or virtualenv under the host's /tmp (a CI clone, say) is bound below the
+    # sandbox's /tmp; a session's own /tmp must keep it reachable (read-only).
+    (tmp_path / "module.py").write_text("VALUE = 42\n")
+    roots = _mounts.bind_roots(config)
+    monkeypatch.setattr(_mounts, "bind_roots", lambda config: [*roots, str(tmp_path)])
+    code = (
+        (Path(isolation.__file__).parent / "_sessionfs.py").read_text()
+        + f"""
+import json
+private_session_namespace("/sandbox", 1 << 20, 64)
+out = {{"read": open({str(tmp_path / "module.py")!r}).read()}}
+try:
+    open({str(tmp_path / "new.py")!r}, "w")
+    out["write"] = "ok"
+except OSError as e:
+    out["write"] = e.strerror
+out["tmp_private"] = sorted(os.listdir("/tmp")) == ["pytest-of-root"]
+print(json.dumps(out))
+"""
+    )
+    argv = [config.python, "-I", "-S", "-c", code]
+    proc = subprocess.run(
+        isolation.template_command(argv, config, protections),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["read"] == "VALUE = 42\n"
+    assert out["write"] == "Read-only file system"
+    assert str(tmp_path).startswith("/tmp/pytest-of-root/") and out["tmp_private"]

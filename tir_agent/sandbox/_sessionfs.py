@@ -66,32 +66,33 @@ def ipc_limits(disk: int | None) -> dict[str, str]:
 def _set_ipc_limits(limits: dict[str, str]) -> None:
     """Write the IPC sysctls of the new namespace through a writable view of /proc/sys.
 
-    The sandbox covers /proc/sys read-only; this mount namespace is private, so uncovering it
-    here, writing and covering it again never shows the host's knobs to anyone else.
+    The sandbox covers /proc/sys with a read-only bind; this mount namespace is private, so
+    making that bind writable here for the writes (a remount each way, cheaper than unmounting
+    it) never shows the host's knobs to anyone else.
     """
-    covered = os.statvfs("/proc/sys").f_flag & os.ST_RDONLY
+    covered = bool(os.statvfs("/proc/sys").f_flag & os.ST_RDONLY)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
     if covered:
-        _check(_libc().umount2(b"/proc/sys", MNT_DETACH), "umount /proc/sys")
+        _mount(None, "/proc/sys", None, flags)
     try:
         for name, value in limits.items():
             with open(f"/proc/sys/kernel/{name}", "w") as f:
                 f.write(value)
     finally:
-        if covered or not os.statvfs("/proc/sys").f_flag & os.ST_RDONLY:
-            _mount("/proc/sys", "/proc/sys", None, MS_BIND | MS_REC)
-            _mount(None, "/proc/sys", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        _mount(None, "/proc/sys", None, flags | MS_RDONLY)
 
 
-def _submounts(root: str) -> list[str]:
-    """Mount points strictly below ``root`` (e.g. a checkout bound under /tmp), shallow first."""
-    found = []
-    prefix = root.rstrip("/") + "/"
+def _submounts(roots: tuple[str, ...]) -> list[str]:
+    """Mount points strictly below any of ``roots`` (e.g. a checkout bound under /tmp), shallow
+    first."""
+    prefixes = tuple(root.rstrip("/") + "/" for root in roots)
+    found = set()
     with open("/proc/self/mountinfo") as f:
         for line in f:
             point = line.split()[4].replace("\\040", " ")
-            if point.startswith(prefix):
-                found.append(point)
-    return sorted(set(found), key=lambda p: p.count("/"))
+            if point.startswith(prefixes):
+                found.add(point)
+    return sorted(found, key=lambda p: p.count("/"))
 
 
 def private_session_namespace(workspace: str, disk: int | None, inodes: int | None) -> None:
@@ -105,10 +106,12 @@ def private_session_namespace(workspace: str, disk: int | None, inodes: int | No
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     # Keep what lies below /tmp (a checkout or virtualenv bound there) reachable through fds.
     kept: list[tuple[str, int]] = []
-    for scratch, _ in _SHARED_SCRATCH:
-        for point in _submounts(scratch):
-            if not any(point.startswith(p + "/") for p, _ in kept):
-                kept.append((point, os.open(point, os.O_PATH)))
+    scratch_dirs = tuple(scratch for scratch, _ in _SHARED_SCRATCH)
+    # an empty directory has nothing mounted below it (the usual case): skip reading mountinfo
+    crowded = tuple(d for d in scratch_dirs if os.path.isdir(d) and os.listdir(d))
+    for point in _submounts(crowded) if crowded else ():
+        if not any(point.startswith(p + "/") for p, _ in kept):
+            kept.append((point, os.open(point, os.O_PATH)))
     options = ["mode=711"]
     if disk is not None:
         options.append(f"size={disk}")
