@@ -5,8 +5,9 @@
    parent's ``waitpid`` (the kernel tearing the namespaces down), against a child that does not
    make them.
 2. LocalSandbox with ``session_files``/``session_ipc``/``session_memory`` on and off, in
-   alternating rounds (same load): a new session with a first numpy/sympy cell, and a warm
-   ``print(1+1)``, both modes.
+   alternating rounds (same load): a new session with a first numpy/sympy cell, a warm
+   ``print(1+1)``, both modes, and the CPU time the whole sandbox spent per new session (the
+   template's own and its reaped children's, from /proc: less sensitive to load than wall time).
 3. The memory watchdog's CPU time while 32 sessions sit idle (and while they run cells).
 
 Run: ``python benchmarks/isolation.py`` (about a minute; ``--rounds N`` for more).
@@ -100,18 +101,45 @@ def without_session_protections(p: isolation.Protections) -> isolation.Protectio
     )
 
 
-async def one_round(on: bool, protect: bool, n_new: int, n_warm: int) -> tuple[float, float]:
+def template_pid(sandbox: LocalSandbox) -> int:
+    """Host pid of the template (``python -I -c BOOT``, below bwrap and its pid 1)."""
+    assert sandbox._proc is not None
+    todo = [sandbox._proc.pid]
+    while todo:
+        pid = todo.pop(0)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+        if argv[1:3] == [b"-I", b"-c"] and b"template_main" in argv[3]:
+            return pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            todo += [int(p) for p in f.read().split()]
+    raise RuntimeError("no template process")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and of all its children it has reaped (closed sessions, spares)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+async def one_round(on: bool, protect: bool, n_new: int, n_warm: int) -> tuple[float, float, float]:
     sandbox = LocalSandbox(protect_state=protect, max_sessions=None, idle_timeout=None)
     detected = isolation.detect_protections(sandbox.config)
     sandbox._protections = detected if on else without_session_protections(detected)
     async with sandbox:
         new = []
+        template = template_pid(sandbox)
+        await asyncio.sleep(0.3)  # spares in place
+        cpu = tree_cpu_seconds(template)
         for _ in range(n_new):
             t = time.perf_counter()
             async with sandbox.session() as s:
                 r = await s.run(FIRST_CELL)
                 new.append(time.perf_counter() - t)
                 assert r.status == "completed", r
+        await asyncio.sleep(0.3)  # the closed sessions' supervisors reaped, spares replaced
+        cpu = (tree_cpu_seconds(template) - cpu) / n_new
         async with sandbox.session() as s:
             for _ in range(20):
                 await s.run("print(1+1)")
@@ -120,7 +148,7 @@ async def one_round(on: bool, protect: bool, n_new: int, n_warm: int) -> tuple[f
                 t = time.perf_counter()
                 await s.run("print(1+1)")
                 warm.append(time.perf_counter() - t)
-    return statistics.median(new), statistics.median(warm)
+    return statistics.median(new), statistics.median(warm), cpu
 
 
 def watchdog_pid(sandbox: LocalSandbox) -> int | None:
@@ -181,16 +209,18 @@ async def main() -> None:
     namespace_cost(100)
     for protect in (False, True):
         print(f"\n[LocalSandbox protect_state={protect}: per-session protections on vs off]")
-        figures: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
+        figures: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
         for _ in range(args.rounds):
             for on in (False, True):
                 figures[on].append(await one_round(on, protect, 30, 300))
         for on in (False, True):
             new = statistics.median(f[0] for f in figures[on]) * 1000
             warm = statistics.median(f[1] for f in figures[on]) * 1000
+            cpu = statistics.median(f[2] for f in figures[on]) * 1000
             print(
                 f"  {'on ' if on else 'off'}  new session + first cell {new:7.2f} ms   "
-                f"warm print(1+1) {warm:6.3f} ms   (medians of {args.rounds} rounds)"
+                f"warm print(1+1) {warm:6.3f} ms   sandbox CPU per session {cpu:5.1f} ms   "
+                f"(medians of {args.rounds} rounds)"
             )
     await watchdog_cost(10.0)
     print(f"\nload average at the end: {load()}")
