@@ -147,6 +147,9 @@ def test_detection_reports_missing_without_cap_sys_admin(
     assert "Operation not permitted" in how["session_files"]
     assert "session_files" not in weak.active()
     assert dataclasses.replace(weak, missing=()).session_memory  # independent of the namespaces
+    # System V IPC is refused by seccomp instead of being confined to the session
+    assert weak.seccomp_program == isolation._seccomp.compiled_filter(False, ipc=False).bpf.hex()
+    assert protections.seccomp_program == isolation._seccomp.compiled_filter(False).bpf.hex()
     assert os.geteuid() == 0
 
 

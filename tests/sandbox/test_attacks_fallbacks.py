@@ -13,6 +13,25 @@ from tir_agent.sandbox.local import LocalSandbox
 
 pytestmark = pytest.mark.asyncio
 
+SYSV_ATTEMPTS = """
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+IPC_RMID = 0
+out = []
+for get, args, remove in [
+    (libc.shmget, (0, 4096, 0o1600), lambda i: libc.shmctl(i, IPC_RMID, None)),
+    (libc.msgget, (0, 0o1600), lambda i: libc.msgctl(i, IPC_RMID, None)),
+    (libc.semget, (0, 1, 0o1600), lambda i: libc.semctl(i, 0, IPC_RMID)),
+]:
+    i = get(*args)
+    if i == -1:
+        out.append(errno.errorcode[ctypes.get_errno()])
+    else:  # here that would be the host's IPC namespace: never leave it there
+        remove(i)
+        out.append("made")
+print(out)
+"""
+
 SMALL = {"preload": (), "max_processes": 16, "disk_limit": 2 * 1024**2, "max_files": 200}
 
 
@@ -48,3 +67,8 @@ async def test_without_namespaces_sessions_run_and_the_gaps_are_reported() -> No
         assert "session_memory" in how
         r = await sandbox.run("import os\nopen('note', 'w').write('x')\nprint(os.listdir('.'))")
         assert r.stdout == "['note']\n", r.stderr
+        # no IPC namespace per session: System V objects, which would outlive the session,
+        # are refused by seccomp instead
+        assert p.seccomp
+        r = await sandbox.run(SYSV_ATTEMPTS)
+        assert r.stdout == "['EPERM', 'EPERM', 'EPERM']\n", r.stderr

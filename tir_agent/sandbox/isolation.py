@@ -604,6 +604,10 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
             )
         )
     seccomp = facts.get("seccomp") is True
+    if seccomp and not session_ipc:
+        # no IPC namespace per session: System V objects are refused instead (same filter plus
+        # four rules; the probe loaded the filter without them)
+        bpf = _seccomp.compiled_filter(config.network, ipc=False).bpf.hex()
     if not seccomp:
         missing.append(
             ("seccomp", f"{INSTALL_SECCOMP} ({seccomp_error or 'the filter did not load'})")
