@@ -191,3 +191,35 @@ print(json.dumps(out))
     assert out["read"] == "VALUE = 42\n"
     assert out["write"] == "Read-only file system"
     assert str(tmp_path).startswith("/tmp/pytest-of-root/") and out["tmp_private"]
+
+
+def test_ipc_limits_leave_proc_sys_read_only_even_if_it_was_not_covered(
+    config: SandboxConfig, protections: isolation.Protections
+) -> None:
+    # A sandbox whose /proc/sys is not a read-only mount of its own (an older bwrap, say) must
+    # not end up with writable kernel knobs after a session set its IPC limits.
+    code = (
+        (Path(isolation.__file__).parent / "_sessionfs.py").read_text()
+        + """
+import json
+_check(_libc().unshare(CLONE_NEWNS | CLONE_NEWIPC), "unshare")
+_mount(None, "/", None, MS_REC | MS_PRIVATE)
+_check(_libc().umount2(b"/proc/sys", MNT_DETACH), "umount")
+before = bool(os.statvfs("/proc/sys").f_flag & os.ST_RDONLY)
+_set_ipc_limits(ipc_limits(1 << 20))
+print(json.dumps({
+    "before": before,
+    "after": bool(os.statvfs("/proc/sys").f_flag & os.ST_RDONLY),
+    "shmmax": open("/proc/sys/kernel/shmmax").read().strip(),
+}))
+"""
+    )
+    argv = [config.python, "-I", "-S", "-c", code]
+    proc = subprocess.run(
+        isolation.template_command(argv, config, protections),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"before": False, "after": True, "shmmax": str(1 << 20)}

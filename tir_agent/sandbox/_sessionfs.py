@@ -74,6 +74,8 @@ def _set_ipc_limits(limits: dict[str, str]) -> None:
     flags = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV
     if covered:
         _mount(None, "/proc/sys", None, flags)
+    else:  # not a mount of its own: make it one, so that it can be made read-only below
+        _mount("/proc/sys", "/proc/sys", None, MS_BIND | MS_REC)
     try:
         for name, value in limits.items():
             with open(f"/proc/sys/kernel/{name}", "w") as f:
