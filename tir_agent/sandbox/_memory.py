@@ -106,37 +106,68 @@ def _resident(pid: int) -> int:
         return 0
 
 
-def session_processes(uid_base: int, uid_count: int) -> dict[int, list[int]]:
+class RootCache:
+    """Root-owned ``/proc/PID`` entries whose real uid was looked up and found to be root, with
+    the scan that looked: they are looked up again every :data:`RECHECK` scans only."""
+
+    def __init__(self) -> None:
+        self.scan = 0
+        self.checked: dict[int, int] = {}
+
+    def fresh(self, pid: int) -> bool:
+        return self.scan - self.checked.get(pid, -RECHECK) < RECHECK
+
+
+RECHECK = 10
+"""Scans between two looks at the real uid of a process that showed as root's (about 1 s)."""
+
+
+def session_processes(
+    uid_base: int, uid_count: int, roots: RootCache | None = None
+) -> dict[int, list[int]]:
     """Live processes of each session uid of the block: ``{uid: [pid, ...]}``.
 
     The owner of ``/proc/PID`` is the process's uid, found without reading a file. The kernel
     may show root as the owner of a process that is not dumpable, so root's entries (the
     template, the supervisors, spare holders, and perhaps session processes that made
-    themselves undumpable) are looked up in ``/proc/PID/status``.
+    themselves undumpable) are looked up in ``/proc/PID/status``; with ``roots``, one found to
+    be root's is looked up again only every :data:`RECHECK` scans.
     """
     groups: dict[int, list[int]] = {}
     end = uid_base + uid_count
+    seen_roots: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
+        pid = int(entry.name)
         try:
             owner = entry.stat().st_uid
         except OSError:
             continue
         if owner == 0:
+            if roots is not None and roots.fresh(pid):
+                seen_roots[pid] = roots.checked[pid]
+                continue
             found = process_status(entry.name)
             if found is None:
                 continue
             owner = found[0]
+            if owner == 0 and roots is not None:
+                seen_roots[pid] = roots.scan
         if uid_base <= owner < end:
-            groups.setdefault(owner, []).append(int(entry.name))
+            groups.setdefault(owner, []).append(pid)
+    if roots is not None:
+        roots.checked = seen_roots  # forget processes that are gone (or no longer root's)
+        roots.scan += 1
     return groups
 
 
-def scan(uid_base: int, uid_count: int, limit: int) -> list[tuple[int, list[int]]]:
+def scan(
+    uid_base: int, uid_count: int, limit: int, roots: RootCache | None = None
+) -> list[tuple[int, list[int]]]:
     """One pass over /proc: ``(uid, pids killed)`` for each session found over ``limit``."""
     killed = []
-    for uid, pids in session_processes(uid_base, uid_count).items():
+    for uid, pids in session_processes(uid_base, uid_count, roots).items():
         if len(pids) < 2:  # one process alone is held to the limit by RLIMIT_AS
             continue
         rough = [(pid, _resident(pid)) for pid in pids]  # an upper bound: counts shared pages
@@ -154,9 +185,10 @@ def scan(uid_base: int, uid_count: int, limit: int) -> list[tuple[int, list[int]
 def watchdog_main(uid_base: int, uid_count: int, limit: int, parent: int) -> None:
     """Scan every :data:`INTERVAL` seconds until ``parent`` (the template) is gone."""
     _libc.prctl(15, b"tir-memwatch", 0, 0, 0)  # PR_SET_NAME: shows in /proc/PID/comm and ps
+    roots = RootCache()
     while os.getppid() == parent:
         time.sleep(INTERVAL)
-        for uid, victims in scan(uid_base, uid_count, limit):
+        for uid, victims in scan(uid_base, uid_count, limit, roots):
             os.write(
                 2, f"memory watchdog: session uid {uid} over its limit, killed {victims}\n".encode()
             )
