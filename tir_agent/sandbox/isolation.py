@@ -269,8 +269,8 @@ class UidBlock:
 
     The reservation is an exclusive ``flock`` on ``<lock dir>/tir-agent-uids/<base>.lock``: the
     kernel drops it when the holder closes it (:meth:`release`, which also removes the file) or
-    dies (the empty file then stays until the block's next holder releases it), so a crashed
-    server never keeps a block.
+    dies (the empty file then stays until the next :func:`reserve_uid_block` removes it), so a
+    crashed server never keeps a block.
     """
 
     def __init__(self, base: int, fd: int, path: str) -> None:
@@ -319,11 +319,30 @@ def _same_file(fd: int, path: str) -> bool:
         return False
 
 
+def _remove_stale_locks(directory: str) -> None:
+    """Remove the lock files of holders that died (nobody holds their lock), under the lock."""
+    for name in os.listdir(directory):
+        path = os.path.join(directory, name)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if _same_file(fd, path):
+                os.unlink(path)
+        except OSError:
+            pass  # held: a live sandbox's
+        finally:
+            os.close(fd)
+
+
 def reserve_uid_block() -> UidBlock:
     """Reserve a free uid block for one sandbox, host-wide: no other sandbox (in this process or
     another) gets it until :meth:`UidBlock.release` or the holder's death. Blocks are tried from a
     random start; a block whose uids still run processes is skipped."""
     directory = _uid_lock_dir()
+    _remove_stale_locks(directory)
     start = secrets.randbelow(UID_BLOCKS)
     for i in range(UID_BLOCKS):
         base = UID_BASE + (start + i) % UID_BLOCKS * UID_BLOCK
