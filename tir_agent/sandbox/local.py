@@ -388,6 +388,7 @@ class LocalSandbox:
                 await proc.wait()
         if self._uid_block is not None:  # the template is gone, and its sessions with it
             self._uid_block.release()
+            self._uid_block = None
 
     async def _watch_template(self) -> None:
         assert self._proc is not None
