@@ -11,7 +11,7 @@ import pytest
 from tir_agent.sandbox import isolation
 from tir_agent.sandbox.local import LocalSandbox
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 SYSV_ATTEMPTS = """
 import ctypes, errno

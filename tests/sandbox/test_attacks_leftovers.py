@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from tir_agent.sandbox.local import LocalSandbox
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
 
 QUOTAS = {
     "preload": (),

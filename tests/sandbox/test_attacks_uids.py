@@ -20,7 +20,7 @@ import pytest
 from tir_agent.sandbox import isolation
 from tir_agent.sandbox.local import LocalSandbox
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
 
 SMALL = {"preload": (), "max_processes": 8}
 ROOT = str(Path(__file__).resolve().parents[2])
