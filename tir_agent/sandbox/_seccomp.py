@@ -79,6 +79,10 @@ DENIED_SYSCALLS: tuple[str, ...] = (
 )
 """Syscalls that fail with EPERM in session processes."""
 
+SYSV_IPC_SYSCALLS: tuple[str, ...] = ("shmget", "shmat", "msgget", "semget")
+"""Also denied where sessions have no IPC namespace of their own: System V objects would outlive
+the session, uncapped, and be visible to the sandbox's other sessions (``ipc=False`` below)."""
+
 NAMESPACE_CLONE_FLAGS: tuple[int, ...] = (
     0x00000080,  # CLONE_NEWTIME
     0x00020000,  # CLONE_NEWNS
@@ -182,14 +186,14 @@ class CompiledFilter:
         prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(self._prog))
 
 
-def _build_bpf(network: bool) -> bytes:
+def _build_bpf(network: bool, ipc: bool = True) -> bytes:
     try:
         import pyseccomp as sc
     except (ImportError, OSError) as e:  # OSError: the bindings load libseccomp.so at import
         raise SeccompUnavailableError(errno.ENOSYS, f"pyseccomp unavailable: {e}") from e
     eperm = sc.ERRNO(errno.EPERM)
     filt = sc.SyscallFilter(sc.ALLOW)
-    for name in DENIED_SYSCALLS:
+    for name in DENIED_SYSCALLS + (() if ipc else SYSV_IPC_SYSCALLS):
         try:
             filt.add_rule(eperm, name)
         except (OSError, ValueError):  # not a syscall on this architecture
@@ -216,10 +220,11 @@ def filter_from_hex(program: str) -> CompiledFilter:
 
 
 @functools.cache
-def compiled_filter(network: bool) -> CompiledFilter:
-    """The session filter for ``network`` (cached: compile once in the template, load per session)."""
+def compiled_filter(network: bool, ipc: bool = True) -> CompiledFilter:
+    """The session filter for ``network`` (cached: compile once in the template, load per session);
+    ``ipc=False`` denies System V IPC too (:data:`SYSV_IPC_SYSCALLS`)."""
     try:
-        return CompiledFilter(_build_bpf(network))
+        return CompiledFilter(_build_bpf(network, ipc))
     except SeccompUnavailableError:
         raise
     except OSError as e:
