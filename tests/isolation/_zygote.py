@@ -41,6 +41,8 @@ def serve(request):
         try:
             t = time.perf_counter()
             keep = [w] if request.get("close_fds") else None
+            if request.get("session_ns"):  # as a spare holder does before its assignment
+                isolation.prepare_session(config, protections)
             isolation.confine_session(config, protections, uid=uid, workdir=workdir, keep_fds=keep)
             out["report_fd"] = w
             out["control_fds"] = list(control_fds)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
 import json
 import os
 import subprocess
@@ -24,18 +26,30 @@ def config() -> SandboxConfig:
     return TEST_CONFIG
 
 
+_uid_block: list[isolation.UidBlock] = []
+
+
+def own_uids(p: isolation.Protections) -> isolation.Protections:
+    """``p`` with a uid block reserved for this test run, as LocalSandbox does (other sandboxes
+    on this shared machine may be using any other block). Released when pytest exits."""
+    if not _uid_block:
+        _uid_block.append(isolation.reserve_uid_block())
+        atexit.register(_uid_block[0].release)  # removes its lock file too
+    return dataclasses.replace(p, uid_base=_uid_block[0].base)
+
+
 def detect(config: SandboxConfig, mechanism: str) -> isolation.Protections:
     """detect_protections restricted to one mechanism; checks it is really the one in use."""
     mechanisms = () if mechanism == "none" else (mechanism,)
     p = isolation.detect_protections(config, mechanisms=mechanisms)  # type: ignore[arg-type]
     assert p.mechanism == mechanism, p.table()
-    return p
+    return own_uids(p)
 
 
 @pytest.fixture(scope="session")
 def protections(config: SandboxConfig) -> isolation.Protections:
-    """What this host offers by default (bubblewrap here)."""
-    return isolation.detect_protections(config)
+    """What this host offers by default (bubblewrap here), with a uid block of our own."""
+    return own_uids(isolation.detect_protections(config))
 
 
 def run_wrapped(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -16,6 +17,9 @@ ALL = [
     "filesystem",
     "pid_namespace",
     "session_uids",
+    "session_files",
+    "session_ipc",
+    "session_memory",
     "seccomp",
     "rlimits",
     "env_scrubbed",
@@ -41,9 +45,10 @@ def test_table_has_one_line_per_protection(protections: isolation.Protections) -
 
 
 def test_detection_is_cached(config: SandboxConfig, protections: isolation.Protections) -> None:
-    assert isolation.detect_protections(config) is protections
+    detected = isolation.detect_protections(config)
+    assert detected == dataclasses.replace(protections, uid_base=isolation.UID_BASE)
     same = config.model_copy(update={"timeout": 3.0, "max_output_characters": 5})
-    assert isolation.detect_protections(same) is protections
+    assert isolation.detect_protections(same) is detected
 
 
 def test_network_allowed_is_reported_and_strict_still_passes() -> None:
@@ -101,13 +106,33 @@ def test_session_uids_are_distinct_and_unprivileged(protections: isolation.Prote
             isolation.session_uid(bad)
 
 
-def test_sandboxes_get_different_uid_blocks() -> None:
-    bases = {isolation.fresh_uid_base() for _ in range(20)}
-    assert len(bases) > 10  # 1024 blocks: twenty draws nearly never collide much
-    assert (
-        max(bases) + isolation.UID_BLOCK
-        <= isolation.UID_BASE + isolation.UID_BLOCKS * isolation.UID_BLOCK
-    )
+def test_uid_blocks_are_reserved_host_wide_until_released() -> None:
+    blocks = [isolation.reserve_uid_block() for _ in range(20)]
+    try:
+        bases = [b.base for b in blocks]
+        assert len(set(bases)) == 20  # never the same block twice while held
+        assert all((b - isolation.UID_BASE) % isolation.UID_BLOCK == 0 for b in bases)
+        assert max(bases) + isolation.UID_BLOCK <= (
+            isolation.UID_BASE + isolation.UID_BLOCKS * isolation.UID_BLOCK
+        )
+        # another process cannot take a held block: the lock is an flock on a shared file
+        import subprocess
+        import sys
+
+        probe = (
+            "import fcntl, os, sys\n"
+            "fd = os.open(sys.argv[1], os.O_RDWR)\n"
+            "try:\n    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('free')\n"
+            "except BlockingIOError:\n    print('held')\n"
+        )
+        path = blocks[0].path
+        held = subprocess.run([sys.executable, "-c", probe, path], capture_output=True, text=True)
+        assert held.stdout == "held\n", held.stderr
+        blocks[0].release()
+        assert not blocks[0].held and not os.path.exists(path)  # nothing left on the host
+    finally:
+        for b in blocks:
+            b.release()
 
 
 def test_kill_uid_refuses_root_and_itself() -> None:
@@ -152,4 +177,4 @@ def test_command_line_prints_the_table() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0].split() == ["mechanism", "bwrap"]
-    assert len(proc.stdout.splitlines()) == 8
+    assert len(proc.stdout.splitlines()) == 1 + len(ALL)

@@ -42,7 +42,7 @@ def test_unprivileged_user_gets_namespaces_but_not_session_uids(
     with monkeypatch.context() as m:
         m.setattr(os, "geteuid", lambda: NOBODY)
         command = isolation.template_command(
-            [SYSTEM_PYTHON, "-I", "-S", "-c", _probe.PROBE_SOURCE], config, trial
+            [SYSTEM_PYTHON, "-I", "-S", "-c", _probe.probe_source()], config, trial
         )
     assert "--unshare-user" in command and "--cap-add" not in command
     arg = {
@@ -50,6 +50,7 @@ def test_unprivileged_user_gets_namespaces_but_not_session_uids(
         "bpf": _seccomp.compiled_filter(False).bpf.hex(),
         "workspace": isolation.WORKSPACE_ROOT,
         "secrets": _probe.sentinel_secrets(_mounts.bind_roots(config), _mounts.package_dir()),
+        "session_ns": True,
     }
     as_nobody = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
     proc = subprocess.run(
@@ -65,3 +66,6 @@ def test_unprivileged_user_gets_namespaces_but_not_session_uids(
     assert arg["secrets"] and facts["secrets_visible"] == []
     assert facts["setuid"] is False  # one uid only: sessions share it (reported as missing)
     assert facts["seccomp"] is True  # no privilege needed for a filter under no_new_privs
+    # no capability in the user namespace: sessions cannot have namespaces of their own
+    assert "Operation not permitted" in facts["session_ns"]["error"], facts["session_ns"]
+    assert facts["smaps_fsuid"] is False  # and no memory watchdog (no session uids)

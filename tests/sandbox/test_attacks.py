@@ -335,7 +335,9 @@ async def test_one_session_reading_another_sessions_files(box: LocalSandbox) -> 
         )
         s, r = await attack(box, code)
         assert r.status == "completed" and "victim data" not in r.stdout
-        if box.protections.session_uids:
+        if box.protections.session_files:  # its own /sandbox: the other one is not even there
+            assert r.stdout == "['FileNotFoundError', 'FileNotFoundError']\n"
+        elif box.protections.session_uids:
             assert r.stdout == "['PermissionError', 'PermissionError']\n"
         await still_works(s)
         assert (await victim.run("open('secret.txt').read()")).stdout == "'victim data'\n"

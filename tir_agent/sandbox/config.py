@@ -25,7 +25,8 @@ class SandboxConfig(BaseModel):
     state_notes: bool = True
     """Append a line to ``stderr`` telling the model when state was rolled back or lost."""
     memory_limit: int | None = Field(4 * GiB, gt=0)
-    """Address space per session process in bytes (``RLIMIT_AS``)."""
+    """Memory of a session in bytes: each process's address space (``RLIMIT_AS``) and, where the
+    host allows (``protections.session_memory``), all of the session's processes together."""
     cpu_time_limit: int | None = Field(3600, gt=0)
     """CPU seconds one session process may use in total (``RLIMIT_CPU``)."""
     max_file_size: int | None = Field(256 * MiB, gt=0)
@@ -35,7 +36,13 @@ class SandboxConfig(BaseModel):
     max_processes: int | None = Field(64, gt=0)
     """Processes and threads per session; binds even as root through a per-session uid."""
     workspace_size: int | None = Field(1 * GiB, gt=0)
-    """Size of the in-memory file system holding all session work directories, in bytes."""
+    """Size of each sandbox-wide in-memory file system (``/sandbox``, ``/tmp``, ``/dev/shm``), in
+    bytes; sessions use them only where they cannot have their own (no ``session_files``)."""
+    disk_limit: int | None = Field(1 * GiB, gt=0)
+    """Bytes a session may keep in its work directory, ``/tmp`` and ``/dev/shm`` together (its own
+    tmpfs), and in System V shared memory (``protections.session_files``/``session_ipc``)."""
+    max_files: int | None = Field(65536, gt=0)
+    """Files and directories a session may have at once (inodes of its own tmpfs)."""
     network: bool = False
     """Allow network access from user code (off: a new, empty network namespace)."""
     strict: bool = False

@@ -6,7 +6,10 @@ the few host directories Python needs, secrets hidden, fresh ``/dev``, ``/proc``
 in-memory workspace, a cleared environment, and only the capabilities needed to hand out uids
 (:func:`template_command`). Every session process forked from it then confines itself before any
 user code runs (:func:`confine_session`): a private work directory, its own unprivileged uid,
-rlimits that cannot be raised, no new privileges, death with its parent and a seccomp filter.
+rlimits that cannot be raised, no new privileges, death with its parent and a seccomp filter;
+before that, it moves into a mount and IPC namespace of its own (:func:`prepare_session`), and a
+watchdog in the template holds each session's processes together to ``memory_limit``
+(:func:`start_memory_watchdog`). Each sandbox has its own uids (:func:`reserve_uid_block`).
 
 :func:`detect_protections` probes the host once (it really starts the wrapped interpreter) and
 returns :class:`Protections`: what is active, and for everything missing, how to get it.
@@ -17,12 +20,15 @@ docs/isolation.md.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import json
 import os
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +37,7 @@ from typing import Any, Literal
 
 from tir_agent._log import get_logger
 from tir_agent.errors import IsolationError
-from tir_agent.sandbox import _mounts, _probe, _seccomp
+from tir_agent.sandbox import _memory, _mounts, _probe, _seccomp, _sessionfs
 from tir_agent.sandbox._session import (  # the session side: runs in the template and sessions
     confine_session,
     kill_uid,
@@ -49,15 +55,18 @@ __all__ = [
     "WORKSPACE_ROOT",
     "Mechanism",
     "Protections",
+    "UidBlock",
     "confine_session",
     "detect_protections",
-    "fresh_uid_base",
     "kill_uid",
     "pids_of_uid",
+    "prepare_session",
     "prepare_template",
     "remove_workdir",
+    "reserve_uid_block",
     "sandbox_env",
     "session_uid",
+    "start_memory_watchdog",
     "template_command",
 ]
 
@@ -71,8 +80,9 @@ UID_BASE = 2_000_000
 
 UID_BLOCK = 65_536
 UID_BLOCKS = 1024
-"""Each detection picks one of ``UID_BLOCKS`` blocks of ``UID_BLOCK`` uids at random, so two
-sandboxes running at the same time rarely share uids (which would share ``RLIMIT_NPROC``)."""
+"""Each sandbox reserves one of ``UID_BLOCKS`` blocks of ``UID_BLOCK`` uids host-wide
+(:func:`reserve_uid_block`), so no two sandboxes running at the same time share uids (which
+would share ``RLIMIT_NPROC``)."""
 
 ZYGOTE_CAPABILITIES: tuple[str, ...] = (
     "CAP_SETUID",  # give each session its own uid
@@ -81,6 +91,7 @@ ZYGOTE_CAPABILITIES: tuple[str, ...] = (
     "CAP_DAC_OVERRIDE",  # remove work directories whatever modes user code left behind
     "CAP_FOWNER",
     "CAP_KILL",  # kill_uid
+    "CAP_SYS_ADMIN",  # each session's own mount and IPC namespace (sessions never hold it)
 )
 """The only capabilities the template keeps inside bubblewrap (when started as root)."""
 
@@ -97,6 +108,10 @@ INSTALL_BWRAP = (
     " and allow user namespaces or run as root"
 )
 INSTALL_SECCOMP = "pip install 'tir-agent[seccomp]' (the pyseccomp bindings; needs libseccomp2)"
+SESSION_NAMESPACES = (
+    "run the sandbox as root, so its template may give each session its own mount and IPC "
+    "namespace (unprivileged, sessions share /tmp, /dev/shm, the workspace and System V IPC)"
+)
 RUN_AS_ROOT = (
     "run the sandbox as root (e.g. in a container); unprivileged, processes are bounded by "
     "RLIMIT_NPROC of your own user instead"
@@ -109,6 +124,7 @@ _CAPABILITY_NUMBERS = {
     "CAP_KILL": 5,
     "CAP_SETGID": 6,
     "CAP_SETUID": 7,
+    "CAP_SYS_ADMIN": 21,
 }
 
 _PROTECTION_DOCS: dict[str, str] = {
@@ -116,6 +132,9 @@ _PROTECTION_DOCS: dict[str, str] = {
     "filesystem": "read-only system dirs, secrets and home dirs hidden, private work dirs",
     "pid_namespace": "user code cannot see or signal host processes",
     "session_uids": "each session has its own uid: processes bounded, sessions cannot touch each other",
+    "session_files": "private /tmp, /dev/shm and work dir per session, disk and inode quotas, freed on close",
+    "session_ipc": "own System V IPC namespace per session, with limits, destroyed on close",
+    "session_memory": "memory_limit binds the session's processes together (memory watchdog)",
     "seccomp": "ptrace, mounts, namespaces, keyrings, bpf, io_uring ... are denied",
     "rlimits": "memory, CPU time, file size and open files are capped (soft == hard)",
     "env_scrubbed": "user code sees only sandbox_env(), never the host's environment",
@@ -142,6 +161,16 @@ class Protections:
     """Resource limits are applied (always)."""
     env_scrubbed: bool = True
     """The host's environment never reaches user code (always)."""
+    session_files: bool = False
+    """Each session has its own tmpfs (work dir, ``/tmp``, ``/dev/shm``) with ``disk_limit`` bytes
+    and ``max_files`` inodes, in its own mount namespace: invisible to others, freed on close."""
+    session_ipc: bool = False
+    """Each session has its own System V IPC namespace with bounded limits, destroyed on close."""
+    session_memory: bool = False
+    """``memory_limit`` binds all processes of a session together (see ``memory_enforcement``)."""
+    memory_enforcement: Literal["watchdog", "rlimit"] = "rlimit"
+    """How memory is bounded: ``watchdog`` (per session, by the template's memory watchdog) or
+    ``rlimit`` (``RLIMIT_AS`` per process only)."""
     missing: tuple[tuple[str, str], ...] = ()
     """``(protection, how to get it)`` for each inactive protection."""
     network_allowed: bool = False
@@ -151,7 +180,8 @@ class Protections:
     executable: str | None = None
     """The bwrap or unshare binary used by :func:`template_command`."""
     uid_base: int = UID_BASE
-    """First session uid of this sandbox (see :func:`session_uid`)."""
+    """First session uid of this sandbox (see :func:`session_uid`); detection leaves ``UID_BASE``,
+    ``LocalSandbox`` puts the block it reserved host-wide (:func:`reserve_uid_block`)."""
     seccomp_program: str = dataclasses.field(default="", repr=False)
     """The session filter as compiled by the host (hex BPF), so the template needs no libseccomp."""
 
@@ -229,9 +259,123 @@ def session_uid(slot: int, protections: Protections | None = None) -> int:
     return (UID_BASE if protections is None else protections.uid_base) + slot
 
 
-def fresh_uid_base() -> int:
-    """A randomly chosen uid block for one sandbox."""
-    return UID_BASE + secrets.randbelow(UID_BLOCKS) * UID_BLOCK
+UID_LOCK_DIRS: tuple[str, ...] = ("/run/lock", "/var/lock", "/run", "/tmp")
+"""Where the host-wide uid block locks live: the first of these that exists (the same for every
+process of the host), in a ``tir-agent-uids`` directory."""
+
+
+class UidBlock:
+    """A block of :data:`UID_BLOCK` session uids reserved host-wide for one sandbox.
+
+    The reservation is an exclusive ``flock`` on ``<lock dir>/tir-agent-uids/<base>.lock``: the
+    kernel drops it when the holder closes it (:meth:`release`, which also removes the file) or
+    dies (the empty file then stays until the block's next holder releases it), so a crashed
+    server never keeps a block.
+    """
+
+    def __init__(self, base: int, fd: int, path: str) -> None:
+        self.base = base
+        """First uid of the block."""
+        self.path = path
+        """The lock file."""
+        self._fd: int | None = fd
+
+    @property
+    def held(self) -> bool:
+        """Whether the block is still reserved by this object."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Give the block back and remove its lock file (idempotent)."""
+        if self._fd is not None:
+            # unlinked while still locked: whoever opened it meanwhile sees the inode change
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _uid_lock_dir() -> str:
+    base = next((d for d in UID_LOCK_DIRS if os.path.isdir(d)), tempfile.gettempdir())
+    path = os.path.join(base, "tir-agent-uids")
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def _block_in_use(base: int) -> bool:
+    """Whether a process with a uid of the block is alive (left by a sandbox that did not lock)."""
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            found = _memory.process_status(entry.name)
+            if found is not None and base <= found[0] < base + UID_BLOCK:
+                return True
+    return False
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def reserve_uid_block() -> UidBlock:
+    """Reserve a free uid block for one sandbox, host-wide: no other sandbox (in this process or
+    another) gets it until :meth:`UidBlock.release` or the holder's death. Blocks are tried from a
+    random start; a block whose uids still run processes is skipped."""
+    directory = _uid_lock_dir()
+    start = secrets.randbelow(UID_BLOCKS)
+    for i in range(UID_BLOCKS):
+        base = UID_BASE + (start + i) % UID_BLOCKS * UID_BLOCK
+        path = os.path.join(directory, f"{base}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        if not _same_file(fd, path) or _block_in_use(base):  # released (unlinked) meanwhile
+            os.close(fd)
+            continue
+        return UidBlock(base, fd, path)
+    raise IsolationError(
+        f"all {UID_BLOCKS} session uid blocks are in use (locks in {directory}); "
+        "close other sandboxes on this host"
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-session namespaces and the memory watchdog (run in the template and spare holders)
+
+
+def prepare_session(config: SandboxConfig, protections: Protections) -> None:
+    """In a spare holder, before its session is assigned (still privileged): with
+    ``session_files``, move into the session's own mount and IPC namespace, with a private tmpfs
+    of ``disk_limit`` bytes and ``max_files`` inodes for the work dir, ``/tmp`` and ``/dev/shm``."""
+    if protections.session_files or protections.session_ipc:
+        _sessionfs.private_session_namespace(
+            protections.workspace_root, config.disk_limit, config.max_files
+        )
+
+
+def start_memory_watchdog(config: SandboxConfig, protections: Protections) -> int | None:
+    """In the template: fork the memory watchdog (see ``_memory.py``) when ``session_memory``
+    is active and ``memory_limit`` is set; return its pid. It dies with the template."""
+    if not protections.session_memory or config.memory_limit is None:
+        return None
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.closerange(3, 1 << 16)  # none of the template's channels
+            _seccomp.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+            _memory.watchdog_main(protections.uid_base, UID_BLOCK, config.memory_limit, parent)
+        finally:
+            os._exit(0)
+    return pid
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,8 +499,8 @@ def _try(
     mechanism: Mechanism, executable: str | None, config: SandboxConfig, arg: dict[str, object]
 ) -> _probe.ProbeResult:
     trial = Protections(mechanism, False, False, False, False, False, executable=executable)
-    argv = [config.python, "-I", "-S", "-c", _probe.PROBE_SOURCE]
-    return _probe.run_probe(template_command(argv, config, trial), arg)
+    argv = [config.python, "-I", "-S", "-c", _probe.probe_source()]
+    return _probe.run_probe(template_command(argv, config, trial), {**arg, "session_ns": True})
 
 
 def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protections:
@@ -393,7 +537,8 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
     if mechanism == "none":
         executable = None
         arg["workspace"] = _host_workspace()
-        result = _try("none", None, config, arg)
+        # no session namespaces on the host: its /tmp may hold the interpreter or the checkout
+        result = _try("none", None, config, {**arg, "session_ns": False})
         if not result.ok:
             raise IsolationError(
                 f"cannot start the sandbox interpreter {config.python!r}: {result.error}"
@@ -430,6 +575,34 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
         missing.append(("session_uids", _unreachable_python(config.python)))
     elif not session_uids:
         missing.append(("session_uids", "RLIMIT_NPROC does not bind a session uid on this host"))
+    session_ns = facts.get("session_ns")
+    ns_facts = session_ns if isinstance(session_ns, dict) else {}
+    ns_error = ns_facts.get("error")
+    session_files = namespaces and _all_true(
+        ns_facts, ("quota", "inodes", "private", "proc_sys_ro")
+    )
+    session_ipc = namespaces and _all_true(ns_facts, ("ipc_ns", "ipc_limits", "proc_sys_ro"))
+    if not namespaces:
+        no_ns = f"needs a mount and an IPC namespace per session: {how}"
+        missing += [("session_files", no_ns), ("session_ipc", no_ns)]
+    else:
+        why = f" ({ns_error})" if ns_error else ""
+        if not session_files:
+            missing.append(("session_files", f"{SESSION_NAMESPACES}{why}"))
+        if not session_ipc:
+            missing.append(("session_ipc", f"{SESSION_NAMESPACES}{why}"))
+    session_memory = session_uids and facts.get("smaps_fsuid") is True
+    if not session_memory:
+        missing.append(
+            (
+                "session_memory",
+                "memory_limit binds each process only (RLIMIT_AS): the memory watchdog needs "
+                "session uids (run as root)"
+                if not session_uids
+                else "memory_limit binds each process only (RLIMIT_AS): the memory watchdog "
+                "cannot read the sessions' /proc/PID/smaps_rollup on this host",
+            )
+        )
     seccomp = facts.get("seccomp") is True
     if not seccomp:
         missing.append(
@@ -442,11 +615,15 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
         pid_namespace=pid_namespace,
         session_uids=session_uids,
         seccomp=seccomp,
+        session_files=session_files,
+        session_ipc=session_ipc,
+        session_memory=session_memory,
+        memory_enforcement="watchdog" if session_memory else "rlimit",
         missing=tuple(missing),
         network_allowed=config.network,
         workspace_root=WORKSPACE_ROOT if namespaces else _host_workspace(),
         executable=executable,
-        uid_base=fresh_uid_base(),
+        uid_base=UID_BASE,
         seccomp_program=bpf if seccomp else "",
     )
     log.info(

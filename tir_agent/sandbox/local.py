@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -272,6 +273,7 @@ class LocalSandbox:
     def __init__(self, config: SandboxConfig | None = None, **overrides: Any) -> None:
         self.config = _make_config(config, overrides)
         self._protections: isolation.Protections | None = None
+        self._uid_block: isolation.UidBlock | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctl: socket.socket | None = None
         self._ctl_lock: asyncio.Lock | None = None
@@ -335,6 +337,13 @@ class LocalSandbox:
                 )
             if self.config.strict:
                 self._protections.require_strict()
+            if self._protections.session_uids and self._uid_block is None:
+                # uids of our own, host-wide: no other sandbox shares our process limits. Kept
+                # across template restarts, released when the sandbox is closed.
+                self._uid_block = isolation.reserve_uid_block()
+                self._protections = dataclasses.replace(
+                    self._protections, uid_base=self._uid_block.base
+                )
             self._up = asyncio.Event()
             self._slots = (
                 asyncio.Semaphore(self.config.max_sessions) if self.config.max_sessions else None
@@ -416,6 +425,9 @@ class LocalSandbox:
             *(s.close() for s in list(self._sessions.values())), return_exceptions=True
         )
         await self._stop_template()
+        if self._uid_block is not None:  # the template is gone, and its sessions with it
+            self._uid_block.release()
+            self._uid_block = None
         log.info("sandbox.stop")
 
     async def _stop_template(self) -> None:

@@ -702,6 +702,7 @@ def holder_main(
     ``shm`` is the page shared with the supervisor (fast mode, see :class:`_Direct`)."""
     try:
         _prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        isolation.prepare_session(config, protections)  # ahead of time: own mounts and IPC
         ctl = socket.socket(fileno=FD_CTL)
         assignment = _await_assignment(ctl)
         protect = bool(assignment["protect"])
@@ -944,7 +945,7 @@ class Supervisor:
         if not protect:
             self.poll.register(self.timer, select.POLLIN)
         if self.protections.session_uids:
-            self.uid = isolation.session_uid(slot)
+            self.uid = isolation.session_uid(slot, self.protections)
         self.workdir = os.path.join(self.protections.workspace_root, f"s{slot}")
         self.send_assignment()
 
@@ -1615,6 +1616,7 @@ def template_main(argv: list[str]) -> NoReturn:
         except Exception as e:
             failed[name] = repr(e)
     isolation.prepare_template(config, protections)
+    isolation.start_memory_watchdog(config, protections)
     compile("x = 1\nx", "<warm>", "exec")
     gc.collect()
     gc.freeze()
@@ -1648,7 +1650,7 @@ def template_main(argv: list[str]) -> NoReturn:
                 with contextlib.suppress(OSError):
                     os.kill(sessions[slot], signal.SIGKILL)
             if protections.session_uids:
-                isolation.kill_uid(isolation.session_uid(slot))
+                isolation.kill_uid(isolation.session_uid(slot, protections))
             with contextlib.suppress(OSError):
                 isolation.remove_workdir(os.path.join(protections.workspace_root, f"s{slot}"))
             ctl.send(proto.encode({"op": "killed", "pid": request["pid"]}))
