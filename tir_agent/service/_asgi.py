@@ -150,6 +150,34 @@ def parse(model: type[M], body: bytes) -> M:
         ) from None
 
 
+def check_run_limits(
+    timeout: float | None,
+    max_output_characters: int | None,
+    *,
+    max_timeout: float,
+    max_output_cap: int,
+) -> None:
+    """422 for an execution ``timeout`` or output cap above the server's limits (``None``: the
+    server's default, always within them). Without this, an infinite or absurd timeout would hold
+    a session for ever and a cap beyond 64 bits would fail inside the sandbox (as a 500 that
+    wrongly says the session is gone)."""
+    if timeout is not None and not timeout <= max_timeout:  # also catches inf and nan
+        raise HTTPError(
+            422,
+            "invalid_request",
+            f"timeout: {timeout:g} s is above this server's maximum of {max_timeout:g} s; send a "
+            "smaller timeout, or start the server with a larger --max-timeout",
+        )
+    if max_output_characters is not None and max_output_characters > max_output_cap:
+        raise HTTPError(
+            422,
+            "invalid_request",
+            f"max_output_characters: {max_output_characters} is above this server's maximum of "
+            f"{max_output_cap}; send a smaller value, or start the server with a larger "
+            "--max-output-cap",
+        )
+
+
 def not_allowed(method: str, path: str, allowed: str) -> HTTPError:
     """405 for a known path with the wrong method."""
     return HTTPError(

@@ -29,9 +29,13 @@ header; a server of another version answers 400 ``api_version``::
 Errors of the tir-agent API are ``{"error": {"type": ..., "message": ...}}`` (:class:`ErrorBody`)
 with 400 (malformed, ``api_version``, header/path mismatch), 401 (token), 404, 405 (method not
 allowed, type ``bad_request``, with ``Allow``), 409, 413 (body too large), 415 (not JSON), 422
-(valid JSON of the wrong shape), 500 ``sandbox_error`` (the sandbox or the server failed; a client
-treats it on a session's run as a lost session) or 503 (shutting down). The NeMo-Skills API
-answers its errors as ``{"error": message, "type": ...}``.
+(valid JSON of the wrong shape, or a ``timeout``/``max_output_characters`` above the server's
+limits), 500 ``sandbox_error`` (the sandbox or the server failed; a client treats it on a
+session's run as a lost session) or 503 (shutting down). The NeMo-Skills API answers its errors
+as ``{"error": message, "type": ...}``. Two replies are sent before the request is known, in
+this API's shape whatever the path: 503 ``overloaded`` to a connection refused at the server's
+connection cap, and 431 ``headers_too_large`` to a request head above its limit (see
+:mod:`tir_agent.service.connections`).
 
 Session ids are chosen by the client (so a proxy can route by ``X-Session-ID`` from the very
 first request) and must match :data:`SESSION_ID_PATTERN`. Session requests of the v1 API carry
@@ -78,6 +82,8 @@ ErrorType = Literal[
     "invalid_request",
     "unsupported_language",
     "shutting_down",
+    "overloaded",
+    "headers_too_large",
     "sandbox_error",
 ]
 

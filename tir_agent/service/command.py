@@ -19,7 +19,15 @@ from pydantic import ValidationError
 from tir_agent.errors import ConfigError
 from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.service.api import DEFAULT_PORT, MAX_BODY_BYTES, TOKEN_ENV
-from tir_agent.service.config import ServiceConfig
+from tir_agent.service.config import (
+    KEEP_ALIVE,
+    MAX_CONNECTIONS,
+    MAX_HEADER_BYTES,
+    MAX_OUTPUT_CAP,
+    MAX_TIMEOUT,
+    REQUEST_TIMEOUT,
+    ServiceConfig,
+)
 
 SERVE_DESCRIPTION = f"""\
 Serve the sandbox over HTTP: the NeMo-Skills sandbox API (POST /execute, GET /sessions,
@@ -106,6 +114,54 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="how long in-flight executions may finish after SIGTERM (default 30)",
     )
+    hostile = parser.add_argument_group("limits on clients")
+    hostile.add_argument(
+        "--max-connections",
+        type=int,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"open client connections at most (default {MAX_CONNECTIONS}); at the cap the "
+        "longest-idle one is closed, or a new one gets 503 if none is idle",
+    )
+    hostile.add_argument(
+        "--request-timeout",
+        type=float,
+        default=REQUEST_TIMEOUT,
+        metavar="SECONDS",
+        help="a client must send a whole request within this time, and may not stall reading a "
+        f"reply longer (default {REQUEST_TIMEOUT:g})",
+    )
+    hostile.add_argument(
+        "--keep-alive",
+        type=float,
+        default=KEEP_ALIVE,
+        metavar="SECONDS",
+        help="idle connections between requests are closed after this; keep it above a proxy's "
+        f"upstream keep-alive (default {KEEP_ALIVE:g}; nginx-config's is 60)",
+    )
+    hostile.add_argument(
+        "--max-header-bytes",
+        type=size,
+        default=MAX_HEADER_BYTES,
+        metavar="SIZE",
+        help="largest request line plus headers (default 64K; 431 above it)",
+    )
+    hostile.add_argument(
+        "--max-timeout",
+        type=float,
+        default=MAX_TIMEOUT,
+        metavar="SECONDS",
+        help=f"largest execution timeout a request may ask for (default {MAX_TIMEOUT:g}; "
+        "422 above it)",
+    )
+    hostile.add_argument(
+        "--max-output-cap",
+        type=int,
+        default=MAX_OUTPUT_CAP,
+        metavar="N",
+        help=f"largest max_output_characters a request may ask for (default {MAX_OUTPUT_CAP}; "
+        "422 above it)",
+    )
     box = parser.add_argument_group("sandbox (any other SandboxConfig field: key=value)")
     unset = argparse.SUPPRESS  # only flags given on the command line reach the config
     box.add_argument(
@@ -186,8 +242,10 @@ def sandbox_config(args: argparse.Namespace, overrides: list[str]) -> SandboxCon
 def service_config(args: argparse.Namespace, overrides: list[str]) -> ServiceConfig:
     """The server's config from ``tir-agent sandbox serve`` arguments."""
     token = args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None
-    if args.max_body_bytes is None:
-        raise ConfigError("--max-body-bytes needs a size (the server always has a body limit)")
+    for flag in ("max_body_bytes", "max_header_bytes"):
+        if getattr(args, flag) is None:
+            name = "--" + flag.replace("_", "-")
+            raise ConfigError(f"{name} needs a size (the server always has this limit)")
     try:
         return ServiceConfig(
             host=args.host,
@@ -196,11 +254,18 @@ def service_config(args: argparse.Namespace, overrides: list[str]) -> ServiceCon
             allow_insecure=args.allow_insecure,
             max_body_bytes=args.max_body_bytes,
             shutdown_grace=args.shutdown_grace,
+            max_connections=args.max_connections,
+            request_timeout=args.request_timeout,
+            keep_alive=args.keep_alive,
+            max_header_bytes=args.max_header_bytes,
+            max_timeout=args.max_timeout,
+            max_output_cap=args.max_output_cap,
             sandbox=sandbox_config(args, overrides),
         )
     except ValidationError as e:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+            f"{'.'.join(str(p) for p in err['loc']) or 'options'}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
             for err in e.errors(include_url=False)
         )
         raise ConfigError(f"invalid server option: {problems}") from None

@@ -22,6 +22,7 @@ from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     JSON,
     HTTPError,
+    check_run_limits,
     content_is_json,
     log_refusal,
     not_allowed,
@@ -141,6 +142,13 @@ async def execute(
     content_is_json(headers)
     body = await read_body(receive, headers, service.config.max_body_bytes)
     request = parse(NemoExecuteRequest, body)
+    config = service.config
+    check_run_limits(
+        request.timeout,
+        request.max_output_characters,
+        max_timeout=config.max_timeout,
+        max_output_cap=config.max_output_cap,
+    )
     if service.stopping:
         raise shutting_down()
     language = request.language

@@ -10,7 +10,9 @@ closes the sandbox so no session process is left, and returns (exit status 0). S
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import signal
 import socket
 import sys
@@ -27,7 +29,9 @@ from starlette.types import Receive, Scope, Send
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxError
 from tir_agent.service.app import Service
+from tir_agent.service.config import KEEP_ALIVE as KEEP_ALIVE  # nginx.py's docs point here
 from tir_agent.service.config import ServiceConfig, check_exposure, is_loopback
+from tir_agent.service.connections import Guard, GuardedProtocol, Listener, descriptor_budget
 
 __all__ = ["ServiceApp", "ServiceConfig", "create_app", "serve"]
 
@@ -37,10 +41,6 @@ LOOP = "asyncio"
 """uvicorn's event loop. ``LocalSandbox`` works on uvloop too (tests/sandbox/test_uvloop.py), but
 uvloop measured no faster here (docs/service.md), and asyncio's server stops accepting at once
 when shutdown begins."""
-
-KEEP_ALIVE = 75.0
-"""Seconds an idle client connection stays open: longer than nginx's upstream keep-alive (60 s),
-so a proxy never reuses a connection the server is closing at that moment."""
 
 
 class ServiceApp(Starlette):
@@ -113,12 +113,16 @@ def create_app(config: ServiceConfig) -> ServiceApp:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling the app when shutdown begins and exiting 0 on SIGTERM."""
+    """uvicorn's server, accepting connections under a :class:`Guard` (connection cap and
+    deadlines, :mod:`tir_agent.service.connections`), telling the app when shutdown begins and
+    exiting 0 on SIGTERM."""
 
-    def __init__(self, config: uvicorn.Config, service: Service, url: str) -> None:
+    def __init__(self, config: uvicorn.Config, service: Service, url: str, guard: Guard) -> None:
         super().__init__(config)
         self.service = service
         self.url = url
+        self.guard = guard
+        self._sweeper: asyncio.Task[None] | None = None
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.service.stopping:
@@ -142,13 +146,23 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        except SystemExit:  # uvicorn's way out when the lifespan failed: raise the real error
+        # uvicorn's own startup, except that our Listener accepts the connections (instead of
+        # asyncio's server, which accepts whatever comes, up to the process's last descriptor).
+        await self.lifespan.startup()
+        if self.lifespan.should_exit:  # the sandbox did not start: raise its error
             if isinstance(self.service.startup_error, Exception):
-                raise self.service.startup_error from None
-            raise
-        if self.started and not self.should_exit:
+                raise self.service.startup_error
+            sys.exit(3)
+        config, guard = self.config, self.guard
+
+        def protocol() -> GuardedProtocol:
+            return GuardedProtocol(config, self.server_state, self.lifespan.state, guard)
+
+        # uvicorn only calls close() and wait_closed() on its servers
+        self.servers = [Listener(sock, protocol, guard) for sock in sockets or []]  # type: ignore[misc]
+        self._sweeper = asyncio.get_running_loop().create_task(guard.run_sweeper())
+        self.started = True
+        if not self.should_exit:
             print(f"tir-agent sandbox serving on {self.url}", file=sys.stderr, flush=True)
 
 
@@ -188,6 +202,12 @@ def serve(config: ServiceConfig) -> None:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     app = create_app(config.model_copy(update={"port": port}))
+    guard = Guard(
+        max_connections=descriptor_budget(config.max_connections, config.sandbox.max_sessions),
+        request_timeout=config.request_timeout,
+        keep_alive=config.keep_alive,
+        max_header_bytes=config.max_header_bytes,
+    )
     uv_config = uvicorn.Config(
         app,
         loop=LOOP,
@@ -199,10 +219,10 @@ def serve(config: ServiceConfig) -> None:
         log_config=None,
         server_header=False,
         proxy_headers=False,  # the client address is never used: no middleware for it
-        timeout_keep_alive=int(KEEP_ALIVE),
+        timeout_keep_alive=math.ceil(config.keep_alive),  # GuardedProtocol uses the float
         timeout_graceful_shutdown=int(config.shutdown_grace + 0.999),
     )
-    server = _Server(uv_config, app.service, f"http://{shown}:{port}")
+    server = _Server(uv_config, app.service, f"http://{shown}:{port}", guard)
     try:
         server.run(sockets=[sock])
     finally:

@@ -20,6 +20,7 @@ from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     Headers,
     HTTPError,
+    check_run_limits,
     content_is_json,
     log_refusal,
     not_allowed,
@@ -181,12 +182,25 @@ def unknown_session(value: str) -> HTTPError:
     )
 
 
+def run_request(service: Service, body: bytes) -> RunRequest:
+    """The body of a ``run`` request, its timeout and output cap within the server's limits."""
+    request = parse(RunRequest, body)
+    config = service.config
+    check_run_limits(
+        request.timeout,
+        request.max_output_characters,
+        max_timeout=config.max_timeout,
+        max_output_cap=config.max_output_cap,
+    )
+    return request
+
+
 async def run(
     service: Service, sid: str, headers: dict[bytes, bytes], receive: Receive, send: Send
 ) -> None:
     """``POST /v1/sessions/{id}/run``."""
     content_is_json(headers)
-    request = parse(RunRequest, await read_body(receive, headers, service.config.max_body_bytes))
+    request = run_request(service, await read_body(receive, headers, service.config.max_body_bytes))
     if service.stopping:
         raise shutting_down()
     entry = service.registry.get(sid)
@@ -217,7 +231,7 @@ async def run_stateless(
 ) -> None:
     """``POST /v1/run``: one execution in a fresh session."""
     content_is_json(headers)
-    request = parse(RunRequest, await read_body(receive, headers, service.config.max_body_bytes))
+    request = run_request(service, await read_body(receive, headers, service.config.max_body_bytes))
     if service.stopping:
         raise shutting_down()
 
