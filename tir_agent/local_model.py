@@ -113,6 +113,8 @@ def prepare_local(model: str, options: dict[str, Any]) -> tuple[dict[str, Any], 
     defaults = local_agent_options(
         options.get("format", "tags"), options.get("api", "completions"), model
     )
+    if "system" in options or "user" in options:
+        defaults.pop("prompt", None)  # the caller's own templates replace the prompt
     merged = {**defaults, **options}
     if merged.get("base_url") is not None:
         return merged, None

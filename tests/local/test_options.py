@@ -99,3 +99,9 @@ def test_agent_local_with_a_base_url_uses_that_server() -> None:
     assert agent.local_model is None and agent.client.base_url == "http://127.0.0.1:9/v1"
     assert agent.config.tool_choice == "auto" and agent.config.api == "chat"
     assert Agent("gpt-4o-mini", base_url="http://127.0.0.1:9/v1").local_model is None
+
+
+def test_own_templates_replace_the_default_prompt() -> None:
+    agent = Agent("local", format="tools", system="Be brief.", user="{problem}")
+    assert agent.config.prompt is None and agent.prompt.system == "Be brief."
+    agent.close()

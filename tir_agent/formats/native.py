@@ -116,7 +116,7 @@ def text_tool_calls(text: str, index: int) -> tuple[str, list[ToolCallData]]:
     if not calls:
         return text, []
     kept.append(text[position:])
-    return "".join(kept).strip("\n"), calls
+    return "\n".join(piece.strip() for piece in kept if piece.strip()), calls
 
 
 def code_block(tags: TagPreset, code: str) -> str:
