@@ -256,6 +256,8 @@ class GuardedProtocol(HttpToolsProtocol):
         self.closing_since: float | None = None
         self._in_head = True
         self._head_bytes = 0
+        self._heads = 0
+        """Request heads completed on this connection."""
         self._released = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -277,10 +279,14 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self.since is None:
             self.since = time.monotonic()
+        was_head, heads = self._in_head, self._heads
         super().data_received(data)
-        if self._in_head and self.parser is not None:
-            # A request head is still arriving, so this chunk was head (only a pipelining
-            # client can have the end of an earlier request in it too; counted as head).
+        if was_head and self._in_head and self._heads == heads and self.parser is not None:
+            # A request head was arriving before this chunk and still is, so the whole chunk
+            # was head. A chunk that ends a body (the parser completed a message in it) is not
+            # head even though the parser now waits for the next one: a large body's last
+            # chunk counted here got a 5 MB request 431. A pipelined head that starts inside
+            # such a chunk is counted from its next chunk on.
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.max_header_bytes and not self.transport.is_closing():
                 self.guard.count("large_header")
@@ -297,6 +303,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         self._head_bytes = 0
         super().on_headers_complete()
 

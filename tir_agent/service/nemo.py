@@ -93,7 +93,8 @@ def _tir_nemo_script(kind, code, stdin, timeout, cap):
                 pass
 
     def cut(data):
-        text = bytes(data).decode("utf-8", "replace")
+        # decoded as their text-mode pipes do: universal newlines ("\r\n" and "\r" to "\n")
+        text = bytes(data).decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
         return text[:cap] + "<output cut>" if len(text) > cap else text
 
     path = None
