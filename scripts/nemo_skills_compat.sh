@@ -43,16 +43,23 @@ if [ ! -x "$venv/bin/python" ]; then
         pyyaml 'math-verify[antlr4_9_3]' nemo_run 'leptonai==0.26.6' numpy sympy
 fi
 
+# Each server runs in its own process group (setsid), stopped as a group: their server forks a
+# shell process per session, and those children keep the listening socket open if left behind.
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || true; done
     for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
 }
 trap cleanup EXIT
 
+port_free() {
+    python3 -c "import socket, sys; socket.socket().bind(('127.0.0.1', int(sys.argv[1])))" "$1" \
+        2>/dev/null || { echo "port $1 is in use (a server left over?): free it or set the port" >&2; exit 1; }
+}
+
 wait_healthy() {
     for _ in $(seq 60); do
-        curl -sf "http://127.0.0.1:$1/health" >/dev/null && return 0
+        curl -sf --max-time 2 "http://127.0.0.1:$1/health" >/dev/null && return 0
         sleep 1
     done
     echo "server on port $1 did not become healthy" >&2
@@ -67,17 +74,19 @@ run_suite() { # name port
 }
 
 if [ "$which_servers" = theirs ] || [ "$which_servers" = both ]; then
-    # Their server as their Dockerfile runs it (one worker), in the venv's Python.
-    (cd "$src/nemo_skills/code_execution/local_sandbox" && WORKER_NUM=0 exec "$venv/bin/python" -c \
-        "import local_sandbox_server as s; s.app.run(host='127.0.0.1', port=$theirs_port, threaded=True)" \
+    port_free "$theirs_port"
+    # Their server (one worker, Flask's threaded server), in the venv's Python.
+    (cd "$src/nemo_skills/code_execution/local_sandbox" && WORKER_NUM=0 exec setsid "$venv/bin/python" \
+        -c "import local_sandbox_server as s; s.app.run(host='127.0.0.1', port=$theirs_port, threaded=True)" \
         >"$out/theirs.log" 2>&1) &
     pids+=($!)
     wait_healthy "$theirs_port"
     run_suite theirs "$theirs_port" "$@"
 fi
 if [ "$which_servers" = ours ] || [ "$which_servers" = both ]; then
-    (cd "$repo_root" && PYTHONPATH=$repo_root exec python3 -m tir_agent.service --port "$ours_port" \
-        'preload=[numpy, sympy]' >"$out/ours.log" 2>&1) &
+    port_free "$ours_port"
+    (cd "$repo_root" && PYTHONPATH=$repo_root exec setsid python3 -m tir_agent.service \
+        --port "$ours_port" 'preload=[numpy, sympy]' >"$out/ours.log" 2>&1) &
     pids+=($!)
     wait_healthy "$ours_port"
     run_suite ours "$ours_port" "$@"
