@@ -48,3 +48,20 @@ def test_deleting_the_session_clears_the_pending_flag(client: Client) -> None:
     assert client.request("DELETE", f"/sessions/{s}", headers={"X-Session-ID": s}).status == 200
     # a fresh session says so once, as any new session
     assert news(client, s, "y = 1", "y") == [("completed", True), ("completed", False)]
+
+
+def test_a_timeout_that_loses_the_interpreter_is_pending_for_the_next_request(
+    client: Client,
+) -> None:
+    """Their client does not replay on a timeout reply; it learns of the loss from the next one."""
+    s = str(uuid.uuid4())
+    stuck = "import os, signal\nsignal.pthread_sigmask(signal.SIG_BLOCK, set(signal.Signals))\nos.read(os.pipe()[0], 1)"
+    execute(client, s, "x = 1")
+    body = execute(client, s, stuck, timeout=1)
+    assert body == {
+        "new_session_created": True,
+        "process_status": "timeout",
+        "stderr": "Execution timed out after 1 seconds\n",
+        "stdout": "",
+    }
+    assert news(client, s, "print(2)", "print(3)") == [("completed", True), ("completed", False)]
