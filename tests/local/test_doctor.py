@@ -5,8 +5,10 @@ The probes against a real server are in tests/integration/test_doctor_live.py.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import socket
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -75,3 +77,41 @@ def test_command_line_flags_reach_the_checks() -> None:
     add_arguments(parser)
     args = parser.parse_args(["--base-url", _dead_url(), "--model", "local", "--no-solve"])
     assert run_from_args(args) == 1
+
+
+def test_embedded_models_verified_missing_or_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line per model: a verified file passes, a missing one says how to install it, a file
+    that is not the pinned one fails (optional: only the solve needs a model)."""
+    from tests.local.test_weights import TINY_METADATA, _tiny_gguf
+    from tir_agent import weights
+    from tir_agent.doctor import check_models
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    weights.cache_dir().mkdir(parents=True)
+    data = _tiny_gguf(weights.cache_dir() / "good.gguf")
+    (weights.cache_dir() / "bad.gguf").write_bytes(data[:-1] + b"\0")
+
+    def spec(name: str) -> weights.ModelSpec:
+        return weights.ModelSpec(
+            name=name,
+            title=f"Tiny {name}",
+            file_name=f"{name}.gguf",
+            size=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            metadata=TINY_METADATA,
+            license="Apache-2.0",
+            license_file="",
+            upstream="",
+            install=f"fetch {name}",
+        )
+
+    monkeypatch.setattr(weights, "MODELS", {n: spec(n) for n in ("good", "gone", "bad")})
+    monkeypatch.setattr(weights, "DEFAULT_MODEL", "good")
+    rows = {c.name.strip(): c for c in check_models()}
+    assert rows["local:good (default)"].status == "pass"
+    assert "verified (sha256, GGUF metadata)" in rows["local:good (default)"].detail
+    assert rows["local:gone"].status == "warn" and rows["local:gone"].fix == "fetch gone"
+    bad = rows["local:bad"]
+    assert bad.status == "fail" and "refusing to use it" in bad.detail and not bad.failed

@@ -1,16 +1,19 @@
 """The embedded llama.cpp server: start, answer, stop, and no orphan when the host dies.
 
-These start the real server (llama-cpp-python with SmolLM2-135M from the `local` extra).
+These start the real server (llama-cpp-python from the `local` extra) with the default model,
+Qwen2.5-Coder-0.5B, or SmolLM2-135M where only the process matters (it loads faster).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -25,17 +28,23 @@ def _models(base_url: str) -> list[str]:
         return [m["id"] for m in json.load(reply)["data"]]
 
 
-def test_find_gguf_locates_the_packaged_weights() -> None:
-    path = find_gguf()
-    assert path.suffix == ".gguf"
-    assert path.stat().st_size > 50_000_000
+def test_find_gguf_locates_the_verified_weights() -> None:
+    assert find_gguf().name == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    assert find_gguf("local:smollm2-135m").name == "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def test_server_starts_lists_the_model_and_stops() -> None:
+def test_server_starts_lists_the_model_uses_every_core_and_stops() -> None:
     server = LlamaCppServer().start()
     try:
         assert _models(server.base_url) == ["local"]
         port = server.port
+        assert server.pid is not None
+        argv = Path(f"/proc/{server.pid}/cmdline").read_bytes().decode().split("\0")
+        cores = str(len(os.sched_getaffinity(0)))
+        # llama-cpp-python's own default is half the cores: one thread on a 2-core machine.
+        assert argv[argv.index("--n_threads") + 1] == cores
+        assert argv[argv.index("--n_threads_batch") + 1] == cores
+        assert argv[argv.index("--model") + 1] == str(find_gguf())
     finally:
         server.stop()
     with pytest.raises(OSError):
@@ -46,7 +55,7 @@ def test_no_orphan_when_the_host_is_killed() -> None:
     script = (
         "import os, sys, time\n"
         "from tir_agent.local_model import LlamaCppServer\n"
-        "s = LlamaCppServer().start()\n"
+        "s = LlamaCppServer(model='local:smollm2-135m').start()\n"
         "print(s._process.pid, flush=True)\n"
         "time.sleep(60)\n"
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tir_agent.agent import Agent
+from tir_agent.errors import ConfigError
 from tir_agent.local_model import (
     PLACEHOLDER_URL,
     LocalModel,
@@ -22,7 +23,7 @@ def test_defaults_build_a_valid_agent(fmt: str, api: str) -> None:
     assert agent.config.max_tokens is not None and agent.config.timeout is not None
     assert agent.config.temperature == 0.0 and agent.config.seed == 0
     if fmt == "tags":
-        assert agent.tags.code_begin == "```python\n"  # what SmolLM2 writes unprompted
+        assert agent.tags.code_begin == "```python\n"  # what these models write unprompted
         assert agent.prompt.examples, "the few-shot prompt shows the tag format"
     if api == "completions":
         assert agent.template is not None
@@ -35,9 +36,28 @@ def test_tools_defaults_use_chat_even_if_completions_asked() -> None:
     assert local_agent_options("tools", "completions")["api"] == "chat"
 
 
-def test_tools_defaults_name_the_tool() -> None:
-    assert local_agent_options("tools")["tool_choice"] == "python_exec"
+def test_tools_defaults_follow_the_model() -> None:
+    # Qwen2.5 writes its own Hermes-style calls (tool_choice="auto"), shown the form by a prompt;
+    # SmolLM2 returns a call from llama.cpp only when tool_choice names the tool.
+    qwen = local_agent_options("tools")
+    assert qwen["tool_choice"] == "auto" and qwen["prompt"] == "generic/tool-calling-fewshot"
+    assert local_agent_options("tools", model="local:smollm2-135m")["tool_choice"] == "python_exec"
     assert "tool_choice" not in local_agent_options("tags")
+
+
+def test_named_local_models_take_their_own_defaults() -> None:
+    options, local = prepare_local("local:smollm2-135m", {})
+    assert isinstance(local, LocalModel) and local.model == "local:smollm2-135m"
+    assert options["max_tokens"] == 768
+    default, local = prepare_local("local", {})
+    assert isinstance(local, LocalModel) and local.model == "local"
+    assert default["chat_template"] == "chatml" and default["tags"] == "qwen"
+    agent = Agent("local:qwen2.5-coder-1.5b", max_code_executions=1)
+    assert agent.local_model is not None and agent.local_model.model == "local:qwen2.5-coder-1.5b"
+    assert agent.config.model == "local:qwen2.5-coder-1.5b"  # the alias the server lists
+    agent.close()
+    with pytest.raises(ConfigError, match="Unknown embedded model 'local:nope'"):
+        Agent("local:nope")
 
 
 def test_prepare_local_merges_defaults_under_the_callers_options() -> None:
@@ -77,5 +97,11 @@ def test_agent_local_takes_the_defaults_and_starts_nothing_until_a_solve(
 def test_agent_local_with_a_base_url_uses_that_server() -> None:
     agent = Agent("local", base_url="http://127.0.0.1:9/v1", format="tools")
     assert agent.local_model is None and agent.client.base_url == "http://127.0.0.1:9/v1"
-    assert agent.config.tool_choice == "python_exec" and agent.config.api == "chat"
+    assert agent.config.tool_choice == "auto" and agent.config.api == "chat"
     assert Agent("gpt-4o-mini", base_url="http://127.0.0.1:9/v1").local_model is None
+
+
+def test_own_templates_replace_the_default_prompt() -> None:
+    agent = Agent("local", format="tools", system="Be brief.", user="{problem}")
+    assert agent.config.prompt is None and agent.prompt.system == "Be brief."
+    agent.close()

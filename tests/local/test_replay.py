@@ -1,7 +1,7 @@
 """Replay of real exchanges with the embedded model, with the network blocked.
 
 The cassettes in tests/cassettes/local/ were recorded from the real llama.cpp server
-(SmolLM2-135M-Instruct, greedy, seed 0) by ``python scripts/record_cassettes.py``; see
+(Qwen2.5-Coder-0.5B-Instruct Q4_K_M, greedy, seed 0) by ``python scripts/record_cassettes.py``; see
 ``tests/local/scenarios.py``. The sandbox runs for real: each request the agent builds from the
 real execution outputs must match a recorded one as parsed JSON, every recorded interaction must
 be played, and the result must equal the recorded one (``<name>.summary.json``).

@@ -291,6 +291,6 @@ async def test_a_refused_request_raises_with_the_servers_message(
     async with RemoteSandbox(servers[0].url) as sandbox, sandbox.session() as s:
         await s.run("kept = 1")
         with pytest.raises(SandboxServiceError, match="body_too_large") as caught:
-            await s.run("#" * (5 * 1024 * 1024))  # over the server's 4 MiB default limit
+            await s.run("#" * (17 * 1024 * 1024))  # over the server's 16 MiB default limit
         assert caught.value.status_code == 413 and "--max-body-bytes" in str(caught.value)
         assert (await s.run("kept")).stdout == "1\n"  # the session is still there

@@ -80,7 +80,7 @@ def test_the_choices_that_matter_are_in_the_config() -> None:
     assert "proxy_set_header Authorization $http_authorization;" in lines
     assert "proxy_set_header X-Session-ID $http_x_session_id;" in lines
     # Body limit and long reads.
-    assert "client_max_body_size 8m;" in lines
+    assert "client_max_body_size 32m;" in lines
     assert "proxy_read_timeout 3600s;" in lines
     # Retry only unreached servers: never non_idempotent (a POST is never re-sent).
     assert "proxy_next_upstream error timeout;" in lines

@@ -91,13 +91,14 @@ class Client:
 
 
 def wait_busy(url: str, names: set[str], seconds: float = 20.0) -> None:
-    """Wait until the sessions ``names`` are running a cell (``busy`` in ``GET /sessions``)."""
+    """Wait until the sessions ``names`` are running a cell (``busy`` in ``GET /v1/sessions``;
+    the NeMo-Skills ``GET /sessions`` has only their fields)."""
     client = Client(url)
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
-            sessions = client.request("GET", "/sessions").body["sessions"]
-            if all(sessions.get(name, {}).get("busy") for name in names):
+            listed = client.v1("GET", "/sessions").body["sessions"]
+            if names <= {s["session_id"] for s in listed if s["busy"]}:
                 return
             time.sleep(0.02)
     finally:

@@ -25,7 +25,7 @@ def test_defaults() -> None:
         "127.0.0.1",
         6000,
         None,
-        4 * 1024**2,
+        16 * 1024**2,
         30.0,
     )
     assert c.sandbox == ServiceConfig().sandbox

@@ -51,7 +51,8 @@ def test_a_dead_template_is_reported_unhealthy_then_restarted() -> None:
             assert seen[-1][:2] == (200, 200) and seen[-1][2]["problem"] is None
             # sessions of the dead template report the loss; then they start afresh
             body = client.execute("x", session="nemo").body
-            assert (body["state"], body["new_session_created"]) == ("lost", True)
+            assert (body["process_status"], body["new_session_created"]) == ("error", True)
+            assert "the Python session was lost" in body["stderr"]
             body = client.execute("x = 2\nx", session="nemo").body
             assert (body["stdout"], body["new_session_created"]) == ("2\n", True)
             body = client.execute("x", session="nemo").body

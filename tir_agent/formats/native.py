@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -71,6 +72,53 @@ def parse_call(tool_call: ToolCallData) -> CodeCall:
     return CodeCall(code=args["code"], id=tool_call.id, arguments=tool_call.arguments)
 
 
+_CALL_START = re.compile(r'\{\s*"name"\s*:')
+_WRAPPER = re.compile(r"\s*(?:<tool_call>|```(?:json)?)?\s*$")
+_WRAPPER_END = re.compile(r"\s*(?:</tool_call>|```)?")
+
+
+def text_tool_calls(text: str, index: int) -> tuple[str, list[ToolCallData]]:
+    """Hermes-style tool calls written as text, as Qwen2.5 writes them: ``{"name": ...,
+    "arguments": {...}}`` objects, each optionally inside ``<tool_call>`` tags or a code fence.
+
+    For a reply that carries no structured tool calls: a server that applies the model's tool
+    template but does not parse its calls (llama-cpp-python, which also drops the ``<tool_call>``
+    special tokens from the text) returns them in ``content``. Returns the text without the calls
+    and the calls (ids ``call_<index>_<n>``).
+    """
+    calls: list[ToolCallData] = []
+    kept: list[str] = []
+    position = 0
+    decoder = json.JSONDecoder(strict=False)
+    for match in _CALL_START.finditer(text):
+        if match.start() < position:
+            continue
+        try:
+            value, end = decoder.raw_decode(text, match.start())
+        except json.JSONDecodeError:
+            continue
+        if not (
+            isinstance(value, dict)
+            and set(value) == {"name", "arguments"}
+            and isinstance(value["name"], str)
+            and isinstance(value["arguments"], dict | str)
+        ):
+            continue
+        arguments = value["arguments"]
+        if not isinstance(arguments, str):
+            arguments = json.dumps(arguments, ensure_ascii=False)
+        calls.append(ToolCallData(f"call_{index}_{len(calls)}", value["name"], arguments))
+        before = text[position : match.start()]
+        wrapper = _WRAPPER.search(before)
+        kept.append(before[: wrapper.start()] if wrapper else before)
+        after = _WRAPPER_END.match(text, end)
+        position = after.end() if after else end
+    if not calls:
+        return text, []
+    kept.append(text[position:])
+    return "\n".join(piece.strip() for piece in kept if piece.strip()), calls
+
+
 def code_block(tags: TagPreset, code: str) -> str:
     """How a tool call's code reads in the generation: between the tags, on its own lines."""
     head = tags.code_begin if tags.code_begin.endswith("\n") else tags.code_begin + "\n"
@@ -104,7 +152,11 @@ class ToolsFormat:
         return ModelRequest("chat", params)
 
     def parse(self, reply: ModelReply, index: int) -> Turn:
-        """Tool calls become code calls (validated); the assistant message joins the history."""
+        """Tool calls become code calls (validated); the assistant message joins the history.
+        A reply without structured calls may carry Hermes-style calls in its text
+        (:func:`text_tool_calls`): they are taken as the calls they are."""
+        if not reply.tool_calls and '"name"' in reply.text:
+            reply.text, reply.tool_calls = text_tool_calls(reply.text, index)
         calls = tuple(parse_call(tc) for tc in reply.tool_calls)
         # "" rather than None without text: OpenAI accepts both, llama-cpp-python only "".
         message: dict[str, Any] = {"role": "assistant", "content": reply.text}

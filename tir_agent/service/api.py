@@ -8,7 +8,7 @@ drift apart. Two APIs share one server:
 
     POST   /execute          NemoExecuteRequest, header X-Session-ID (required for "ipython")
                              -> 200 NemoExecuteReply
-    GET    /sessions         -> 200 {"sessions": {id: {...}}, "backend": "tir-agent"}
+    GET    /sessions         -> 200 {"backend": "ipython", "sessions": {id: {...}}}
     DELETE /sessions/{id}    -> 200 {"message": ...} | 404 {"error": ...}
     GET    /health           -> 200 {"status": "healthy", ...}
 
@@ -32,8 +32,8 @@ allowed, type ``bad_request``, with ``Allow``), 409, 413 (body too large), 415 (
 (valid JSON of the wrong shape, or a ``timeout``/``max_output_characters`` above the server's
 limits), 500 ``sandbox_error`` (the sandbox or the server failed; a client treats it on a
 session's run as a lost session) or 503 (shutting down). The NeMo-Skills API answers its errors
-as ``{"error": message, "type": ...}``. Two replies are sent before the request is known, in
-this API's shape whatever the path: 503 ``overloaded`` to a connection refused at the server's
+as theirs does, ``{"error": message}``, with the same statuses. Two replies are sent before
+the request is known, in this API's shape whatever the path: 503 ``overloaded`` to a connection refused at the server's
 connection cap, and 431 ``headers_too_large`` to a request head above its limit (see
 :mod:`tir_agent.service.connections`).
 
@@ -52,7 +52,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tir_agent.sandbox.result import ExecutionResult, StateOutcome
+from tir_agent.sandbox.result import ExecutionResult
 
 API_VERSION = 1
 """Version of the tir-agent API served under :data:`API_PREFIX`."""
@@ -67,8 +67,9 @@ SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 """Valid session ids (full match): 1-128 characters, letters, digits and ``._:-``."""
 DEFAULT_PORT = 6000
 """NeMo-Skills' sandbox port, so their ``NEMO_SKILLS_SANDBOX_PORT`` default keeps working."""
-MAX_BODY_BYTES = 4 * 1024 * 1024
-"""Default request body limit of the server (413 above it)."""
+MAX_BODY_BYTES = 16 * 1024 * 1024
+"""Default request body limit of the server (413 above it): room for a 5 MB ``generated_code``
+(NeMo-Skills' server takes one) even when JSON escaping triples it."""
 
 ErrorType = Literal[
     "bad_request",
@@ -97,33 +98,30 @@ class NemoExecuteRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     generated_code: str
-    timeout: float = Field(10.0, gt=0)
+    timeout: int | float = Field(10.0, gt=0)
+    """Seconds; kept as sent (``1`` or ``10.0``) because their timeout text repeats it."""
     language: str = "ipython"
-    """``ipython`` (stateful, needs ``X-Session-ID``), ``python``/``python3``/``pypy3``
-    (stateless, one fresh session per request). ``shell`` and ``lean4`` are refused (400)."""
+    """``ipython`` (stateful, needs ``X-Session-ID``), ``python``/``python3``/``pypy3`` (a
+    script, ``python -c``, in a fresh session), ``shell`` (``bash``, in a fresh session).
+    Anything else (``lean4``) is answered ``process_status: error``."""
     max_output_characters: int = Field(1000, ge=0)
     std_input: str = ""
-    """Standard input of a stateless ``python`` run (``input()`` and ``sys.stdin`` read it)."""
+    """Standard input of a ``python`` or ``shell`` script."""
     traceback_verbosity: str = "Plain"
     """Accepted for compatibility; tracebacks are always the short form of REFERENCE.md §5."""
 
 
 class NemoExecuteReply(BaseModel):
-    """``POST /execute`` reply: NeMo-Skills' four fields, then tir-agent's extras, which their
-    client ignores."""
+    """``POST /execute`` reply: exactly NeMo-Skills' fields (their server sorts the keys).
+    ``new_session_created`` is sent for ``ipython`` only, as theirs; the richer fields of
+    :class:`~tir_agent.sandbox.ExecutionResult` are on the ``/v1`` API."""
 
+    new_session_created: bool | None = None
+    """The session's earlier state is gone (first request, or its interpreter was restarted,
+    reported on that request and on the session's next one)."""
     process_status: Literal["completed", "error", "timeout"]
-    stdout: str
     stderr: str
-    new_session_created: bool
-    """NeMo-Skills: the session's earlier state is gone (first request, or restarted)."""
-    # tir-agent extras: where we are better (a timeout keeps the state) the reply says so.
-    state: StateOutcome = "kept"
-    """``kept``/``rolled_back``: the session's earlier variables are still there; ``lost``."""
-    reason: str | None = None
-    duration: float = 0.0
-    stdout_truncated: bool = False
-    stderr_truncated: bool = False
+    stdout: str
 
 
 # -- tir-agent API v1

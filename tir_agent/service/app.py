@@ -38,6 +38,9 @@ class Service:
         self.stopping = False
         """Set on SIGTERM/SIGINT: new work is refused (503), in-flight executions finish."""
         self.startup_error: BaseException | None = None
+        self.nemo_restarted: set[str] = set()
+        """NeMo-Skills session ids whose interpreter was restarted and whose next reply must
+        still say ``new_session_created`` (see :mod:`tir_agent.service.nemo`)."""
         self._token = None if config.token is None else config.token.encode()
 
     def authorize(self, headers: dict[bytes, bytes]) -> None:

@@ -105,7 +105,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=size,
         default=MAX_BODY_BYTES,
         metavar="SIZE",
-        help="largest request body (default 4M; 413 above it)",
+        help="largest request body (default 16M; 413 above it)",
     )
     server.add_argument(
         "--shutdown-grace",

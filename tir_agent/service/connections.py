@@ -17,6 +17,11 @@ client can hold:
   disconnected. Idle keep-alive connections close after ``keep_alive`` seconds (uvicorn's timer).
 - **A request head limit** (``max_header_bytes``): a request line and headers larger than this get
   431 and the connection is closed, so headers cannot fill the server's memory.
+- **Replies to a request whose body is still arriving** (a 413 for a body above the limit) are
+  followed by a lingering close (:class:`LingeringTransport`): the reply and a FIN go out, and
+  what the client still sends is read and discarded for up to :data:`LINGER_IDLE` seconds
+  between reads (``request_timeout`` in all), so a client that sends its whole body before
+  reading (httpx, ``http.client``) gets the reply instead of a connection reset.
 - **Descriptors for the sandbox** (:func:`descriptor_budget`): the soft ``RLIMIT_NOFILE`` is raised
   to the hard limit at start, and the connection cap is lowered if needed so that a reserve of
   descriptors is always left for the sandbox's sessions.
@@ -34,7 +39,7 @@ import resource
 import socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from pydantic_core import to_json
 from uvicorn.config import Config
@@ -54,6 +59,8 @@ flood of connects."""
 ACCEPT_PAUSE = 0.1
 """Seconds accepting pauses when the process is out of descriptors (should not happen: the cap
 keeps a reserve), instead of spinning on a listening socket that stays readable."""
+LINGER_IDLE = 2.0
+"""Seconds a lingering close waits for more of the client's body before closing."""
 REPORT_EVERY = 10.0
 """Seconds between two WARNING reports of refused, evicted or timed-out connections."""
 FD_RESERVE_BASE = 128
@@ -235,6 +242,57 @@ class Guard:
             self.sweep(time.monotonic())
 
 
+class LingeringTransport:
+    """The connection's transport as uvicorn sees it. A ``close()`` right after a complete reply
+    to a request whose body is still arriving (uvicorn closes the connection after a
+    ``Connection: close`` reply) half-closes instead and lets :class:`GuardedProtocol` discard
+    the rest of the body; closing at once would make the kernel answer the client's further
+    data with a reset, and a client still sending never reads the reply. Any other ``close()``
+    (and a second one) closes at once."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedProtocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self.lingering = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+    def is_closing(self) -> bool:
+        """Lingering counts as closing, so uvicorn starts nothing more on the connection."""
+        return self.lingering or self._transport.is_closing()
+
+    def close(self) -> None:
+        cycle = self._protocol.cycle
+        transport = self._transport
+        if (
+            not self.lingering
+            and cycle is not None
+            and cycle.response_complete
+            and cycle.more_body
+            and not transport.is_closing()
+            and transport.can_write_eof()
+        ):
+            self.lingering = True
+            transport.write_eof()
+            transport.resume_reading()  # uvicorn pauses reading when a body is not consumed
+            self._deadline = time.monotonic() + self._protocol.guard.request_timeout
+            self.received()
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        transport.close()
+
+    def received(self) -> None:
+        """More of the discarded body arrived: wait up to :data:`LINGER_IDLE` for the next."""
+        if self._timer is not None:
+            self._timer.cancel()
+        wait = max(0.0, min(LINGER_IDLE, self._deadline - time.monotonic()))
+        self._timer = asyncio.get_running_loop().call_later(wait, self._transport.close)
+
+
 class GuardedProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, reporting to a :class:`Guard`: when a request begins and
     ends (for the deadlines and the idle list), stalled writes, and the size of request heads."""
@@ -256,10 +314,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self.closing_since: float | None = None
         self._in_head = True
         self._head_bytes = 0
+        self._heads = 0
+        """Request heads completed on this connection."""
         self._released = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        self.lingering = LingeringTransport(transport, self)
+        super().connection_made(cast(asyncio.Transport, self.lingering))
         self.since = time.monotonic()
         self.guard.connections.add(self)
         self.guard.idle[self] = None
@@ -275,12 +336,19 @@ class GuardedProtocol(HttpToolsProtocol):
             self.guard.release(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering.lingering:
+            self.lingering.received()  # the rest of a refused body: discarded
+            return
         if self.since is None:
             self.since = time.monotonic()
+        was_head, heads = self._in_head, self._heads
         super().data_received(data)
-        if self._in_head and self.parser is not None:
-            # A request head is still arriving, so this chunk was head (only a pipelining
-            # client can have the end of an earlier request in it too; counted as head).
+        if was_head and self._in_head and self._heads == heads and self.parser is not None:
+            # A request head was arriving before this chunk and still is, so the whole chunk
+            # was head. A chunk that ends a body (the parser completed a message in it) is not
+            # head even though the parser now waits for the next one: a large body's last
+            # chunk counted here got a 5 MB request 431. A pipelined head that starts inside
+            # such a chunk is counted from its next chunk on.
             self._head_bytes += len(data)
             if self._head_bytes > self.guard.max_header_bytes and not self.transport.is_closing():
                 self.guard.count("large_header")
@@ -297,6 +365,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._heads += 1
         self._head_bytes = 0
         super().on_headers_complete()
 

@@ -1,15 +1,29 @@
 """The NeMo-Skills sandbox API (REFERENCE.md §5), so their client works unchanged.
 
-``POST /execute`` runs ``ipython`` cells in the named session of ``X-Session-ID`` (created on
-first use) and ``python``/``python3``/``pypy3`` code in a fresh session with ``std_input`` as
-standard input. Replies carry their four fields (``process_status``, ``stdout``, ``stderr``,
-``new_session_created``) and our extras (``state``, ``reason``, ``duration``, ``*_truncated``),
-which their client ignores. Errors are ``{"error": "<message>", "type": "<ErrorType>"}``.
+Replies are the ones NeMo-Skills' own server (``local_sandbox_server.py``) sends, key for key:
+``POST /execute`` answers ``{new_session_created, process_status, stderr, stdout}`` for
+``ipython`` and ``{process_status, stderr, stdout}`` for every other language, nothing more (our
+``state``, ``reason``, ``duration`` and ``*_truncated`` are on the ``/v1`` API only), and errors
+are ``{"error": "<message>"}``.
+
+- ``ipython`` runs the cell in the named session of ``X-Session-ID`` (created on first use). When
+  a session's interpreter was restarted and its variables lost, the reply says
+  ``new_session_created: true`` and so does the session's next reply (their server's "restart
+  pending" flag): their client replays its history of the session on seeing it, and does not
+  replay on a ``timeout`` reply, so the request after one must still see the flag.
+- ``python``/``python3``/``pypy3`` run the code as a script, ``python -c <code>`` in a fresh
+  session with ``std_input`` as its standard input: their status (``completed`` whatever the exit
+  code), their traceback (``File "<string>"``), their timeout reply. ``pypy3`` runs on CPython.
+- ``shell`` runs the script with ``/bin/bash`` in a fresh session (``completed`` on exit code 0,
+  else ``error``).
+- ``lean4`` and any other language answer ``process_status: error`` with the reason in
+  ``stderr`` (200, as their server does when Lean is missing), not an HTTP error.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import TYPE_CHECKING
 
 from pydantic_core import to_json
@@ -18,6 +32,7 @@ from starlette.types import Receive, Scope, Send
 from tir_agent._log import get_logger
 from tir_agent.errors import SandboxClosedError, SandboxError
 from tir_agent.sandbox.local import LocalSession
+from tir_agent.sandbox.protocol import CUT_MARKER, timeout_text
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     JSON,
@@ -41,48 +56,135 @@ if TYPE_CHECKING:
 log = get_logger(__name__)
 
 BACKEND = "tir-agent"
-"""The ``backend`` of ``GET /sessions`` (theirs says ``ipython``)."""
+"""The ``api`` of ``GET /health``."""
+SESSIONS_BACKEND = "ipython"
+"""The ``backend`` of ``GET /sessions``, as their server names it."""
 
-STATELESS_LANGUAGES = ("python", "python3", "pypy3")
+SCRIPT_LANGUAGES = ("python", "python3", "pypy3")
 MAX_NEMO_SESSION_ID = 256
+SCRIPT_SLACK = 10.0
+"""Seconds the session running a script may take beyond the script's own timeout (starting the
+interpreter, killing it, collecting its output) before the session itself is timed out."""
 
-STDIN_SOURCE = """\
-import builtins, io, sys
-sys.stdin = io.StringIO(DATA)
-def input(prompt=""):
-    if prompt:
-        sys.stdout.write(str(prompt))
-    line = sys.stdin.readline()
-    if not line:
-        raise EOFError("EOF when reading a line")
-    return line[:-1] if line.endswith("\\n") else line
-builtins.input = input
+RUNNER = r"""
+def _tir_nemo_script(kind, code, stdin, timeout, cap):
+    import json, os, signal, subprocess, sys, tempfile, threading, time
+
+    budget = 4 * (cap + 1) + 16  # bytes that surely hold cap + 1 characters
+
+    def drain(stream, kept):
+        # keep the first `budget` bytes, discard the rest so the script never blocks on a pipe
+        while True:
+            chunk = os.read(stream.fileno(), 65536)
+            if not chunk:
+                return
+            if len(kept) < budget:
+                kept += chunk[: budget - len(kept)]
+
+    def feed(stream, data):
+        try:
+            stream.write(data)
+        except OSError:
+            pass  # the script exited without reading all of its input, as with a pipe
+        finally:
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+    def cut(data):
+        # decoded as their text-mode pipes do: universal newlines ("\r\n" and "\r" to "\n")
+        text = bytes(data).decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
+        return text[:cap] + "<output cut>" if len(text) > cap else text
+
+    path = None
+    if kind == "shell":
+        fd, path = tempfile.mkstemp(suffix=".sh")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(code)
+        argv = ["/bin/bash", path]
+    elif len(code.encode("utf-8", "surrogatepass")) < 100000:
+        argv = [sys.executable, "-c", code]
+    else:
+        # above the kernel's limit for one argument: compile the file's text as "<string>"
+        fd, path = tempfile.mkstemp(suffix=".py")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(code)
+        boot = (
+            "import sys;_p=sys.argv.pop(1);_s=open(_p,encoding='utf-8').read();del _p;"
+            "exec(compile(_s,'<string>','exec'))"
+        )
+        argv = [sys.executable, "-c", boot, path]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        out, err = bytearray(), bytearray()
+        threads = [
+            threading.Thread(target=drain, args=(proc.stdout, out), daemon=True),
+            threading.Thread(target=drain, args=(proc.stderr, err), daemon=True),
+            threading.Thread(target=feed, args=(proc.stdin, stdin.encode()), daemon=True),
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + timeout
+        try:
+            code_ = proc.wait(timeout)
+            for t in threads:  # a background child may still hold the pipes open
+                t.join(max(0.0, deadline - time.monotonic()))
+            status = "completed" if kind != "shell" or code_ == 0 else "error"
+        except subprocess.TimeoutExpired:
+            status = "timeout"
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)  # the script and whatever it started
+        except OSError:
+            pass
+        proc.wait()
+        for t in threads:
+            t.join(1.0)
+    finally:
+        if path is not None:
+            os.unlink(path)
+    if status == "timeout":
+        reply = {"process_status": "timeout", "stdout": "", "stderr": ""}
+    else:
+        reply = {"process_status": status, "stdout": cut(out), "stderr": cut(err)}
+    sys.stdout.write(json.dumps(reply))
 """
-"""Installs ``std_input`` as ``sys.stdin`` and an ``input()`` reading it. Compiled under its own
-file name, so its frames never show in the user's tracebacks, and run in its own namespace."""
+"""Defines the function that runs a script in a fresh session, the way NeMo-Skills' server runs
+``python -c`` and ``bash``: output captured whole (but kept bounded here), the process group
+killed at the timeout. It writes the reply as JSON on the session's stdout."""
 
 
-def stdin_prelude(data: str) -> str:
-    """The cell that gives a stateless run ``data`` as standard input."""
-    return f"exec(compile({STDIN_SOURCE!r}, '<std_input>', 'exec'), {{'DATA': {data!r}}})\n"
+def script_cell(kind: str, code: str, stdin: str, timeout: float, cap: int) -> str:
+    """The cell that runs ``code`` as a ``kind`` script (``python`` or ``shell``)."""
+    return f"{RUNNER}\n_tir_nemo_script({kind!r}, {code!r}, {stdin!r}, {timeout!r}, {cap!r})\n"
 
 
-def reply_bytes(result: ExecutionResult, new_session_created: bool) -> bytes:
-    """The ``/execute`` reply body for ``result``: the fields of :class:`NemoExecuteReply`, in its
-    order (a plain dict serialized by pydantic-core: a quarter of ``model_construct``'s cost)."""
-    return to_json(
-        {
-            "process_status": result.status,
-            "stdout": result.stdout,
-            "stderr": result.stderr,
-            "new_session_created": new_session_created,
-            "state": result.state,
-            "reason": result.reason,
-            "duration": result.duration,
-            "stdout_truncated": result.stdout_truncated,
-            "stderr_truncated": result.stderr_truncated,
-        }
-    )
+def reply_bytes(status: str, stdout: str, stderr: str, new_session_created: bool | None) -> bytes:
+    """An ``/execute`` reply body as their server (Flask, keys sorted) sends it; no
+    ``new_session_created`` for the stateless languages, as theirs."""
+    body: dict[str, object] = {}
+    if new_session_created is not None:
+        body["new_session_created"] = new_session_created
+    body["process_status"] = status
+    body["stderr"] = stderr
+    body["stdout"] = stdout
+    return to_json(body)
+
+
+def timeout_message(timeout: float) -> str:
+    """Their timeout line, with the timeout as the request sent it (``1`` or ``10.0``)."""
+    return f"Execution timed out after {timeout} seconds\n"
+
+
+def cut(text: str, cap: int) -> str:
+    """Their truncation: the first ``cap`` characters and ``<output cut>``."""
+    return text[:cap] + CUT_MARKER if len(text) > cap else text
 
 
 def lost(why: str, reason: str) -> ExecutionResult:
@@ -129,10 +231,11 @@ async def handle(
 
 
 async def send_error(send: Send, error: HTTPError) -> None:
-    """A NeMo-Skills style error reply."""
+    """An error reply in their shape: ``{"error": message}``."""
     log_refusal(error)
-    body = {"error": error.nemo_error or error.message, "type": error.type}
-    await send_json(send, error.status, body, JSON + error.headers)
+    await send_json(
+        send, error.status, {"error": error.nemo_error or error.message}, JSON + error.headers
+    )
 
 
 async def execute(
@@ -167,22 +270,36 @@ async def execute(
                 400, "bad_request", f"X-Session-ID is longer than {MAX_NEMO_SESSION_ID} bytes"
             )
         reply = await run_ipython(service, raw.decode("latin-1"), request)
-    elif language in STATELESS_LANGUAGES:
-        reply = reply_bytes(await run_python(service, request), False)
+    elif language in SCRIPT_LANGUAGES:
+        reply = await run_script(service, "python", request)
+    elif language == "shell":
+        reply = await run_script(service, "shell", request)
     else:
-        raise HTTPError(
-            400,
-            "unsupported_language",
-            f"language {language!r} is not supported by this server: use 'ipython' (stateful, "
-            "with an X-Session-ID header) or 'python' (one fresh interpreter per request)",
-        )
+        reply = reply_bytes("error", "", unsupported(language), None)
     await send_bytes(send, 200, reply, JSON)
+
+
+def unsupported(language: str) -> str:
+    """The ``stderr`` of a request in a language this server cannot run."""
+    if language == "lean4":
+        return (
+            "Lean 4 is not available on this sandbox server (tir-agent sandbox serve runs "
+            "ipython, python, python3, pypy3 and shell); send lean4 code to a NeMo-Skills "
+            "sandbox with Lean installed.\n"
+        )
+    return (
+        f"Unsupported language {language!r}: this sandbox server runs ipython, python, python3, "
+        "pypy3 and shell.\n"
+    )
 
 
 async def run_ipython(service: Service, session_id: str, request: NemoExecuteRequest) -> bytes:
     """One cell in the named session, created on first use."""
+    pending = service.nemo_restarted
     for attempt in range(2):
         entry, created = await service.registry.get_or_create(session_id)
+        if created:
+            pending.discard(session_id)  # a fresh session says so itself
         try:
             result = await entry.session.run(
                 request.generated_code,
@@ -195,21 +312,37 @@ async def run_ipython(service: Service, session_id: str, request: NemoExecuteReq
             if attempt == 0:
                 continue  # evicted between the lookup and the run: start it afresh
             result = lost("The sandbox session was closed during this execution", "closed")
-            created = True
         except SandboxError as e:
             log.warning("session.lost", error=str(e))
             result = lost(f"The sandbox session failed ({e})", "sandbox_error")
-            created = True
         except asyncio.CancelledError:
             if not service.stopping:
                 raise
-            result = cut(service)
-            created = True
-        return reply_bytes(result, created or result.state == "lost")
+            result = cut_short(service)
+        # Their server reports a restart on the request it happened in and again on the next
+        # one (their client skips the replay on a timeout reply, so it needs the second).
+        new = created or session_id in pending
+        pending.discard(session_id)
+        if result.state == "lost":
+            new = True
+            pending.add(session_id)
+        return ipython_reply(result, request, new)
     raise AssertionError("unreachable")
 
 
-def cut(service: Service) -> ExecutionResult:
+def ipython_reply(result: ExecutionResult, request: NemoExecuteRequest, new: bool) -> bytes:
+    """The reply for an ``ipython`` cell; a timeout is worded as theirs."""
+    stderr = result.stderr
+    if result.status == "timeout":
+        # what the cell wrote to stderr before the timeout, then their line (no note about the
+        # state: their models never saw one)
+        notice = stderr.rfind(timeout_text(request.timeout))
+        before = stderr[:notice] if notice >= 0 else ""
+        stderr = cut(before + timeout_message(request.timeout), request.max_output_characters)
+    return reply_bytes(result.status, result.stdout, stderr, new)
+
+
+def cut_short(service: Service) -> ExecutionResult:
     """The result of an execution still running when the shutdown grace ran out."""
     return lost(
         "The sandbox server shut down before this execution finished "
@@ -218,47 +351,59 @@ def cut(service: Service) -> ExecutionResult:
     )
 
 
-async def run_python(service: Service, request: NemoExecuteRequest) -> ExecutionResult:
-    """Stateless ``python``: a fresh session whose stdin is ``std_input``."""
+async def run_script(service: Service, kind: str, request: NemoExecuteRequest) -> bytes:
+    """A ``python`` or ``shell`` script in a fresh session, replied as their server does."""
+    cap = request.max_output_characters
+    cell = script_cell(kind, request.generated_code, request.std_input, request.timeout, cap)
 
     async def work(session: LocalSession) -> ExecutionResult:
-        prelude = await session.run(
-            stdin_prelude(request.std_input), timeout=max(request.timeout, 5.0)
-        )
-        if prelude.status != "completed":
-            return prelude
+        # The reply is JSON of two capped streams: room for them escaped, plus the keys.
         return await session.run(
-            request.generated_code,
-            timeout=request.timeout,
-            max_output_characters=request.max_output_characters,
+            cell,
+            timeout=request.timeout + SCRIPT_SLACK,
+            max_output_characters=12 * (cap + len(CUT_MARKER)) + 200,
         )
 
     try:
-        return await service.registry.stateless(work)
+        result = await service.registry.stateless(work)
     except asyncio.CancelledError:
         if not service.stopping:
             raise
-        return cut(service)
+        result = cut_short(service)
+    if result.status == "completed":
+        try:
+            reply = json.loads(result.stdout)
+        except ValueError:
+            reply = None
+        if isinstance(reply, dict):
+            stderr = reply["stderr"]
+            if reply["process_status"] == "timeout":
+                stderr = timeout_message(request.timeout)
+            return reply_bytes(reply["process_status"], reply["stdout"], cut(stderr, cap), None)
+    if result.status == "timeout":
+        return reply_bytes("timeout", "", timeout_message(request.timeout), None)
+    # the runner itself failed (e.g. the sandbox allows no new process): say why
+    why = result.stderr or result.stdout
+    return reply_bytes("error", "", cut(f"The {kind} script could not be run: {why}", cap), None)
 
 
 async def list_sessions(service: Service, send: Send) -> None:
-    """``GET /sessions``: their shape, with our extras per session."""
+    """``GET /sessions``: their shape exactly."""
     sessions = {}
     for entry in service.registry.entries():
         info = entry.info()
         sessions[entry.session_id] = {
-            "backend": BACKEND,
+            "alive": True,
+            "backend": SESSIONS_BACKEND,
             "created": info.created,
             "last_used": info.last_used,
-            "alive": True,
-            "executions": info.executions,
-            "busy": info.busy,
         }
-    await send_json(send, 200, {"sessions": sessions, "backend": BACKEND})
+    await send_json(send, 200, {"backend": SESSIONS_BACKEND, "sessions": sessions})
 
 
 async def delete_session(service: Service, session_id: str, send: Send) -> None:
     """``DELETE /sessions/{id}``: 200 or 404 with their messages."""
+    service.nemo_restarted.discard(session_id)
     entry = await service.registry.delete(session_id)
     if entry is None:
         message = f"IPython session {session_id} not found"

@@ -114,7 +114,7 @@ def render_nginx_config(
     pid_file: str | None = None,
     error_log: str = "stderr",
     worker_processes: int | str = "auto",
-    max_body: str = "8m",
+    max_body: str = "32m",
     keepalive: int = 64,
 ) -> str:
     """A complete ``nginx.conf`` balancing sandbox sessions over ``upstreams`` with affinity.
@@ -124,8 +124,8 @@ def render_nginx_config(
     ``pid_file``: where nginx writes its pid; ``None`` = ``nginx.pid`` in the prefix directory.
     ``error_log``: ``stderr`` or a file (relative paths are under the prefix).
     ``worker_processes``: a number or ``auto`` (one per core).
-    ``max_body``: the largest request body nginx accepts (nginx size: ``8m``); keep it above the
-    servers' limit (4 MiB by default) so their JSON 413 reaches the client.
+    ``max_body``: the largest request body nginx accepts (nginx size: ``32m``); keep it above the
+    servers' limit (16 MiB by default) so their JSON 413 reaches the client.
     ``keepalive``: idle keep-alive connections each nginx worker keeps to the servers.
     """
     if isinstance(upstreams, str):
