@@ -84,7 +84,9 @@ def local_agent_options(
         "temperature": 0.0,
         "seed": 0,
         "max_tokens": spec.max_tokens,  # for the whole solution
-        "timeout": 120.0,  # one request; a queued request waits for the one before it
+        # One request, queue included: behind another solve's 768 tokens on 2 busy cores (1-5
+        # tokens/s measured here under load) a request waited over 120 s and was retried.
+        "timeout": 300.0,
         "max_retries": 1,
         "max_code_executions": 4,
         "max_model_calls": 12,

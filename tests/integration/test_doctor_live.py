@@ -10,7 +10,9 @@ from rich.console import Console
 from tests.servers import start_server
 from tir_agent.doctor import run_doctor
 
-pytestmark = pytest.mark.integration
+# Real solves with the 0.5B default take 10-80 s each on 2 busy cores: a wider safety net than
+# the suite's 120 s (a bound against hangs, not a speed target).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 def _doctor(**options: object) -> tuple[int, str, dict[str, str]]:

@@ -1,10 +1,11 @@
-"""The agent end to end against the real embedded model (llama.cpp server, SmolLM2-135M).
+"""The agent end to end against the real embedded model (llama.cpp server, the default model
+Qwen2.5-Coder-0.5B-Instruct).
 
 One server for the module; greedy decoding and a fixed seed. These assert what the loop must do
-with a real model's real tokens (the 135M model rarely gets the answer right, which is expected):
-code found and run, outputs fed back in the exact bytes of REFERENCE.md, hints after each
-execution, the budget enforced, native tool calls (tool named, then ``tool_choice="none"`` for the
-final answer), streaming in each format.
+with a real model's real tokens: code found and run, outputs fed back in the exact bytes of
+REFERENCE.md, hints after each execution, the budget enforced, native tool calls
+(``tool_choice="auto"``, the call Qwen2.5 writes as text taken as the call, then
+``tool_choice="none"`` for the final answer), streaming in each format.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from tir_agent.local_model import LlamaCppServer, LocalModel
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.turn import CodeComplete, ExecutionDone, Finished, TextDelta
 
-pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+# Real solves with the 0.5B default take 10-80 s each on 2 busy cores: a wider safety net than
+# the suite's 120 s (a bound against hangs, not a speed target).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.timeout(600),
+]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +104,7 @@ async def test_solve_with_the_real_model(
         assert kinds.index(CodeComplete) < kinds.index(ExecutionDone)
 
 
-async def test_native_tools_name_the_tool_then_withdraw_it(
+async def test_native_tools_auto_then_withdrawn(
     server: LlamaCppServer, sandbox: LocalSandbox
 ) -> None:
     scenario = next(s for s in SCENARIOS if s.name == "tools")
@@ -111,15 +118,14 @@ async def test_native_tools_name_the_tool_then_withdraw_it(
     )
     result, _ = await run(agent, scenario)
     await agent.aclose()
-    # The agent's own requests, unadapted: the tool named (llama.cpp answers with a call only
-    # then), "" for the assistant message of that call (it answers 500 to null), then "none".
-    assert [b.get("tool_choice") for b in spy.bodies] == [
-        {"type": "function", "function": {"name": "python_exec"}},
-        "none",
-    ]
+    # The agent's own requests, unadapted: "auto" (Qwen2.5 writes its Hermes-style call, which
+    # llama-cpp-python returns as text), "" for the assistant message of that call (it answers
+    # 500 to null), then "none".
+    assert [b.get("tool_choice") for b in spy.bodies] == ["auto", "none"]
     assistant = spy.bodies[1]["messages"][-2]
     assert assistant["content"] == "" and assistant["tool_calls"]
-    assert len(result.executions) == 1 and result.status == "finished"
+    assert len(result.executions) == 1  # the final round answers or not: the model's part
+    assert result.status in ("finished", "budget_spent")
     tool_message = next(m for m in result.messages if m["role"] == "tool")
     assert tool_message["content"].endswith(RUN_OUT_HINT)  # the model learns why tools went away
     assert not result.turns[-1].calls and result.turns[-1].text

@@ -64,3 +64,12 @@ def test_the_tools_format_runs_a_call_written_as_text() -> None:
         text=_CALL, finish_reason="tool_calls", usage=Usage(), tool_calls=[structured]
     )
     assert [c.id for c in fmt.parse(reply, 2).calls] == ["srv_1"]
+
+
+def test_a_call_written_when_the_tool_was_withheld_stays_text() -> None:
+    fmt = ToolsFormat([], get_preset("qwen"), {"model": "local"})
+    assert fmt.build_request(final=True, max_tokens=None).params["tool_choice"] == "none"
+    turn = fmt.parse(ModelReply(text=_CALL, finish_reason="stop", usage=Usage()), 2)
+    assert turn.calls == () and turn.text == _CALL
+    fmt.build_request(final=False, max_tokens=None)
+    assert len(fmt.parse(ModelReply(text=_CALL, finish_reason="stop", usage=Usage()), 3).calls) == 1

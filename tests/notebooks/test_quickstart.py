@@ -18,7 +18,8 @@ from nbclient import NotebookClient
 
 from tir_agent.local_model import LlamaCppServer
 
-pytestmark = pytest.mark.integration
+# Two real solves with the 0.5B default: minutes on 2 busy cores (a bound against hangs).
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "examples" / "quickstart.ipynb"

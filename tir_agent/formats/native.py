@@ -142,11 +142,14 @@ class ToolsFormat:
         self._messages = messages
         self._params = params
         self._tool_choice = tool_choice_param(tool_choice)
+        self._offered = True
+        """Whether the last request let the model call the tool (not the final round)."""
 
     def build_request(self, *, final: bool, max_tokens: int | None) -> ModelRequest:
         """Messages plus the tool and ``tool_choice`` (``"none"`` once the budget is spent)."""
         params = {**self._params, "messages": self._messages, "tools": [tool_definition()]}
         params["tool_choice"] = "none" if final else self._tool_choice
+        self._offered = not final
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         return ModelRequest("chat", params)
@@ -154,8 +157,9 @@ class ToolsFormat:
     def parse(self, reply: ModelReply, index: int) -> Turn:
         """Tool calls become code calls (validated); the assistant message joins the history.
         A reply without structured calls may carry Hermes-style calls in its text
-        (:func:`text_tool_calls`): they are taken as the calls they are."""
-        if not reply.tool_calls and '"name"' in reply.text:
+        (:func:`text_tool_calls`): they are taken as the calls they are, unless the request
+        withheld the tool (``tool_choice="none"``: the text stays text)."""
+        if not reply.tool_calls and self._offered and '"name"' in reply.text:
             reply.text, reply.tool_calls = text_tool_calls(reply.text, index)
         calls = tuple(parse_call(tc) for tc in reply.tool_calls)
         # "" rather than None without text: OpenAI accepts both, llama-cpp-python only "".
