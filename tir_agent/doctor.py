@@ -172,11 +172,7 @@ def check_sandbox() -> list[Check]:
         return [
             Check("Sandbox isolation", "fail", f"detection failed: {e}", "See docs/isolation.md")
         ]
-    active = [
-        name
-        for name in ("network", "filesystem", "pid_namespace", "session_uids", "seccomp", "rlimits")
-        if getattr(protections, name)
-    ]
+    active = protections.active()
     checks = [
         Check(
             "Sandbox isolation",

@@ -68,6 +68,16 @@ def test_sandbox_protections_are_reported() -> None:
     assert "mechanism" in row and ("PASS" in row or "WARN" in row)
 
 
+def test_sandbox_check_names_every_active_protection() -> None:
+    from tir_agent.doctor import check_sandbox
+    from tir_agent.sandbox.config import SandboxConfig
+    from tir_agent.sandbox.isolation import detect_protections
+
+    active = detect_protections(SandboxConfig.model_validate({})).active()
+    detail = check_sandbox()[0].detail
+    assert detail.endswith("active: " + ", ".join(active)), detail
+
+
 def test_command_line_flags_reach_the_checks() -> None:
     import argparse
 
