@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from tir_agent.sandbox import isolation
+from tir_agent.sandbox._mounts import bind_roots
 from tir_agent.sandbox.local import LocalSandbox
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.slow]
@@ -52,7 +53,11 @@ async def test_unshare_fallback_gives_each_session_its_own_namespaces(protect_st
         for _ in range(2):  # the second session has the same slot and uid
             async with sandbox.session() as s:
                 r = await s.run(code)
-                assert r.stdout == "[] [] True\nENOSPC\n", r.stderr
+                # a checkout under /tmp (a CI clone) is bound into every session's /tmp
+                bound = sorted(
+                    {d.split("/")[2] for d in bind_roots(sandbox.config) if d.startswith("/tmp/")}
+                )
+                assert r.stdout == f"{bound} [] True\nENOSPC\n", r.stderr
 
 
 async def test_without_namespaces_sessions_run_and_the_gaps_are_reported() -> None:

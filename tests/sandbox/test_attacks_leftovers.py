@@ -4,6 +4,8 @@ the next session of the same slot (same uid) starts empty. Both modes, small quo
 
 The sandbox-wide places (the template's /tmp, /dev/shm, /sandbox and System V namespace, where
 sessions used to leave things) are inspected from the host through /proc/PID/root and nsenter.
+A checkout or virtualenv that lives under /tmp (a CI clone) is bound read-only into the sandbox's
+/tmp and each session's: those binds (:func:`bound`) are the sandbox's own, not leftovers.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from tir_agent.sandbox._mounts import bind_roots
 from tir_agent.sandbox.local import LocalSandbox
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -67,16 +70,38 @@ def template_pid(box: LocalSandbox) -> int:
     raise AssertionError("no template process")
 
 
+def bound(box: LocalSandbox) -> list[str]:
+    """Host directories the sandbox binds read-only (the interpreter's, the package's)."""
+    return bind_roots(box.config)
+
+
+def tmp_names(box: LocalSandbox) -> list[str]:
+    """What a fresh session's /tmp holds: the first directory of each bind below /tmp."""
+    return sorted({r.split("/")[2] for r in bound(box) if r.startswith("/tmp/")})
+
+
+def _binds_or_leads_to_one(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r + "/") or r.startswith(path + "/") for r in roots)
+
+
 def sandbox_wide(box: LocalSandbox) -> dict[str, object]:
     """What the sandbox-wide places hold, seen from the host: files under the template's /tmp,
-    /dev/shm and /sandbox, and the System V objects of its IPC namespace."""
+    /dev/shm and /sandbox (the sandbox's own binds left out), and the System V objects of its IPC
+    namespace."""
     pid = template_pid(box)
     root = f"/proc/{pid}/root"
+    roots = bound(box)
     files = {}
     for place in ("/tmp", "/dev/shm", "/sandbox"):
         found = []
         for dirpath, dirnames, filenames in os.walk(root + place):
-            found += [os.path.join(dirpath, n)[len(root) :] for n in dirnames + filenames]
+            inside = [os.path.join(dirpath, n)[len(root) :] for n in dirnames + filenames]
+            found += [p for p in inside if not _binds_or_leads_to_one(p, roots)]
+            dirnames[:] = [
+                n
+                for n in dirnames
+                if not _binds_or_leads_to_one(os.path.join(dirpath, n)[len(root) :], roots)
+            ]
         files[place] = sorted(found)
     ipcs = {}
     for kind in ("shm", "msg", "sem"):
@@ -122,7 +147,7 @@ async def test_nothing_outlives_a_session(box: LocalSandbox) -> None:
             "      libc.msgget(0x5152, 0) == -1, libc.semget(0x5153, 0, 0) == -1)\n"
             "print(os.listdir('/tmp'), os.listdir('/dev/shm'), os.listdir('.'))"
         )
-        assert r.stdout == f"{uid} 0 True True True\n[] [] []\n", r.stderr
+        assert r.stdout == f"{uid} 0 True True True\n{tmp_names(box)} [] []\n", r.stderr
     assert sandbox_wide(box) == EMPTY
 
 
@@ -137,7 +162,7 @@ async def test_sessions_do_not_see_each_others_objects(box: LocalSandbox) -> Non
             SYSV
             + "import os\nprint(segments(), libc.shmget(0x6161, 0, 0) == -1, os.listdir('/tmp'))"
         )
-        assert r.stdout == "0 True []\n", r.stderr
+        assert r.stdout == f"0 True {tmp_names(box)}\n", r.stderr
 
 
 async def test_hundreds_of_thousands_of_empty_files_are_refused_and_freed(
@@ -154,11 +179,15 @@ async def test_hundreds_of_thousands_of_empty_files_are_refused_and_freed(
         error, n = r.stdout.split()
         assert error == "ENOSPC" and 1900 <= int(n) < QUOTAS["max_files"]
         # the session keeps working, with its state, and can free its own files
-        r = await s.run("import os\nfor f in os.listdir('/tmp'):\n    os.unlink('/tmp/' + f)\nkept")
+        r = await s.run(
+            f"import os\nfor f in set(os.listdir('/tmp')) - set({tmp_names(box)}):\n"
+            "    os.unlink('/tmp/' + f)\nkept"
+        )
         assert r.stdout == "'earlier state'\n"
         r = await s.run(code, timeout=30)
         assert r.stdout.split()[0] == "ENOSPC"
     async with box.session() as s:  # same slot again: a fresh quota
         r = await s.run("import os\nprint(len(os.listdir('/tmp')))\n" + code, timeout=30)
-        assert r.stdout.splitlines()[0] == "0" and r.stdout.split()[1] == "ENOSPC"
+        assert r.stdout.splitlines()[0] == str(len(tmp_names(box)))
+        assert r.stdout.split()[1] == "ENOSPC"
     assert sandbox_wide(box) == EMPTY
