@@ -3,7 +3,8 @@
 A server whose sandbox template died used to answer 500 to every execution while its health
 check said ``healthy``. Now the template is restarted; while it is down both health endpoints
 answer 503 ``unhealthy`` with the problem, and sessions of the dead template report their loss
-(NeMo-Skills API: ``state="lost"`` and ``new_session_created``; tir-agent API: 500, then 404).
+(NeMo-Skills API: ``new_session_created: true``, their restart signal; tir-agent API: 500, then
+404).
 Real server processes (``python -m tir_agent.service``, the code behind ``tir-agent sandbox
 serve``); the template is killed from outside with SIGKILL.
 """
@@ -82,7 +83,8 @@ def test_a_cell_forging_control_messages_harms_only_its_own_session(mode: str) -
             client.execute("x = 1", session="attacker")
             code = FORGE + "attack()\nimport time\ntime.sleep(1)"
             body = client.execute(code, session="attacker").body
-            assert (body["process_status"], body["state"]) == ("error", "lost")
+            # NeMo-Skills' shape: the lost interpreter is their restart signal
+            assert (body["process_status"], body["new_session_created"]) == ("error", True)
             assert "wrote to the sandbox's control channel" in body["stderr"]
             assert client.execute("canary", session="bystander").body["stdout"] == "'alive'\n"
             health = client.request("GET", "/v1/health", headers=V1)
