@@ -17,6 +17,8 @@ def test_demo_uses_openai_with_a_key_and_the_local_model_without() -> None:
     local = demo_settings(None, None)
     assert local[0] == "model=local"
     assert "format=tags" in local and "api=completions" in local
+    # one sample in flight: the single-worker server's prompt cache is reused turn after turn
+    assert "max_concurrent_requests=1" in local
     assert demo_settings("my-model", None) == ["model=my-model"]
 
 
