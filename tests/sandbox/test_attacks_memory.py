@@ -1,7 +1,9 @@
 """Issue 12, class 7: memory per session, not per process. With ``memory_limit`` of 256 MiB, a
-session whose processes each stay under it but together go over is cut back to the limit by the
-memory watchdog (its largest processes are killed); memory shared copy-on-write is counted once;
-the session keeps its earlier state. Both modes; at most about 450 MiB are touched at once.
+session whose processes each stay under it but together go over is cut back to the limit (its
+largest processes are killed); memory shared copy-on-write is counted once; the session keeps its
+earlier state. Both modes, and both ways of holding a session together: its own memory cgroup
+(the kernel's OOM killer) and the memory watchdog (forced with ``memory_enforcement``). At most
+about 450 MiB are touched at once.
 """
 
 from __future__ import annotations
@@ -37,10 +39,23 @@ def outcome(pids):
 """
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module", params=[True, False])
+@pytest_asyncio.fixture(
+    scope="module",
+    loop_scope="module",
+    params=[
+        pytest.param((protect, how), id=f"{how}-{'protected' if protect else 'fast'}")
+        for how in ("cgroup", "watchdog")
+        for protect in (True, False)
+    ],
+)
 async def box(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
+    protect, how = request.param
     async with LocalSandbox(
-        protect_state=request.param, preload=(), max_processes=16, memory_limit=LIMIT
+        protect_state=protect,
+        preload=(),
+        max_processes=16,
+        memory_limit=LIMIT,
+        memory_enforcement=how,
     ) as sandbox:
         yield sandbox
 
@@ -48,7 +63,7 @@ async def box(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
 @pytest.mark.parametrize("hide", [False, True])
 async def test_many_processes_cannot_add_up_past_the_limit(box: LocalSandbox, hide: bool) -> None:
     p = box.protections
-    assert p.session_memory and p.memory_enforcement == "watchdog", p.table()
+    assert p.session_memory and p.memory_enforcement == box.config.memory_enforcement, p.table()
     async with box.session() as s:
         await s.run(SPREAD + "kept = 'earlier state'")
         # three processes of 150 MiB: each within RLIMIT_AS, 450 MiB together

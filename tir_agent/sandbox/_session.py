@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tir_agent._log import get_logger
-from tir_agent.sandbox import _seccomp
+from tir_agent.sandbox import _cgroup, _seccomp
 from tir_agent.sandbox.config import SandboxConfig
 
 if TYPE_CHECKING:
@@ -121,6 +121,8 @@ def prepare_template(config: SandboxConfig, protections: Protections) -> None:
     """Call once in the template before forking: sessions then skip compiling the filter and
     loading libc symbols (without it the first :func:`confine_session` costs milliseconds more)."""
     global _nproc_baseline
+    if protections.cgroup_fd >= 0 and config.memory_limit is not None:
+        _cgroup.adopt(protections.cgroup_fd, protections.cgroup_version, config.memory_limit)
     _seccomp.warm_up()
     if protections.seccomp:
         _session_filter(config, protections)

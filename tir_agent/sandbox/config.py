@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -27,6 +28,12 @@ class SandboxConfig(BaseModel):
     memory_limit: int | None = Field(4 * GiB, gt=0)
     """Memory of a session in bytes: each process's address space (``RLIMIT_AS``) and, where the
     host allows (``protections.session_memory``), all of the session's processes together."""
+    memory_enforcement: Literal["auto", "cgroup", "watchdog"] = "auto"
+    """How ``memory_limit`` binds a session's processes together: ``cgroup`` (a memory cgroup per
+    session, enforced by the kernel; needs root and a writable memory cgroup, see
+    docs/isolation.md), ``watchdog`` (a process that adds up each session's memory every 0.1 s),
+    or ``auto``: the cgroup where the host allows it, else the watchdog. ``cgroup`` refuses to
+    start a sandbox that cannot have one."""
     cpu_time_limit: int | None = Field(3600, gt=0)
     """CPU seconds one session process may use in total (``RLIMIT_CPU``)."""
     max_file_size: int | None = Field(256 * MiB, gt=0)

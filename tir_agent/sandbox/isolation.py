@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from tir_agent._log import get_logger
 from tir_agent.errors import IsolationError
-from tir_agent.sandbox import _memory, _mounts, _probe, _seccomp, _sessionfs
+from tir_agent.sandbox import _cgroup, _memory, _mounts, _probe, _seccomp, _sessionfs
 from tir_agent.sandbox._session import (  # the session side: runs in the template and sessions
     confine_session,
     kill_uid,
@@ -134,7 +134,7 @@ _PROTECTION_DOCS: dict[str, str] = {
     "session_uids": "each session has its own uid: processes bounded, sessions cannot touch each other",
     "session_files": "private /tmp, /dev/shm and work dir per session, disk and inode quotas, freed on close",
     "session_ipc": "own System V IPC namespace per session, with limits, destroyed on close",
-    "session_memory": "memory_limit binds the session's processes together (memory watchdog)",
+    "session_memory": "memory_limit binds the session's processes together (memory cgroup or watchdog)",
     "seccomp": "ptrace, mounts, namespaces, keyrings, bpf, io_uring ... are denied",
     "rlimits": "memory, CPU time, file size and open files are capped (soft == hard)",
     "env_scrubbed": "user code sees only sandbox_env(), never the host's environment",
@@ -168,9 +168,14 @@ class Protections:
     """Each session has its own System V IPC namespace with bounded limits, destroyed on close."""
     session_memory: bool = False
     """``memory_limit`` binds all processes of a session together (see ``memory_enforcement``)."""
-    memory_enforcement: Literal["watchdog", "rlimit"] = "rlimit"
-    """How memory is bounded: ``watchdog`` (per session, by the template's memory watchdog) or
+    memory_enforcement: Literal["cgroup", "watchdog", "rlimit"] = "rlimit"
+    """How memory is bounded: ``cgroup`` (per session, by the kernel: a memory cgroup of each
+    session's processes), ``watchdog`` (per session, by the template's memory watchdog) or
     ``rlimit`` (``RLIMIT_AS`` per process only)."""
+    cgroup_version: int = 0
+    """With ``memory_enforcement == "cgroup"``: the cgroup version (1 or 2)."""
+    cgroup_fd: int = -1
+    """The sandbox cgroup's directory, open for the template (``LocalSandbox`` sets it)."""
     missing: tuple[tuple[str, str], ...] = ()
     """``(protection, how to get it)`` for each inactive protection."""
     network_allowed: bool = False
@@ -198,6 +203,11 @@ class Protections:
         how = dict(self.missing)
         lines = [f"mechanism      {self.mechanism}"]
         for name, doc in _PROTECTION_DOCS.items():
+            if name == "session_memory" and self.session_memory:
+                how_ = "memory watchdog"
+                if self.memory_enforcement == "cgroup":
+                    how_ = f"a memory cgroup per session, v{self.cgroup_version}"
+                doc = f"memory_limit binds the session's processes together ({how_})"
             if getattr(self, name):
                 lines.append(f"{name:<14} active    {doc}")
             else:
@@ -380,7 +390,7 @@ def prepare_session(config: SandboxConfig, protections: Protections) -> None:
 def start_memory_watchdog(config: SandboxConfig, protections: Protections) -> int | None:
     """In the template: fork the memory watchdog (see ``_memory.py``) when ``session_memory``
     is active and ``memory_limit`` is set; return its pid. It dies with the template."""
-    if not protections.session_memory or config.memory_limit is None:
+    if protections.memory_enforcement != "watchdog" or config.memory_limit is None:
         return None
     parent = os.getpid()
     pid = os.fork()
@@ -510,6 +520,38 @@ def _host_workspace() -> str:
     return path
 
 
+def _cgroup_version() -> int:
+    hierarchy = _cgroup.find()
+    return hierarchy.version if hierarchy else 0
+
+
+def _memory_enforcement(
+    config: SandboxConfig, session_uids: bool, facts: Mapping[str, object]
+) -> tuple[Literal["cgroup", "watchdog", "rlimit"], str]:
+    """How ``memory_limit`` will bind sessions here, and (for ``rlimit``) why nothing better."""
+    per_process = "memory_limit binds each process only (RLIMIT_AS): "
+    cgroup_why = _cgroup.unavailable()
+    if config.memory_enforcement == "cgroup" and (cgroup_why or not session_uids):
+        raise IsolationError(
+            "memory_enforcement='cgroup' but no memory cgroup can be used here: "
+            f"{cgroup_why or 'it needs session uids (run as root)'}. To fix: delegate one (see "
+            "docs/isolation.md), or use memory_enforcement='auto' or 'watchdog'."
+        )
+    if not session_uids:
+        return (
+            "rlimit",
+            per_process + "a memory cgroup or the watchdog needs session uids (run as root)",
+        )
+    if config.memory_enforcement != "watchdog" and not cgroup_why:
+        return "cgroup", ""
+    if facts.get("smaps_fsuid") is True:
+        return "watchdog", ""
+    return "rlimit", (
+        per_process + f"no memory cgroup ({cgroup_why or 'not asked for'}) and the memory "
+        "watchdog cannot read the sessions' /proc/PID/smaps_rollup on this host"
+    )
+
+
 def _all_true(mapping: object, keys: Sequence[str]) -> bool:
     return isinstance(mapping, dict) and all(mapping.get(k) is True for k in keys)
 
@@ -610,18 +652,10 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
             missing.append(("session_files", f"{SESSION_NAMESPACES}{why}"))
         if not session_ipc:
             missing.append(("session_ipc", f"{SESSION_NAMESPACES}{why}"))
-    session_memory = session_uids and facts.get("smaps_fsuid") is True
+    enforcement, memory_why = _memory_enforcement(config, session_uids, facts)
+    session_memory = enforcement != "rlimit"
     if not session_memory:
-        missing.append(
-            (
-                "session_memory",
-                "memory_limit binds each process only (RLIMIT_AS): the memory watchdog needs "
-                "session uids (run as root)"
-                if not session_uids
-                else "memory_limit binds each process only (RLIMIT_AS): the memory watchdog "
-                "cannot read the sessions' /proc/PID/smaps_rollup on this host",
-            )
-        )
+        missing.append(("session_memory", memory_why))
     seccomp = facts.get("seccomp") is True
     if seccomp and not session_ipc:
         # no IPC namespace per session: System V objects are refused instead (same filter plus
@@ -641,7 +675,8 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
         session_files=session_files,
         session_ipc=session_ipc,
         session_memory=session_memory,
-        memory_enforcement="watchdog" if session_memory else "rlimit",
+        memory_enforcement=enforcement,
+        cgroup_version=_cgroup_version() if enforcement == "cgroup" else 0,
         missing=tuple(missing),
         network_allowed=config.network,
         workspace_root=WORKSPACE_ROOT if namespaces else _host_workspace(),
@@ -660,10 +695,19 @@ def _detect(config: SandboxConfig, mechanisms: tuple[Mechanism, ...]) -> Protect
 
 @functools.cache
 def _detect_cached(
-    network: bool, python: str, workspace_size: int | None, mechanisms: tuple[Mechanism, ...]
+    network: bool,
+    python: str,
+    workspace_size: int | None,
+    memory_enforcement: str,
+    mechanisms: tuple[Mechanism, ...],
 ) -> Protections:
     config = SandboxConfig.model_validate(
-        {"network": network, "python": python, "workspace_size": workspace_size}
+        {
+            "network": network,
+            "python": python,
+            "workspace_size": workspace_size,
+            "memory_enforcement": memory_enforcement,
+        }
     )
     return _detect(config, mechanisms)
 
@@ -673,7 +717,13 @@ def detect_protections(
 ) -> Protections:
     """Probe the host once per setting (really starting the wrapped interpreter) and report what
     is active. ``mechanisms`` are tried in order; ``()`` forces ``none`` (rlimits, seccomp, uids)."""
-    return _detect_cached(config.network, config.python, config.workspace_size, tuple(mechanisms))
+    return _detect_cached(
+        config.network,
+        config.python,
+        config.workspace_size,
+        config.memory_enforcement,
+        tuple(mechanisms),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from typing import Any, cast
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxClosedError, SandboxError
-from tir_agent.sandbox import isolation
+from tir_agent.sandbox import _cgroup, isolation
 from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.result import ExecutionResult
@@ -274,6 +274,7 @@ class LocalSandbox:
         self.config = _make_config(config, overrides)
         self._protections: isolation.Protections | None = None
         self._uid_block: isolation.UidBlock | None = None
+        self._cgroup: _cgroup.SandboxCgroup | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._ctl: socket.socket | None = None
         self._ctl_lock: asyncio.Lock | None = None
@@ -344,6 +345,11 @@ class LocalSandbox:
                 self._protections = dataclasses.replace(
                     self._protections, uid_base=self._uid_block.base
                 )
+            if self._protections.memory_enforcement == "cgroup" and self._cgroup is None:
+                self._cgroup = self._make_cgroup(self._protections)
+                self._protections = dataclasses.replace(
+                    self._protections, cgroup_fd=self._cgroup.fd
+                )
             self._up = asyncio.Event()
             self._slots = (
                 asyncio.Semaphore(self.config.max_sessions) if self.config.max_sessions else None
@@ -351,6 +357,21 @@ class LocalSandbox:
             await self._launch()
             if self.config.idle_timeout is not None:
                 self._tasks.append(asyncio.create_task(self._evict_idle(self.config.idle_timeout)))
+
+    @staticmethod
+    def _make_cgroup(protections: isolation.Protections) -> _cgroup.SandboxCgroup:
+        """The parent of this sandbox's session cgroups, named after its uid block (kept across
+        template restarts, removed when the sandbox is closed)."""
+        hierarchy = _cgroup.find()
+        try:
+            if hierarchy is None:
+                raise _cgroup.CgroupError(0, _cgroup.unavailable())
+            return _cgroup.SandboxCgroup(hierarchy, f"tir-agent-{protections.uid_base}")
+        except OSError as e:
+            raise SandboxError(
+                f"cannot make this sandbox's memory cgroup ({e}); to run without it pass "
+                "memory_enforcement='watchdog'"
+            ) from e
 
     async def _launch(self) -> None:
         """Start a template process and wait until it is ready."""
@@ -368,14 +389,15 @@ class LocalSandbox:
             json.dumps(protections.to_dict()),
             self.config.model_dump_json(),
         ]
-        command = isolation.template_command(
-            argv, self.config, protections, pass_fds=[theirs.fileno()]
-        )
+        pass_fds = [theirs.fileno()]
+        if protections.cgroup_fd >= 0:
+            pass_fds.append(protections.cgroup_fd)
+        command = isolation.template_command(argv, self.config, protections, pass_fds=pass_fds)
         debug = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
         try:
             self._proc = proc = await asyncio.create_subprocess_exec(
                 *command,
-                pass_fds=[theirs.fileno()],
+                pass_fds=pass_fds,
                 stdin=subprocess.DEVNULL,
                 stdout=None if debug else subprocess.DEVNULL,
                 stderr=None if debug else subprocess.DEVNULL,
@@ -425,7 +447,13 @@ class LocalSandbox:
             *(s.close() for s in list(self._sessions.values())), return_exceptions=True
         )
         await self._stop_template()
-        if self._uid_block is not None:  # the template is gone, and its sessions with it
+        if self._cgroup is not None:  # the template is gone, and its sessions with it
+            try:
+                await asyncio.to_thread(self._cgroup.close)
+            except OSError as e:
+                log.warning("sandbox.cgroup_left", error=str(e))
+            self._cgroup = None
+        if self._uid_block is not None:
             self._uid_block.release()
             self._uid_block = None
         log.info("sandbox.stop")

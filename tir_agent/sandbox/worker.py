@@ -48,7 +48,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
-from tir_agent.sandbox import isolation
+from tir_agent.sandbox import _cgroup, isolation
 from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.config import SandboxConfig
 
@@ -939,6 +939,7 @@ class Supervisor:
                 holder_main(self.config, self.protections, self.shm)
             finally:
                 os._exit(70)
+        _cgroup.enter(pid)  # the session's memory cgroup (no-op without one)
         self.holder = pid
         self.runner = 0
         self.watch(pid)
@@ -1545,7 +1546,9 @@ def _reap_all(sessions: dict[int, int]) -> None:
         except ChildProcessError:
             return
         if pid == 0:
+            _cgroup.sweep()
             return
+        _cgroup.discard(pid)
         for slot in [k for k, v in sessions.items() if v == pid]:
             del sessions[slot]
 
