@@ -170,3 +170,23 @@ def test_without_a_cgroup_auto_falls_back_to_the_watchdog(no_cgroup: None) -> No
 def test_without_a_cgroup_asking_for_one_is_a_clear_error(no_cgroup: None) -> None:
     with pytest.raises(IsolationError, match=r"memory_enforcement='cgroup'.*docs/isolation.md"):
         isolation.detect_protections(SandboxConfig(memory_enforcement="cgroup"))
+
+
+@pytest.mark.asyncio
+async def test_trees_of_sandboxes_that_died_are_removed_by_the_next(
+    hierarchy: _cgroup.Hierarchy,
+) -> None:
+    # what a host killed with -9 leaves: its tree, with an empty session cgroup, and no lock held
+    stale = os.path.join(hierarchy.path, f"tir-agent-{isolation.UID_BASE - 1 - os.getpid()}")
+    os.makedirs(os.path.join(stale, "s42"))
+    try:
+        async with LocalSandbox(preload=()) as first:
+            await first.start()
+            assert not os.path.exists(stale)
+            mine = os.path.join(hierarchy.path, f"tir-agent-{first.protections.uid_base}")
+            async with LocalSandbox(preload=()) as second:
+                await second.start()
+                assert os.path.isdir(mine)  # a live sandbox's tree is left alone
+    finally:
+        if os.path.isdir(stale):
+            _cgroup.remove_tree(stale)

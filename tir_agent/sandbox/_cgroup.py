@@ -216,6 +216,19 @@ def _write(path: str, value: str, *, dir_fd: int | None = None, optional: bool =
 # The host side: one cgroup per sandbox
 
 
+def remove_tree(path: str) -> bool:
+    """Remove a sandbox's cgroup and its session cgroups; False if some still hold processes."""
+    for entry in os.scandir(path):
+        if entry.is_dir(follow_symlinks=False):
+            with contextlib.suppress(OSError):
+                os.rmdir(entry.path)
+    try:
+        os.rmdir(path)
+    except OSError:
+        return False
+    return True
+
+
 class SandboxCgroup:
     """``<hierarchy>/<name>``: the parent of a sandbox's session cgroups, open as a directory.
 

@@ -373,6 +373,34 @@ def reserve_uid_block() -> UidBlock:
     )
 
 
+def remove_stale_cgroups(parent: str) -> list[str]:
+    """Remove the memory cgroup trees (``tir-agent-<uid base>``) that sandboxes which died left in
+    ``parent``: those whose uid block nobody holds. The block's lock is held while its tree is
+    removed, so a sandbox reserving it meanwhile cannot lose a tree it is making. Returns the
+    trees removed."""
+    directory = _uid_lock_dir()
+    removed = []
+    for entry in os.scandir(parent):
+        base = entry.name.removeprefix("tir-agent-")
+        if base == entry.name or not base.isdigit() or not entry.is_dir(follow_symlinks=False):
+            continue
+        path = os.path.join(directory, f"{base}.lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # a live sandbox's (ours included: held through another descriptor)
+        try:
+            if _same_file(fd, path) and _cgroup.remove_tree(entry.path):
+                removed.append(entry.path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        finally:
+            os.close(fd)
+    return removed
+
+
 # --------------------------------------------------------------------------------------------------
 # Per-session namespaces and the memory watchdog (run in the template and spare holders)
 

@@ -366,6 +366,9 @@ class LocalSandbox:
         try:
             if hierarchy is None:
                 raise _cgroup.CgroupError(0, _cgroup.unavailable())
+            stale = isolation.remove_stale_cgroups(hierarchy.path)
+            if stale:
+                log.info("sandbox.cgroups_removed", stale=stale)
             return _cgroup.SandboxCgroup(hierarchy, f"tir-agent-{protections.uid_base}")
         except OSError as e:
             raise SandboxError(
