@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from tir_agent.sandbox import _cgroup
 from tir_agent.sandbox.local import LocalSandbox
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.slow]
@@ -50,6 +51,8 @@ def outcome(pids):
 )
 async def box(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
     protect, how = request.param
+    if how == "cgroup" and _cgroup.find() is None:
+        pytest.skip(f"no memory cgroup on this host: {_cgroup.unavailable()}")
     async with LocalSandbox(
         protect_state=protect,
         preload=(),
