@@ -1,4 +1,4 @@
-"""The keep-alive HTTP client (tir_agent.service._http) against real servers: uvicorn running
+"""The keep-alive HTTP client (tir_agent.sandbox._http) against real servers: uvicorn running
 small ASGI apps (the server stack of the sandbox service), and raw TCP servers for broken
 connections."""
 
@@ -15,7 +15,7 @@ import pytest
 
 from tests.remote.apps import raw_server, read_request, serve_app
 from tests.servers import free_port
-from tir_agent.service._http import HTTPConnectionError, Origin
+from tir_agent.sandbox._http import HTTPConnectionError, Origin
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

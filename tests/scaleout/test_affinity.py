@@ -10,8 +10,8 @@ from collections import Counter
 
 from tests.scaleout.cluster import Cluster
 from tests.scaleout.rawhttp import Connection, request
+from tir_agent.sandbox.http_api import API_HEADER, API_VERSION
 from tir_agent.sandbox.remote import RemoteSandbox, RemoteSession
-from tir_agent.service.api import API_HEADER, API_VERSION
 
 SESSIONS = 36
 

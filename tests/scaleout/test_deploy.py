@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tir_agent.errors import ConfigError
-from tir_agent.service.api import API_PREFIX, DEFAULT_PORT, SESSION_HEADER, TOKEN_ENV
+from tir_agent.sandbox.http_api import API_PREFIX, DEFAULT_PORT, SESSION_HEADER, TOKEN_ENV
 from tir_agent.service.command import add_serve_arguments, service_config
 from tir_agent.service.config import check_exposure
 from tir_agent.service.nginx import nginx_command, render_nginx_config

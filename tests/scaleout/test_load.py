@@ -25,9 +25,9 @@ import pytest
 from tests.procs import alive
 from tests.scaleout.cluster import Cluster, start_cluster
 from tests.scaleout.rawhttp import request
+from tir_agent.sandbox.http_api import API_HEADER, API_VERSION
 from tir_agent.sandbox.remote import LOST_NOTE, RemoteSandbox, RemoteSession
 from tir_agent.sandbox.result import ExecutionResult
-from tir_agent.service.api import API_HEADER, API_VERSION
 
 SESSIONS = 256
 CELLS = 5

@@ -10,8 +10,8 @@ import pytest
 from tests.servers import ServerProcess, start_server
 from tests.service.client import Client, Reply
 from tests.service.conftest import LIGHT
+from tir_agent.sandbox.http_api import ErrorBody, Health, SessionInfo, SessionList
 from tir_agent.sandbox.result import ExecutionResult
-from tir_agent.service.api import ErrorBody, Health, SessionInfo, SessionList
 
 
 @pytest.fixture(scope="module")

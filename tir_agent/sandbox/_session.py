@@ -1,7 +1,9 @@
 """Inside the sandbox: confining a freshly forked session process, and cleaning up after it.
 
 Part of :mod:`tir_agent.sandbox.isolation` (which re-exports every public name here); split out
-because this code runs in the template and the session processes, not on the host.
+because this code runs in the template and the session processes, not on the host. It does not
+import ``isolation``: of its :class:`~tir_agent.sandbox.isolation.Protections` it needs three
+flags, spelled out by :class:`SessionProtections`.
 """
 
 from __future__ import annotations
@@ -13,14 +15,36 @@ import signal
 import tempfile
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from tir_agent._log import get_logger
 from tir_agent.sandbox import _cgroup, _seccomp
 from tir_agent.sandbox.config import SandboxConfig
 
-if TYPE_CHECKING:
-    from tir_agent.sandbox.isolation import Protections
+
+class SessionProtections(Protocol):
+    """What confining a session needs to know of the host's protections (``Protections``)."""
+
+    @property
+    def session_uids(self) -> bool:
+        """Each session runs as its own uid."""
+
+    @property
+    def seccomp(self) -> bool:
+        """A seccomp filter is loaded into every session."""
+
+    @property
+    def seccomp_program(self) -> str:
+        """The filter as compiled by the host (hex BPF), or empty."""
+
+    @property
+    def cgroup_fd(self) -> int:
+        """The sandbox's memory cgroup directory, open for the template, or -1."""
+
+    @property
+    def cgroup_version(self) -> int:
+        """That cgroup's version (1 or 2), or 0."""
+
 
 log = get_logger("tir_agent.sandbox.isolation")
 
@@ -34,7 +58,7 @@ _RLIMITS: tuple[tuple[str, int], ...] = (
 
 def confine_session(
     config: SandboxConfig,
-    protections: Protections,
+    protections: SessionProtections,
     *,
     uid: int,
     workdir: str,
@@ -88,13 +112,15 @@ _PR_SET_PDEATHSIG = 1
 _nproc_baseline: int | None = None
 
 
-def _session_filter(config: SandboxConfig, protections: Protections) -> _seccomp.CompiledFilter:
+def _session_filter(
+    config: SandboxConfig, protections: SessionProtections
+) -> _seccomp.CompiledFilter:
     if protections.seccomp_program:
         return _seccomp.filter_from_hex(protections.seccomp_program)
     return _seccomp.compiled_filter(config.network)
 
 
-def _nproc_limit(config: SandboxConfig, protections: Protections) -> int | None:
+def _nproc_limit(config: SandboxConfig, protections: SessionProtections) -> int | None:
     """RLIMIT_NPROC for a session: its own budget with session uids; otherwise (unprivileged
     host) a budget shared with every process of the user, on top of those already running."""
     global _nproc_baseline
@@ -117,7 +143,7 @@ def _close_fds_except(keep: Sequence[int]) -> None:
     os.closerange(low, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
 
 
-def prepare_template(config: SandboxConfig, protections: Protections) -> None:
+def prepare_template(config: SandboxConfig, protections: SessionProtections) -> None:
     """Call once in the template before forking: sessions then skip compiling the filter and
     loading libc symbols (without it the first :func:`confine_session` costs milliseconds more)."""
     global _nproc_baseline

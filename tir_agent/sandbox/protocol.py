@@ -133,6 +133,8 @@ _REASON_CODES = {name: code for code, name in enumerate(REASONS)}
 RECORD = struct.Struct("=QQdd")
 """Fast mode: a running cell as the runner announces it on the token pipe: request id, cap,
 timeout, start (``time.monotonic()``). Whoever reads it first answers the host for that cell."""
+ZERO_RECORD = bytes(RECORD.size)
+"""The shared page's record when no answer is in flight."""
 
 
 def run_frame(rid: int, timeout: float, cap: int, code: str) -> bytes:

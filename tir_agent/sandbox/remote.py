@@ -2,8 +2,8 @@
 
 :class:`RemoteSandbox` has the interface of :class:`~tir_agent.sandbox.LocalSandbox`
 (``session()``, ``run()``), so ``Agent(sandbox=RemoteSandbox(url))`` works unchanged. It speaks
-the tir-agent API version 1 of :mod:`tir_agent.service.api` through the lean keep-alive client of
-:mod:`tir_agent.service._http`. With several URLs, each new session goes to the server with the
+the tir-agent API version 1 of :mod:`tir_agent.sandbox.http_api` (the wire contract the
+server imports too) through the lean keep-alive client of :mod:`tir_agent.sandbox._http`. With several URLs, each new session goes to the server with the
 fewest open sessions from this client (ties in turn) and stays there; a server that refuses
 connections is skipped for :data:`RETRY_AFTER` seconds. When a session's server dies, ``run``
 returns a ``lost`` result that tells the model, and the next ``run`` opens a fresh session on a
@@ -24,11 +24,9 @@ from pydantic import ValidationError
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxClosedError, SandboxError, SandboxServiceError
+from tir_agent.sandbox import _http
+from tir_agent.sandbox import http_api as api
 from tir_agent.sandbox.result import ExecutionResult
-
-# ``api`` as a module (names looked up when used): it imports ``tir_agent.sandbox.result``, so
-# importing it first must not need this module's names of it yet.
-from tir_agent.service import _http, api
 
 __all__ = ["LOST_NOTE", "RemoteSandbox", "RemoteSession"]
 

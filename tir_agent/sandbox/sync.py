@@ -26,7 +26,7 @@ from tir_agent.sandbox.remote import RemoteSandbox, RemoteSession
 from tir_agent.sandbox.result import ExecutionResult
 
 if TYPE_CHECKING:
-    from tir_agent.service.api import Health
+    from tir_agent.sandbox.http_api import Health
 
 
 class SyncSession:

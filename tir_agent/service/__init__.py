@@ -1,8 +1,8 @@
 """The sandbox as an HTTP service: the NeMo-Skills sandbox API plus the versioned tir-agent API.
 
 ``tir-agent sandbox serve`` (or ``python -m tir_agent.service``) runs :func:`serve`; the wire
-contract is :mod:`tir_agent.service.api`; ``docs/service.md`` describes both APIs. Importing this
-package loads no web framework: :func:`serve`, :func:`create_app` and :class:`ServiceConfig`
+contract, shared with the client, is :mod:`tir_agent.sandbox.http_api`; ``docs/service.md``
+describes both APIs. Importing this package loads no web framework: :func:`serve`, :func:`create_app` and :class:`ServiceConfig`
 load the server on first use.
 """
 

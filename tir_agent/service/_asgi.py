@@ -18,7 +18,7 @@ from starlette.types import Receive, Send
 
 from tir_agent._log import get_logger
 from tir_agent.errors import SandboxClosedError, SandboxError
-from tir_agent.service.api import ErrorType
+from tir_agent.sandbox.http_api import ErrorType
 
 Headers = list[tuple[bytes, bytes]]
 

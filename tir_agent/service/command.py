@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from tir_agent.errors import ConfigError
 from tir_agent.sandbox.config import SandboxConfig
-from tir_agent.service.api import DEFAULT_PORT, MAX_BODY_BYTES, TOKEN_ENV
+from tir_agent.sandbox.http_api import DEFAULT_PORT, MAX_BODY_BYTES, TOKEN_ENV
 from tir_agent.service.config import (
     KEEP_ALIVE,
     MAX_CONNECTIONS,

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tir_agent.errors import ConfigError
 from tir_agent.sandbox.config import SandboxConfig
-from tir_agent.service.api import DEFAULT_PORT, MAX_BODY_BYTES, TOKEN_ENV
+from tir_agent.sandbox.http_api import DEFAULT_PORT, MAX_BODY_BYTES, TOKEN_ENV
 
 MAX_CONNECTIONS = 4096
 """Default cap on open client connections."""

@@ -48,7 +48,7 @@ from uvicorn.server import ServerState
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError
-from tir_agent.service.api import API_HEADER, API_VERSION
+from tir_agent.sandbox.http_api import API_HEADER, API_VERSION
 
 log = get_logger(__name__)
 

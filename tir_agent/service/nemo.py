@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING
 
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
 
 from tir_agent._log import get_logger
 from tir_agent.errors import SandboxClosedError, SandboxError
+from tir_agent.sandbox.http_api import API_VERSION, NemoExecuteRequest
 from tir_agent.sandbox.local import LocalSession
 from tir_agent.sandbox.protocol import CUT_MARKER, timeout_text
 from tir_agent.sandbox.result import ExecutionResult
@@ -48,10 +48,7 @@ from tir_agent.service._asgi import (
     send_json,
     shutting_down,
 )
-from tir_agent.service.api import API_VERSION, NemoExecuteRequest
-
-if TYPE_CHECKING:
-    from tir_agent.service.app import Service
+from tir_agent.service.state import Service
 
 log = get_logger(__name__)
 

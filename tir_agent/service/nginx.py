@@ -31,7 +31,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tir_agent.errors import ConfigError
-from tir_agent.service.api import DEFAULT_PORT, MAX_BODY_BYTES
+from tir_agent.sandbox.http_api import DEFAULT_PORT, MAX_BODY_BYTES
 
 UPSTREAM_NAME = "tir_sandbox"
 """Name of the ``upstream`` block (and of its shared-memory zone)."""
@@ -76,7 +76,7 @@ def _token(value: str, what: str) -> str:
 def upstream_address(url: str) -> str:
     """``host:port`` of a server given as ``http://host:port``, ``host:port`` or ``host``.
 
-    The port defaults to :data:`~tir_agent.service.api.DEFAULT_PORT` (the server's default).
+    The port defaults to :data:`~tir_agent.sandbox.http_api.DEFAULT_PORT` (the server's default).
     Raises :class:`~tir_agent.errors.ConfigError` for anything nginx could not proxy to.
     """
     text = url.strip()

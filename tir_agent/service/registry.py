@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from tir_agent._log import get_logger
+from tir_agent.sandbox.http_api import SessionInfo
 from tir_agent.sandbox.local import LocalSandbox, LocalSession
-from tir_agent.service.api import SessionInfo
 
 log = get_logger(__name__)
 

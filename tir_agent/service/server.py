@@ -1,7 +1,7 @@
 """The sandbox server: ``create_app`` (an ASGI app) and ``serve`` (uvicorn, graceful shutdown).
 
 One process serves one :class:`~tir_agent.sandbox.LocalSandbox` over both APIs of
-:mod:`tir_agent.service.api`. ``serve`` runs uvicorn with httptools, without an access
+:mod:`tir_agent.sandbox.http_api`. ``serve`` runs uvicorn with httptools, without an access
 log; on SIGTERM or SIGINT it stops accepting connections, refuses new work with 503, lets
 in-flight executions finish for ``shutdown_grace`` seconds (then cuts them with a clear reply),
 closes the sandbox so no session process is left, and returns (exit status 0). See
@@ -28,7 +28,7 @@ from starlette.types import Receive, Scope, Send
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxError
-from tir_agent.service.app import Service
+from tir_agent.service.app import App
 from tir_agent.service.config import KEEP_ALIVE as KEEP_ALIVE  # nginx.py's docs point here
 from tir_agent.service.config import ServiceConfig, check_exposure, is_loopback
 from tir_agent.service.connections import Guard, GuardedProtocol, Listener, descriptor_budget
@@ -45,10 +45,10 @@ when shutdown begins."""
 
 class ServiceApp(Starlette):
     """The server's ASGI app: Starlette runs the lifespan (sandbox start and close); HTTP
-    requests go straight to :class:`~tir_agent.service.app.Service`, past Starlette's router and
+    requests go straight to :class:`~tir_agent.service.app.App`, past Starlette's router and
     middleware, which would cost more than the dispatch itself on the hot paths."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: App) -> None:
         super().__init__(lifespan=self._lifespan)
         self.service = service
 
@@ -109,7 +109,7 @@ class ServiceApp(Starlette):
 
 def create_app(config: ServiceConfig) -> ServiceApp:
     """The ASGI app of a server; its lifespan starts and closes one ``LocalSandbox``."""
-    return ServiceApp(Service(config))
+    return ServiceApp(App(config))
 
 
 class _Server(uvicorn.Server):
@@ -117,7 +117,7 @@ class _Server(uvicorn.Server):
     deadlines, :mod:`tir_agent.service.connections`), telling the app when shutdown begins and
     exiting 0 on SIGTERM."""
 
-    def __init__(self, config: uvicorn.Config, service: Service, url: str, guard: Guard) -> None:
+    def __init__(self, config: uvicorn.Config, service: App, url: str, guard: Guard) -> None:
         super().__init__(config)
         self.service = service
         self.url = url

@@ -1,4 +1,4 @@
-"""The tir-agent API, version 1 (paths under ``/v1``; contract in :mod:`tir_agent.service.api`).
+"""The tir-agent API, version 1 (paths under ``/v1``; contract in :mod:`tir_agent.sandbox.http_api`).
 
 Every reply, errors included, carries ``X-TIR-Agent-API: 1``; every request except
 ``GET /v1/health`` must send it too, so a client and a server of different versions (or a
@@ -9,12 +9,19 @@ is a 404 ``session_not_found``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from starlette.types import Receive, Scope, Send
 
 from tir_agent._log import get_logger
 from tir_agent.errors import SandboxClosedError, SandboxError
+from tir_agent.sandbox.http_api import (
+    API_HEADER,
+    API_VERSION,
+    SESSION_HEADER,
+    Health,
+    RunRequest,
+    SessionList,
+    valid_session_id,
+)
 from tir_agent.sandbox.local import LocalSession
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
@@ -31,18 +38,7 @@ from tir_agent.service._asgi import (
     send_json,
     shutting_down,
 )
-from tir_agent.service.api import (
-    API_HEADER,
-    API_VERSION,
-    SESSION_HEADER,
-    Health,
-    RunRequest,
-    SessionList,
-    valid_session_id,
-)
-
-if TYPE_CHECKING:
-    from tir_agent.service.app import Service
+from tir_agent.service.state import Service
 
 log = get_logger(__name__)
 
@@ -104,7 +100,7 @@ async def handle(
 
 
 async def send_error(send: Send, error: HTTPError) -> None:
-    """An :class:`~tir_agent.service.api.ErrorBody` reply with the API header."""
+    """An :class:`~tir_agent.sandbox.http_api.ErrorBody` reply with the API header."""
     log_refusal(error)
     body = {"error": {"type": error.type, "message": error.message}}
     await send_json(send, error.status, body, V1 + error.headers)

@@ -1,0 +1,102 @@
+"""The holder: the first confined process of a session, the one that holds its state.
+
+Forked by the supervisor ahead of time (while the session is still a spare), it prepares its
+namespaces, waits for its assignment (uid, work dir, mode), confines itself and then either runs
+the cells itself (``protect_state=False``) or only forks runners (``protect_state=True``): each
+runner is a copy of the state from before its cell; a runner whose cell commits becomes the next
+holder, and one that times out or crashes is killed while this process keeps the state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import signal
+import socket
+import time
+from typing import NoReturn
+
+from tir_agent.sandbox import isolation
+from tir_agent.sandbox.config import SandboxConfig
+from tir_agent.sandbox.worker.cells import Runner
+from tir_agent.sandbox.worker.channels import Frames, await_assignment, send, silence
+from tir_agent.sandbox.worker.layout import FD_CTL, FD_ERR_SAVED, FD_HOST, FD_LAST, FD_OUT_SAVED
+from tir_agent.sandbox.worker.procs import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
+from tir_agent.sandbox.worker.runner import serve_cells
+
+
+def holder_main(
+    config: SandboxConfig, protections: isolation.Protections, shm: mmap.mmap
+) -> NoReturn:
+    """The first process of a session's state: forked ahead of time, it waits for its session
+    (uid, work dir, mode), confines itself, then runs cells (fast) or forks runners (protected).
+    ``shm`` is the page shared with the supervisor (fast mode, see :class:`~.direct.Direct`)."""
+    try:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        isolation.prepare_session(config, protections)  # ahead of time: own mounts and IPC
+        ctl = socket.socket(fileno=FD_CTL)
+        assignment = await_assignment(ctl)
+        protect = bool(assignment["protect"])
+        isolation.confine_session(
+            config, protections, uid=int(assignment["uid"]), workdir=str(assignment["workdir"])
+        )
+        prctl(PR_SET_DUMPABLE, 1)  # /proc/self stays readable by the session's own uid
+        runner = Runner()
+        frames = Frames(socket.socket(fileno=FD_HOST))
+    except BaseException as e:
+        os.write(2, f"session start failed: {e!r}\n".encode())
+        os._exit(70)
+    if not protect:
+        lost = str(assignment.get("lost") or "")
+        serve_cells(
+            runner, ctl, frames, protect=False, shm=shm, lost=lost, notes=config.state_notes
+        )
+        os._exit(0)
+    os.closerange(FD_HOST + 1, FD_LAST + 1)  # the fast mode's descriptors
+    shm.close()
+    # The holder writes nowhere: threads left running by a committed cell go quiet. Runners get
+    # the supervisor's pipes back on fd 1 and 2.
+    os.dup2(1, FD_OUT_SAVED)
+    os.dup2(2, FD_ERR_SAVED)
+    silence()
+    old = 0
+    while True:  # protected: this process holds the state and only forks runners
+        me = os.getpid()
+        send(ctl, {"op": "holder", "pid": me})
+        while True:
+            try:
+                pid = os.fork()
+                break
+            except OSError:
+                time.sleep(0.01)
+        if pid == 0:
+            os.dup2(FD_OUT_SAVED, 1)
+            os.dup2(FD_ERR_SAVED, 2)
+            if not protections.pid_namespace:
+                # no pid namespace takes us down with the host: die with the holder (a cell
+                # that kills its holder then loses the session, instead of outliving the host)
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            serve_cells(runner, ctl, frames, protect=True)  # (silenced us before its done)
+            # committed: this runner becomes the holder; the old one goes (S may be faster).
+            # Our parent-death signal is re-armed for the supervisor once we are reparented.
+            prctl(PR_SET_PDEATHSIG, 0)
+            with contextlib.suppress(OSError):
+                os.kill(me, signal.SIGKILL)
+            old = me
+            continue
+        if old:  # off the critical path: wait to be reparented, then die with the supervisor
+            while os.getppid() == old:
+                time.sleep(0.0002)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+            old = 0
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:
+                continue
+            except ChildProcessError:
+                status = -1
+                break
+        send(ctl, {"op": "died", "pid": pid, "status": status})

@@ -1,0 +1,56 @@
+"""The descriptor layout of a session's processes and the timing constants of the sandbox.
+
+Holders and runners find their channels at fixed descriptor numbers: the supervisor puts them
+there when it forks the holder (:meth:`Supervisor.spawn_holder`), and the holder closes
+everything else before user code runs.
+"""
+
+from __future__ import annotations
+
+import os
+
+FD_CTL = 3
+"""In holders and runners: the supervisor channel."""
+FD_OUT_SAVED = 4
+FD_ERR_SAVED = 5
+"""In protected holders: the output pipes, kept for the runners while fd 1 and 2 go nowhere."""
+FD_HOST = 6
+"""In holders and runners: the host's session socket (runners read requests from it)."""
+FD_TOKEN_R = 7
+FD_TOKEN_W = 8
+"""The token pipe shared with the supervisor (see :class:`~.direct.Direct`)."""
+FD_TIMER = 9
+"""Fast mode: a timerfd shared with the supervisor; the runner arms it when a cell starts."""
+FD_OUT_R = 10
+FD_ERR_R = 11
+"""Read ends of the output pipes (the runner drains them when it answers itself)."""
+FD_SIBLINGS = 12
+"""The supervisor's ``/proc/.../children`` (processes a cell left behind show there)."""
+FD_LAST = FD_SIBLINGS
+
+SPARES = 2
+"""Supervisors (each with its holder) the template keeps forked ahead of time for new sessions."""
+
+SOFT_GRACE = 0.25
+"""Fast mode: seconds between the soft interrupt and the hard kill of a timed-out cell."""
+
+SPIN = 0.0002
+"""Seconds a runner polls for the next cell before sleeping, when the last cell followed its
+predecessor within that time (back-to-back cells skip a wake-up)."""
+
+DRAIN_INTERVAL = 0.005
+"""Seconds between drains of a running cell's output pipes (until a flood is detected)."""
+TAKEOVER = DRAIN_INTERVAL
+"""A cell still running after this many seconds (or its timeout, if shorter) is taken over by
+the supervisor, which then drains its output and answers the host."""
+PIPE_SIZE = 1 << 20
+"""Capacity of the output pipes (a cell can write this much between two drains)."""
+F_SETPIPE_SZ = 1031
+
+DEBUG = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
+"""``TIR_AGENT_SANDBOX_DEBUG=1``: supervisors trace their decisions on stderr."""
+
+
+def debug(text: str) -> None:
+    """One trace line on stderr (call only under ``if DEBUG``: building ``text`` costs)."""
+    os.write(2, f"S{os.getpid()} {text}\n".encode())

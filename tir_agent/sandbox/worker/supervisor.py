@@ -1,0 +1,417 @@
+"""The supervisor: one per session, privileged, never runs user code.
+
+It is forked from the template as a spare (with its holder forked ahead of time), handed a
+session's socket, and from then on owns the output pipes and the host channel: it drains the
+output of cells it answers, enforces timeouts, sweeps processes a cell left behind, and ends the
+session when the host half-closes its socket. Messages of the session's processes are checked
+against who the kernel says sent them (see docs/sandbox.md, "Trust between the sandbox's
+processes").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import signal
+import socket
+import time
+from typing import NoReturn
+
+from tir_agent.sandbox import _cgroup, isolation
+from tir_agent.sandbox import protocol as proto
+from tir_agent.sandbox.config import SandboxConfig
+from tir_agent.sandbox.worker.cellwatch import CellWatch
+from tir_agent.sandbox.worker.holder import holder_main
+from tir_agent.sandbox.worker.layout import (
+    DEBUG,
+    FD_CTL,
+    FD_ERR_R,
+    FD_ERR_SAVED,
+    FD_HOST,
+    FD_LAST,
+    FD_OUT_R,
+    FD_OUT_SAVED,
+    FD_SIBLINGS,
+    FD_TIMER,
+    FD_TOKEN_R,
+    FD_TOKEN_W,
+    SOFT_GRACE,
+    debug,
+)
+from tir_agent.sandbox.worker.procs import (
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_DUMPABLE,
+    PR_SET_PDEATHSIG,
+    parent,
+    prctl,
+)
+from tir_agent.sandbox.worker.verdicts import forged_text
+
+
+class Supervisor(CellWatch):
+    """One per session: owns the output pipes and the host channel, enforces timeouts."""
+
+    def __init__(self, config: SandboxConfig, protections: isolation.Protections) -> None:
+        super().__init__(config)
+        self.host = socket.socket(socket.AF_UNIX)  # replaced by assign()
+        self.protections = protections
+        self.uid = os.getuid()
+        self.workdir = ""
+        self.takeover_due = False
+        self.ctl, self.ctl_child = proto.control_channel()
+        self.wake_r, wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        # The output pipes are read only while a cell runs (on a timer, or on every write during
+        # a flood) and when it ends. Never between cells: once the host has a result, the next
+        # runner may already be writing the next cell's output, which must not be dropped.
+        for fd in (self.ctl.fileno(), self.wake_r):
+            self.poll.register(fd, select.POLLIN)
+
+    def assign(self, host: socket.socket, slot: int, protect: bool) -> None:
+        """Become the supervisor of session ``slot`` (the holder was forked ahead of time)."""
+        self.host.close()
+        self.host = host  # blocking: the runners share its file description and read from it
+        # only the host's half-close (session close) wakes us
+        self.poll.register(host.fileno(), select.POLLRDHUP)
+        self.protect = protect
+        if not protect:
+            self.poll.register(self.token.timer, select.POLLIN)
+        if self.protections.session_uids:
+            self.uid = isolation.session_uid(slot, self.protections)
+        self.workdir = os.path.join(self.protections.workspace_root, f"s{slot}")
+        self.send_assignment()
+
+    def send_assignment(self) -> None:
+        """Hand the holder its session (uid, work dir, mode) and the host socket."""
+        self.runner = self.holder if not self.protect else 0
+        message = {
+            "op": "assign",
+            "uid": self.uid,
+            "workdir": self.workdir,
+            "protect": self.protect,
+            "lost": self.lost_notice,
+        }
+        if not self.protect:  # the holder answers its first cell itself (see Direct)
+            self.lost_notice = ""
+        socket.send_fds(self.ctl, [proto.encode(message)], [self.host.fileno()])
+
+    # -- processes
+
+    def spawn_holder(self) -> None:
+        """Fork a holder with the session's descriptors at their places (see ``layout``)."""
+        self.token.reset()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                devnull = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(devnull, 0)
+                os.dup2(self.out_w, 1)
+                os.dup2(self.err_w, 2)
+                # out of the way first: a source may sit on a target number
+                sources = [
+                    fcntl.fcntl(fd, fcntl.F_DUPFD, 64)
+                    for fd in (
+                        self.ctl_child.fileno(),
+                        self.token.r,
+                        self.token.w,
+                        self.token.timer,
+                        self.out.fd,
+                        self.err.fd,
+                        self.children_fd,
+                    )
+                ]
+                targets = (FD_CTL, FD_TOKEN_R, FD_TOKEN_W, FD_TIMER, FD_OUT_R, FD_ERR_R)
+                for source, target in zip(sources, (*targets, FD_SIBLINGS), strict=True):
+                    os.dup2(source, target)
+                # Nothing else of ours reaches the session: not the spare's link to the
+                # template, not the supervisor's own ends (they may sit on 4-6 here).
+                for fd in (FD_OUT_SAVED, FD_ERR_SAVED, FD_HOST):
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                os.closerange(FD_LAST + 1, 1 << 16)
+                holder_main(self.config, self.protections, self.token.shm)
+            finally:
+                os._exit(70)
+        _cgroup.enter(pid)  # the session's memory cgroup (no-op without one)
+        self.holder = pid
+        self.runner = 0
+        self.watch(pid)
+        if DEBUG:
+            debug(f"spawned holder {pid}")
+
+    def kill_everything(self) -> None:
+        """Kill every process of the session (and its uid's), forget them."""
+        self.holder = self.runner = 0
+        self.purge()
+        if self.protections.session_uids:
+            isolation.kill_uid(self.uid)
+        for pid in list(self.pidfds.values()):
+            self.unwatch(pid)
+        self.reap()
+
+    # -- host channel
+
+    def reply(self, message: proto.Message) -> None:
+        """Send a result (``op`` is ``result``) or the close confirmation to the host. Results
+        carry the request's id: the host drops replies to requests it gave up on."""
+        if message.get("op") == "result":
+            frame = proto.result_frame(
+                self.rid if isinstance(self.rid, int) else 0,
+                message["status"],
+                message["stdout"],
+                message["stderr"],
+                message["stdout_truncated"],
+                message["stderr_truncated"],
+                message["duration"],
+                message["state"],
+                message["reason"],
+            )
+        else:
+            frame = proto.CLOSED_FRAME
+        with contextlib.suppress(OSError):
+            self.host.sendall(frame)
+
+    def ack(self, runner: int) -> None:
+        """Tell ``runner`` that its cell's output is collected."""
+        with contextlib.suppress(OSError):
+            self.ctl.send(proto.encode({"op": "ack", "to": runner}))
+
+    def shutdown(self, reply: bool = False) -> NoReturn:
+        """End the session: kill everything, remove the work dir, confirm (``reply``), exit."""
+        self.kill_everything()
+        with contextlib.suppress(OSError):
+            isolation.remove_workdir(self.workdir)
+        if reply:
+            self.reply({"op": "closed"})
+        os._exit(0)
+
+    # -- session channel
+
+    def on_ctl(self) -> None:
+        """Messages of the session's processes. The sender is who the kernel says it is
+        (``SCM_CREDENTIALS``), never a pid in the message; anything the protocol does not allow
+        from that sender at that moment ends the session's interpreter (:meth:`forged`)."""
+        while True:
+            try:
+                data, ancdata, _, _ = self.ctl.recvmsg(proto.MAX_PACKET, proto.CREDENTIALS_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            sender = proto.sender_pid(ancdata)
+            try:
+                message = proto.decode(data)
+            except ValueError:
+                message = {}
+            # sent by a process we have dealt with (e.g. a runner killed meanwhile): stale;
+            # unless its number was reused by the holder's next runner
+            if (
+                sender in self.retired
+                and sender not in (self.holder, self.runner)
+                and (
+                    message.get("op") != "ready" or parent(sender) not in (self.holder, os.getpid())
+                )
+            ):
+                continue
+            if DEBUG:
+                debug(
+                    f"{time.monotonic():.4f} ctl {sender} {message} {self.holder=} {self.runner=}"
+                )
+            if not self.on_message(sender, message):
+                if DEBUG:
+                    debug(f"forged by {sender}: parent {parent(sender)} {self.running=}")
+                self.forged()
+
+    def on_message(self, sender: int, message: proto.Message) -> bool:
+        """Act on one control message from ``sender``; False if the protocol does not allow it
+        (only user code sends such a thing: it holds the same descriptor as its runner)."""
+        op = message.get("op")
+        holder, runner, running = self.holder, self.runner, self.running
+        if op == "ready":  # a runner introduces itself
+            if not self.protect:
+                return sender == holder  # the holder is the runner (no-op)
+            # a fork of the holder, or one the supervisor inherited (its holder is gone), or
+            # one already gone itself (a cell that ends the runner at once: the holder reaps
+            # it before we read this, then reports its exit; a dead process can do no harm)
+            up = parent(sender)
+            if running is not None or sender == holder or up not in (holder, os.getpid(), 0):
+                return False
+            if runner and runner != holder:
+                self.unwatch(runner)
+            self.runner = sender
+            self.watch(sender)
+            return True
+        if op == "holder" and self.protect:  # a committed runner took over the state
+            if sender == holder:
+                return True
+            if sender != runner or running is not None:
+                return False
+            self.holder, self.runner = runner, 0
+            return True
+        if op == "start" and self.protect:
+            request = proto.checked_start(message)
+            if sender != runner or running is not None or request is None:
+                return False
+            self.begin(request)
+            return True
+        if op == "done":
+            if sender != runner or not proto.valid_done(message):
+                return False
+            if running is None and not self.protect and "record" in message:
+                # fast mode: the runner won the token but the cell left processes behind (or
+                # the cell took the token itself): sweep, collect and answer
+                record = proto.RECORD.pack(*message["record"])
+                self.begin(self.token.request_of(record) or self.token.default_request())
+            if self.running is not None and self.running.get("rid") == 0:
+                # we took the cell over by a record the cell garbled: the runner knows its id
+                self.running["rid"] = self.rid = message["rid"]
+            if self.running is None or message.get("rid") != self.running.get("rid"):
+                return False
+            self.finish_done(message)
+            return True
+        if op == "died" and self.protect:  # the holder reports its runner's exit status
+            pid, status = message.get("pid"), message.get("status")
+            if sender != holder or type(pid) is not int or type(status) is not int:
+                return False
+            if running is not None and pid == runner:
+                self.fail_running(pid, timed_out=False, status=status)
+            return True  # (about a runner already dealt with: nothing to do)
+        return False
+
+    def forged(self) -> None:
+        """The session wrote something to the control channel that its runner or holder would
+        not: end its interpreter (every process of the session) and start a fresh one. The
+        running cell, or else the next one, reports the state as lost."""
+        if DEBUG:
+            debug("forged control message")
+        uncertain = not self.protect and self.running is None and self.adopt()
+        if self.running is not None:
+            then = forged_text(during=False) if uncertain else ""
+            self.fail_running(self.runner, timed_out=False, forged=True, then=then)
+        else:
+            self.restart(forged_text(during=False))
+
+    def restart(self, notice: str) -> None:
+        """Between cells: the session's state is gone. Start a fresh holder; the next cell's
+        result says why (``notice``) and that the state was lost."""
+        self.kill_everything()
+        # a new channel too: the session may have shut its end down (every read then returns
+        # nothing at once), and nothing queued on the old one is of interest
+        self.poll.unregister(self.ctl.fileno())
+        self.ctl.close()
+        self.ctl_child.close()
+        self.ctl, self.ctl_child = proto.control_channel()
+        self.poll.register(self.ctl.fileno(), select.POLLIN)
+        self.lost_notice = notice
+        self.spawn_holder()
+        self.send_assignment()
+
+    def check_deadline(self) -> None:
+        """Act on the running cell's deadlines (timeout, soft interrupt's grace, death report)."""
+        if self.running is None:
+            return
+        now = time.monotonic()
+        if self.died_wait:
+            if now >= self.died_wait:
+                self.fail_running(self.runner, timed_out=False, status=None)
+            return
+        if self.grace_deadline:
+            if now >= self.grace_deadline:
+                self.fail_running(self.runner, timed_out=True)
+            return
+        if now >= self.deadline:
+            if self.protect:
+                self.fail_running(self.runner, timed_out=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.kill(self.runner, signal.SIGUSR1)
+                self.grace_deadline = now + SOFT_GRACE
+
+    def serve(self) -> NoReturn:
+        """The supervisor's event loop, until the host closes the session."""
+        while True:
+            timeout = None
+            if self.running is not None:
+                until = self.died_wait or self.grace_deadline or self.deadline
+                if not self.pipes_watched:
+                    until = min(until, self.next_drain)
+                timeout = max(0.0, until - time.monotonic()) * 1000 + 1
+            try:
+                events = self.poll.poll(timeout)
+            except InterruptedError:
+                events = []
+            fds = {fd for fd, _ in events}
+            if self.host.fileno() in fds:  # the host closed the session
+                self.shutdown(reply=True)
+            watched = dict(self.pidfds)
+            if self.ctl.fileno() in fds:
+                self.on_ctl()
+            for stream in (self.out, self.err):
+                if stream.fd in fds and self.running is not None:
+                    stream.read()
+            if self.wake_r in fds:
+                with contextlib.suppress(OSError):
+                    os.read(self.wake_r, 4096)
+                self.reap()
+            if self.token.timer in fds:  # fast mode: a cell runs past TAKEOVER, take it over
+                with contextlib.suppress(OSError):
+                    os.read(self.token.timer, 8)
+                self.takeover_due = True
+            for fd in fds:
+                pid = self.pidfds.get(fd)
+                # a pidfd closed and reused for another process meanwhile: not an exit
+                if pid is not None and pid == watched.get(fd):
+                    self.on_exit(pid)
+            if self.takeover_due and self.running is None:
+                # (after the previous cell's done, should both come in one wake-up)
+                self.takeover_due = False
+                request = self.token.claim()
+                if request is not None:
+                    self.begin(request)
+            if self.running is not None:
+                self.drain_running()
+            self.check_deadline()
+
+
+def supervisor_main(
+    link: socket.socket, config: SandboxConfig, protections: isolation.Protections
+) -> NoReturn:
+    """A spare supervisor: fork the holder ahead of time, wait for a session, then serve it."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    prctl(PR_SET_CHILD_SUBREAPER, 1)
+    prctl(PR_SET_DUMPABLE, 0)
+    supervisor = Supervisor(config, protections)
+    supervisor.spawn_holder()
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(link, proto.MAX_PACKET, 1)
+            break
+        except InterruptedError:
+            continue
+    if not data or not fds:
+        supervisor.kill_everything()
+        os._exit(0)
+    request = proto.decode(data)
+    link.close()
+    supervisor.assign(socket.socket(fileno=fds[0]), int(request["slot"]), bool(request["protect"]))
+    if os.environ.get("TIR_AGENT_SANDBOX_PROFILE"):
+        import cProfile
+
+        profile = cProfile.Profile()
+        original = supervisor.shutdown
+
+        def dump(reply: bool = False) -> NoReturn:
+            profile.disable()
+            profile.dump_stats(f"/tmp/supervisor-{os.getpid()}.prof")
+            original(reply)
+
+        supervisor.shutdown = dump  # type: ignore[method-assign]
+        profile.enable()
+    supervisor.serve()
