@@ -48,7 +48,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any, NoReturn
 
-from tir_agent.sandbox import isolation
+from tir_agent.sandbox import _ipython_cell, isolation
 from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.config import SandboxConfig
 
@@ -291,11 +291,15 @@ class Runner:
         if self.in_cell:
             raise _SoftInterrupt
 
-    def execute(self, code: str, cap: int) -> proto.Message:
-        """Run one cell; return ``status``, ``reason``, ``duration``."""
+    def execute(self, code: str, cap: int, mode: int = 0) -> proto.Message:
+        """Run one cell; return ``status``, ``reason``, ``duration``. ``mode`` (of the request,
+        :func:`protocol.cell_mode`): 0 plain Python, else IPython with a traceback verbosity."""
         budget = proto.byte_budget(cap)
         self.out_raw.limit = self.err_raw.limit = budget
         self.out_raw.written = self.err_raw.written = 0
+        if mode:  # hook: an IPython cell (NeMo-Skills' semantics), see _ipython_cell
+            verbosity = proto.TRACEBACK_VERBOSITIES[mode - 1]
+            return _ipython_cell.execute(self, code, verbosity, 4 * budget, _SoftInterrupt)
         self.cell += 1
         filename = f"<cell-{self.cell}>"
         lines = code.splitlines(keepends=True)
@@ -403,8 +407,9 @@ class _Frames:
             n -= len(data)
         return b"".join(chunks)
 
-    def next(self) -> tuple[int, float, int, str] | None:
-        """The next run request ``(rid, timeout, cap, code)``; ``None`` once the host closed."""
+    def next(self) -> tuple[int, float, int, int, str] | None:
+        """The next run request ``(rid, timeout, cap, mode, code)``; ``None`` once the host
+        closed."""
         while True:
             header = self._exactly(proto.HEADER.size)
             body = None if header is None else self._exactly(proto.HEADER.unpack(header)[0])
@@ -564,12 +569,12 @@ def serve_cells(
         spin = time.perf_counter() - waited < SPIN
         if request is None:
             os._exit(0)  # the host closed the session
-        rid, timeout, cap, code = request
+        rid, timeout, cap, mode, code = request
         if direct is not None:
             direct.begin(rid, timeout, cap)
         else:
             _send(ctl, {"op": "start", "pid": me, "rid": rid, "cap": cap, "timeout": timeout})
-        result = runner.execute(code, cap)
+        result = runner.execute(code, cap, mode)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
         handed: dict[str, Any] = {}
@@ -1561,6 +1566,10 @@ def template_main(argv: list[str]) -> NoReturn:
             importlib.import_module(name)
         except Exception as e:
             failed[name] = repr(e)
+    try:  # hook: IPython's shell for IPython cells, made once here (see _ipython_cell)
+        _ipython_cell.preload(config.preload)
+    except Exception as e:
+        failed["IPython"] = f"the IPython shell could not be made: {e!r}"
     isolation.prepare_template(config, protections)
     isolation.start_memory_watchdog(config, protections)
     compile("x = 1\nx", "<warm>", "exec")

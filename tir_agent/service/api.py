@@ -52,6 +52,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tir_agent.sandbox.protocol import TracebackVerbosity
 from tir_agent.sandbox.result import ExecutionResult
 
 API_VERSION = 1
@@ -108,7 +109,9 @@ class NemoExecuteRequest(BaseModel):
     std_input: str = ""
     """Standard input of a ``python`` or ``shell`` script."""
     traceback_verbosity: str = "Plain"
-    """Accepted for compatibility; tracebacks are always the short form of REFERENCE.md §5."""
+    """IPython's traceback mode for ``ipython`` cells: ``Plain``, ``Context``, ``Verbose`` or
+    ``Minimal`` (their client capitalizes it); another value is answered ``process_status:
+    error``."""
 
 
 class NemoExecuteReply(BaseModel):
@@ -135,6 +138,10 @@ class RunRequest(BaseModel):
     code: str
     timeout: float | None = Field(None, gt=0)
     max_output_characters: int | None = Field(None, ge=0)
+    ipython: bool = False
+    """Run the cell through IPython as NeMo-Skills' server does (``LocalSession.run``)."""
+    traceback_verbosity: TracebackVerbosity | None = None
+    """IPython's traceback mode (``ipython`` cells only; ``None``: ``Plain``)."""
 
 
 class SessionInfo(BaseModel):

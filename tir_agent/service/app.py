@@ -16,6 +16,7 @@ from typing import Literal
 from starlette.types import Receive, Scope, Send
 
 from tir_agent._log import get_logger
+from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.service import nemo, v1
 from tir_agent.service._asgi import HTTPError, answer, shutting_down
@@ -28,12 +29,21 @@ log = get_logger(__name__)
 _OTHER_VERSION = re.compile(r"/v(\d+)(/|$)")
 
 
+def with_ipython(config: SandboxConfig) -> SandboxConfig:
+    """``config`` with IPython preloaded: the NeMo-Skills API runs ``ipython`` cells through
+    IPython's shell, which the template then makes once for every session (otherwise each
+    session's first cell would import IPython, about half a second)."""
+    if "IPython" in config.preload:
+        return config
+    return config.model_copy(update={"preload": (*config.preload, "IPython")})
+
+
 class Service:
     """One server: its configuration, sandbox, named sessions and shutdown state."""
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.sandbox = LocalSandbox(config.sandbox)
+        self.sandbox = LocalSandbox(with_ipython(config.sandbox))
         self.registry = SessionRegistry(self.sandbox)
         self.stopping = False
         """Set on SIGTERM/SIGINT: new work is refused (503), in-flight executions finish."""

@@ -32,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 from tir_agent._log import get_logger
 from tir_agent.errors import SandboxClosedError, SandboxError
 from tir_agent.sandbox.local import LocalSession
-from tir_agent.sandbox.protocol import CUT_MARKER, timeout_text
+from tir_agent.sandbox.protocol import CUT_MARKER, TRACEBACK_VERBOSITIES
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     JSON,
@@ -295,6 +295,15 @@ def unsupported(language: str) -> str:
 
 async def run_ipython(service: Service, session_id: str, request: NemoExecuteRequest) -> bytes:
     """One cell in the named session, created on first use."""
+    verbosity = request.traceback_verbosity
+    if verbosity not in TRACEBACK_VERBOSITIES:
+        # their server fails on it too (IPython rejects the mode); answer in their reply shape
+        message = (
+            f"traceback_verbosity {verbosity!r} is not one of "
+            f"{', '.join(TRACEBACK_VERBOSITIES)} (their client capitalizes plain, context, "
+            "verbose, minimal)\n"
+        )
+        return reply_bytes("error", "", message, False)
     pending = service.nemo_restarted
     for attempt in range(2):
         entry, created = await service.registry.get_or_create(session_id)
@@ -305,6 +314,8 @@ async def run_ipython(service: Service, session_id: str, request: NemoExecuteReq
                 request.generated_code,
                 timeout=request.timeout,
                 max_output_characters=request.max_output_characters,
+                ipython=True,
+                traceback_verbosity=verbosity,
             )
         except SandboxClosedError:
             if service.stopping:
@@ -331,15 +342,12 @@ async def run_ipython(service: Service, session_id: str, request: NemoExecuteReq
 
 
 def ipython_reply(result: ExecutionResult, request: NemoExecuteRequest, new: bool) -> bytes:
-    """The reply for an ``ipython`` cell; a timeout is worded as theirs."""
-    stderr = result.stderr
+    """The reply for an ``ipython`` cell; a timeout is theirs word for word: no output (their
+    server drops what the cell printed when it stops it), their line, no note on the state."""
     if result.status == "timeout":
-        # what the cell wrote to stderr before the timeout, then their line (no note about the
-        # state: their models never saw one)
-        notice = stderr.rfind(timeout_text(request.timeout))
-        before = stderr[:notice] if notice >= 0 else ""
-        stderr = cut(before + timeout_message(request.timeout), request.max_output_characters)
-    return reply_bytes(result.status, result.stdout, stderr, new)
+        line = cut(timeout_message(request.timeout), request.max_output_characters)
+        return reply_bytes("timeout", "", line, new)
+    return reply_bytes(result.status, result.stdout, result.stderr, new)
 
 
 def cut_short(service: Service) -> ExecutionResult:

@@ -192,6 +192,12 @@ def run_request(service: Service, body: bytes) -> RunRequest:
         max_timeout=config.max_timeout,
         max_output_cap=config.max_output_cap,
     )
+    if request.traceback_verbosity is not None and not request.ipython:
+        raise HTTPError(
+            422,
+            "invalid_request",
+            'traceback_verbosity applies to IPython cells only: send "ipython": true as well',
+        )
     return request
 
 
@@ -211,6 +217,8 @@ async def run(
             request.code,
             timeout=request.timeout,
             max_output_characters=request.max_output_characters,
+            ipython=request.ipython,
+            traceback_verbosity=request.traceback_verbosity,
         )
     except SandboxClosedError:
         if service.stopping:
@@ -240,6 +248,8 @@ async def run_stateless(
             request.code,
             timeout=request.timeout,
             max_output_characters=request.max_output_characters,
+            ipython=request.ipython,
+            traceback_verbosity=request.traceback_verbosity,
         )
 
     result = await service.registry.stateless(work)
