@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from pydantic_core import to_json
@@ -62,6 +63,10 @@ SESSIONS_BACKEND = "ipython"
 
 SCRIPT_LANGUAGES = ("python", "python3", "pypy3")
 MAX_NEMO_SESSION_ID = 256
+SHELL_SESSION = "\x00nemo-shell"
+"""The named session every ``shell`` request runs in, so that shell requests share files as on
+their server (their IOI evaluator writes sources in one request and compiles them in the next).
+No client can name it: header values cannot hold a NUL. Not listed by ``GET /sessions``."""
 SCRIPT_SLACK = 10.0
 """Seconds the session running a script may take beyond the script's own timeout (starting the
 interpreter, killing it, collecting its output) before the session itself is timed out."""
@@ -373,7 +378,10 @@ async def run_script(service: Service, kind: str, request: NemoExecuteRequest) -
         )
 
     try:
-        result = await service.registry.stateless(work)
+        if kind == "shell":
+            result = await shared_shell(service, work)
+        else:
+            result = await service.registry.stateless(work)
     except asyncio.CancelledError:
         if not service.stopping:
             raise
@@ -395,10 +403,30 @@ async def run_script(service: Service, kind: str, request: NemoExecuteRequest) -
     return reply_bytes("error", "", cut(f"The {kind} script could not be run: {why}", cap), None)
 
 
+async def shared_shell(
+    service: Service, work: Callable[[LocalSession], Awaitable[ExecutionResult]]
+) -> ExecutionResult:
+    """Run ``work`` in the session of every ``shell`` request (:data:`SHELL_SESSION`), one
+    request at a time; a session closed meanwhile (evicted when idle) is opened afresh."""
+    for attempt in range(2):
+        entry, _ = await service.registry.get_or_create(SHELL_SESSION)
+        try:
+            return await work(entry.session)
+        except SandboxClosedError:
+            if service.stopping or attempt:
+                raise
+        except SandboxError as e:
+            log.warning("session.lost", error=str(e))
+            return lost(f"The sandbox session failed ({e})", "sandbox_error")
+    raise AssertionError("unreachable")
+
+
 async def list_sessions(service: Service, send: Send) -> None:
     """``GET /sessions``: their shape exactly."""
     sessions = {}
     for entry in service.registry.entries():
+        if entry.session_id == SHELL_SESSION:
+            continue
         info = entry.info()
         sessions[entry.session_id] = {
             "alive": True,
@@ -412,7 +440,7 @@ async def list_sessions(service: Service, send: Send) -> None:
 async def delete_session(service: Service, session_id: str, send: Send) -> None:
     """``DELETE /sessions/{id}``: 200 or 404 with their messages."""
     service.nemo_restarted.discard(session_id)
-    entry = await service.registry.delete(session_id)
+    entry = None if session_id == SHELL_SESSION else await service.registry.delete(session_id)
     if entry is None:
         message = f"IPython session {session_id} not found"
         raise HTTPError(404, "session_not_found", message, nemo_error=message)

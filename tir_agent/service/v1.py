@@ -40,6 +40,7 @@ from tir_agent.service.api import (
     SessionList,
     valid_session_id,
 )
+from tir_agent.service.nemo import SHELL_SESSION
 
 if TYPE_CHECKING:
     from tir_agent.service.app import Service
@@ -281,7 +282,8 @@ async def create(service: Service, headers: dict[bytes, bytes], send: Send) -> N
 
 async def list_sessions(service: Service, send: Send) -> None:
     """``GET /v1/sessions``."""
-    listing = SessionList(sessions=[e.info() for e in service.registry.entries()])
+    entries = [e for e in service.registry.entries() if e.session_id != SHELL_SESSION]
+    listing = SessionList(sessions=[e.info() for e in entries])
     await send_bytes(send, 200, listing.model_dump_json().encode(), V1)
 
 
