@@ -24,6 +24,7 @@ def test_tidy_is_their_post_processing() -> None:
     assert tidy("a\nOut[7]: \n[0,\n 1]\n", "Plain") == "a\n\n[0,\n 1]\n"  # their blank line
     assert tidy("\n\n  x  \n\n", "Plain") == "  x\n"
     assert tidy("\n \n", "Plain") == ""
+    assert tidy("a\x1b-b\x1b\\c", "Plain") == "ab\x1b\\c\n"  # their escape pattern exactly
     assert tidy("Out[1]: 2\n", "Context") == "Out[1]: 2\n"  # other verbosities untouched
     assert tidy("\x1b[31mred\x1b[39m", "Verbose") == "\x1b[31mred\x1b[39m"
 

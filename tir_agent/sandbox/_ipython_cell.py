@@ -35,7 +35,7 @@ import tempfile
 import time
 from typing import Any
 
-_ANSI = re.compile(r"\x1B(?:[@-Z\\-_]|\[[0-?]*[ -/]*[@-~])")
+_ANSI = re.compile(r"\x1B(?:[@-Z\-_]|\[[0-?]*[ -/]*[@-~])")
 _OUT_PROMPT = re.compile(r"^Out\[\d+\]:\s*")
 
 _shell: Any = None
@@ -95,10 +95,17 @@ def _make_shell() -> Any:
     config.HistoryManager.enabled = False  # their shell stores no history either (no sqlite file)
     config.TerminalInteractiveShell.simple_prompt = True  # as under their server (stdin not a tty)
     config.TerminalInteractiveShell.term_title = False
-    os.environ.setdefault("IPYTHONDIR", tempfile.mkdtemp(prefix="ipython-"))
     main = sys.modules.get("__main__")
     names = set(vars(builtins))
-    shell = TerminalInteractiveShell(config=config)
+    # IPython writes a profile directory; a temporary one, not in the environment of user code
+    own_dir = "IPYTHONDIR" not in os.environ
+    if own_dir:
+        os.environ["IPYTHONDIR"] = tempfile.mkdtemp(prefix="ipython-")
+    try:
+        shell = TerminalInteractiveShell(config=config)
+    finally:
+        if own_dir:
+            del os.environ["IPYTHONDIR"]
     added = {name: getattr(builtins, name) for name in set(vars(builtins)) - names}
     added.setdefault("display", display)
     for name in added:
