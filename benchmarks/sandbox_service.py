@@ -366,6 +366,8 @@ async def measure(
                 ]
                 for raw in raws:
                     stack.push_async_callback(raw.close)
+                    if nemo:
+                        await raw.run()  # creates the session: not part of the timed rounds
                 api = "NeMo /execute" if nemo else "v1 run"
                 pools[f"{name}: raw sockets, {api}"] = [raw.run for raw in raws]
         rates = await rate_rounds(pools, rounds, seconds)
