@@ -103,7 +103,8 @@ class NemoExecuteRequest(BaseModel):
     """Seconds; kept as sent (``1`` or ``10.0``) because their timeout text repeats it."""
     language: str = "ipython"
     """``ipython`` (stateful, needs ``X-Session-ID``), ``python``/``python3``/``pypy3`` (a
-    script, ``python -c``, in a fresh session), ``shell`` (``bash``, in a fresh session).
+    script, ``python -c``, in a fresh session), ``shell`` (``bash``, in the server's one shared
+    shell session, so shell requests share files as on their server).
     Anything else (``lean4``) is answered ``process_status: error``."""
     max_output_characters: int = Field(1000, ge=0)
     std_input: str = ""

@@ -6,7 +6,9 @@ Replies are the ones NeMo-Skills' own server (``local_sandbox_server.py``) sends
 ``state``, ``reason``, ``duration`` and ``*_truncated`` are on the ``/v1`` API only), and errors
 are ``{"error": "<message>"}``.
 
-- ``ipython`` runs the cell in the named session of ``X-Session-ID`` (created on first use). When
+- ``ipython`` runs the cell in the named session of ``X-Session-ID`` (created on first use),
+  through IPython as their server does (``LocalSession.run(ipython=True)``, with the request's
+  ``traceback_verbosity``); a timeout answers their line and nothing else. When
   a session's interpreter was restarted and its variables lost, the reply says
   ``new_session_created: true`` and so does the session's next reply (their server's "restart
   pending" flag): their client replays its history of the session on seeing it, and does not
@@ -14,7 +16,8 @@ are ``{"error": "<message>"}``.
 - ``python``/``python3``/``pypy3`` run the code as a script, ``python -c <code>`` in a fresh
   session with ``std_input`` as its standard input: their status (``completed`` whatever the exit
   code), their traceback (``File "<string>"``), their timeout reply. ``pypy3`` runs on CPython.
-- ``shell`` runs the script with ``/bin/bash`` in a fresh session (``completed`` on exit code 0,
+- ``shell`` runs the script with ``/bin/bash`` in one session shared by all shell requests
+  (:data:`SHELL_SESSION`), so they share files as on their server (``completed`` on exit code 0,
   else ``error``).
 - ``lean4`` and any other language answer ``process_status: error`` with the reason in
   ``stderr`` (200, as their server does when Lean is missing), not an HTTP error.
