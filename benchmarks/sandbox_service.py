@@ -12,6 +12,15 @@ slows both alike and the ratios stay fair):
 2. trivial executions per second with 32 concurrent sessions: ``LocalSandbox``,
    ``RemoteSandbox``, and 32 raw keep-alive connections (median of the rounds).
 
+``LocalSandbox`` is measured with plain cells and with IPython cells (``ipython=True``, what the
+NeMo-Skills API's ``ipython`` language runs: IPython's ``run_cell``), and the raw-socket client
+measures NeMo-Skills' ``/execute`` (IPython cells) beside the v1 API (plain cells).
+
+With ``--nemo-skills``, NeMo-Skills' own server (``local_sandbox_server.py``, one Flask process,
+threaded, from ``$NEMO_SKILLS_SRC``, default /tmp/nemo-skills, in ``$NEMO_VENV``, default
+/tmp/nemo-venv: ``scripts/nemo_skills_compat.sh`` prepares both) is measured with the same
+raw-socket ``/execute`` client in the same alternating rounds as the fast mode.
+
 With ``--nginx``, the fast mode is also measured through a real nginx in front of two servers
 (``render_nginx_config``), the layout NeMo-Skills deploys. Targets over loopback HTTP (issue #6):
 warm median <= 0.6 ms and >= 1500 executions/s at 32 sessions; the NeMo-Skills service does
@@ -32,8 +41,10 @@ import json
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.scaleout.nginxproc import start_nginx
 from tests.servers import start_server
+from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.sandbox.remote import RemoteSandbox
 
@@ -105,10 +117,14 @@ class RawConnection:
 
 
 class RawSession:
-    """A session of the v1 API (or of the NeMo-Skills API) driven by pre-built requests."""
+    """A session of the v1 API (or of the NeMo-Skills API) driven by pre-built requests.
+    ``one_shot``: a new connection per request, for NeMo-Skills' own server (Flask's development
+    server closes every connection after its reply, and the shell process it forked for the
+    session holds the socket open, so a reused connection would wait forever)."""
 
-    def __init__(self, conn: RawConnection, sid: str, nemo: bool, code: str) -> None:
-        self.conn, self.sid, self.nemo = conn, sid, nemo
+    def __init__(self, conn: RawConnection, sid: str, nemo: bool, code: str, port: int = 0) -> None:
+        self.conn, self.sid, self.nemo, self.port = conn, sid, nemo, port
+        self.conn_port = port
         if nemo:
             body = {"generated_code": code, "language": "ipython", "timeout": 10}
             self.request = build("POST", "/execute", {"X-Session-ID": sid}, body)
@@ -117,24 +133,46 @@ class RawSession:
             self.request = build("POST", f"/v1/sessions/{sid}/run", headers, {"code": code})
 
     @classmethod
-    async def open(cls, port: int, sid: str, *, nemo: bool, code: str) -> RawSession:
+    async def open(
+        cls, port: int, sid: str, *, nemo: bool, code: str, one_shot: bool = False
+    ) -> RawSession:
         conn = await RawConnection.open(port)
         if not nemo:
             status, body = await conn.send(
                 build("POST", "/v1/sessions", {**API, "X-Session-ID": sid}, None)
             )
             assert status == 201, (status, body)
-        return cls(conn, sid, nemo, code)
+        if one_shot:
+            conn.close()
+        session = cls(conn, sid, nemo, code, port if one_shot else 0)
+        session.conn_port = port
+        return session
+
+    async def send(self, request: bytes) -> tuple[int, bytes]:
+        if not self.port:
+            return await self.conn.send(request)
+        conn = await RawConnection.open(self.port)
+        try:
+            return await conn.send(request)
+        finally:
+            conn.close()
 
     async def run(self) -> bytes:
-        status, body = await self.conn.send(self.request)
+        status, body = await self.send(self.request)
         assert status == 200, (status, body)
         return body
 
     async def close(self) -> None:
         path = f"/sessions/{self.sid}" if self.nemo else f"/v1/sessions/{self.sid}"
-        await self.conn.send(build("DELETE", path, {**API, "X-Session-ID": self.sid}, None))
-        self.conn.close()
+        request = build("DELETE", path, {**API, "X-Session-ID": self.sid}, None)
+        try:
+            await self.send(request)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # idle longer than the server's keep-alive while other pools ran: a new connection
+            self.conn = await RawConnection.open(self.conn_port)
+            await self.conn.send(request)
+        if not self.port:
+            self.conn.close()
 
 
 # -- the two measurements, in rounds
@@ -228,22 +266,75 @@ def servers(count: int, *args: str) -> Iterator[list[Any]]:
         yield [stack.enter_context(start_server(*args)) for _ in range(count)]
 
 
+@contextlib.contextmanager
+def nemo_skills_server() -> Iterator[int]:
+    """NeMo-Skills' own server (their source and venv, see the module docstring); its port."""
+    src = Path(os.environ.get("NEMO_SKILLS_SRC", "/tmp/nemo-skills"))
+    python = Path(os.environ.get("NEMO_VENV", "/tmp/nemo-venv")) / "bin" / "python"
+    where = src / "nemo_skills" / "code_execution" / "local_sandbox"
+    if not (where / "local_sandbox_server.py").exists() or not python.exists():
+        raise SystemExit(
+            f"--nemo-skills needs their source in {src} and a venv at {python.parent.parent}: "
+            "run scripts/nemo_skills_compat.sh theirs once (or set NEMO_SKILLS_SRC/NEMO_VENV)"
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = (
+        f"import local_sandbox_server as s; s.app.run(host='127.0.0.1', port={port}, threaded=True)"
+    )
+    proc = subprocess.Popen(
+        [str(python), "-c", code],
+        cwd=where,
+        env={**os.environ, "WORKER_NUM": "0"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # their shells are its children: stopped with it, as a group
+    )
+    try:
+        for _ in range(120):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read()
+                break
+            time.sleep(0.5)
+        else:
+            raise RuntimeError("NeMo-Skills' server did not become healthy")
+        yield port
+    finally:
+        with contextlib.suppress(OSError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
+
+
 async def measure(
-    targets: dict[str, Any], ports: dict[str, int], rounds: int, block: int, seconds: float
+    targets: dict[str, Any],
+    ports: dict[str, int],
+    rounds: int,
+    block: int,
+    seconds: float,
+    nemo_only: tuple[str, ...] = (),
 ) -> dict[str, float]:
     """Warm latency and rate of each sandbox in ``targets`` and of raw connections to each port
-    in ``ports``, in alternating rounds. Returns medians by name (ms, /s)."""
+    in ``ports`` (NeMo-Skills' ``/execute`` only for names in ``nemo_only``), in alternating
+    rounds. Returns medians by name (ms, /s)."""
     out: dict[str, float] = {}
     async with contextlib.AsyncExitStack() as stack:
         warm: dict[str, Runner] = {}
         for name, sandbox in targets.items():
             s = await stack.enter_async_context(sandbox.session())
             warm[name] = checked(functools.partial(s.run, "print(1+1)"), printed_two)
+            if isinstance(sandbox, LocalSandbox):
+                ipython = functools.partial(s.run, "print(1+1)", ipython=True)
+                warm[f"{name}, IPython cells"] = checked(ipython, printed_two)
         for name, port in ports.items():
-            for nemo in (False, True):
+            for nemo in (False, True) if name not in nemo_only else (True,):
                 api = "NeMo /execute" if nemo else "v1 run"
                 raw = await RawSession.open(
-                    port, f"raw-{os.getpid()}-{name}-{nemo}", nemo=nemo, code="print(1+1)"
+                    port,
+                    f"raw-{os.getpid()}-{name}-{nemo}",
+                    nemo=nemo,
+                    code="print(1+1)",
+                    one_shot=name in nemo_only,
                 )
                 stack.push_async_callback(raw.close)
                 warm[f"{name}: raw socket, {api}"] = checked(raw.run, raw_printed_two)
@@ -262,15 +353,23 @@ async def measure(
                 checked(functools.partial(s.run, "x = 1 + 1"), completed) for s in sessions
             ]
         for name, port in ports.items():
-            raws = [
-                await RawSession.open(
-                    port, f"rate-{os.getpid()}-{name}-{i}", nemo=False, code="x = 1 + 1"
-                )
-                for i in range(SESSIONS)
-            ]
-            for raw in raws:
-                stack.push_async_callback(raw.close)
-            pools[f"{name}: raw sockets"] = [raw.run for raw in raws]
+            for nemo in (False, True) if name not in nemo_only else (True,):
+                raws = [
+                    await RawSession.open(
+                        port,
+                        f"rate-{os.getpid()}-{name}-{nemo}-{i}",
+                        nemo=nemo,
+                        code="x = 1 + 1",
+                        one_shot=name in nemo_only,
+                    )
+                    for i in range(SESSIONS)
+                ]
+                for raw in raws:
+                    stack.push_async_callback(raw.close)
+                    if nemo:
+                        await raw.run()  # creates the session: not part of the timed rounds
+                api = "NeMo /execute" if nemo else "v1 run"
+                pools[f"{name}: raw sockets, {api}"] = [raw.run for raw in raws]
         rates = await rate_rounds(pools, rounds, seconds)
         print(f" executions/s of x = 1 + 1, {SESSIONS} concurrent sessions:")
         for name, values in rates.items():
@@ -278,19 +377,36 @@ async def measure(
     return out
 
 
-async def measure_mode(protect: bool, rounds: int, block: int, seconds: float) -> dict[str, float]:
+async def measure_mode(
+    protect: bool, rounds: int, block: int, seconds: float, theirs: bool = False
+) -> dict[str, float]:
     mode_args = [] if protect else ["--no-protect-state"]
     label = (
         "protect_state=True (default)" if protect else "protect_state=False (--no-protect-state)"
     )
-    print(f"\n[{label}: LocalSandbox in this process vs one server over HTTP]")
-    with servers(1, *mode_args, "--max-sessions", "128") as (server,):
+    also = " and NeMo-Skills' own server" if theirs else ""
+    print(f"\n[{label}: LocalSandbox in this process vs one server over HTTP{also}]")
+    with contextlib.ExitStack() as stack:
+        (server,) = stack.enter_context(servers(1, *mode_args, "--max-sessions", "128"))
+        ports = {"http": server.port}
+        if theirs:
+            ports["nemo-skills"] = stack.enter_context(nemo_skills_server())
         async with (
-            LocalSandbox(protect_state=protect, max_sessions=None, idle_timeout=None) as local,
+            LocalSandbox(
+                protect_state=protect,
+                max_sessions=None,
+                idle_timeout=None,
+                preload=(*SandboxConfig.model_validate({}).preload, "IPython"),
+            ) as local,
             RemoteSandbox(server.url) as remote,
         ):
             return await measure(
-                {"local": local, "http": remote}, {"http": server.port}, rounds, block, seconds
+                {"local": local, "http": remote},
+                ports,
+                rounds,
+                block,
+                seconds,
+                nemo_only=("nemo-skills",),
             )
 
 
@@ -318,12 +434,20 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--full", action="store_true", help="more rounds (a few minutes)")
     parser.add_argument("--nginx", action="store_true", help="also measure 2 servers behind nginx")
+    parser.add_argument(
+        "--nemo-skills",
+        action="store_true",
+        help="also measure NeMo-Skills' own server (their source and venv, see the docstring)",
+    )
     args = parser.parse_args()
     rounds, block, seconds = (10, 300, 1.0) if args.full else (4, 150, 0.5)
     command = " ".join(["python benchmarks/sandbox_service.py", *sys.argv[1:]])
     print(f"command: {command}")
     print(f"python {sys.version.split()[0]}, asyncio event loop; {machine()}")
-    results = {p: await measure_mode(p, rounds, block, seconds) for p in (False, True)}
+    results = {
+        p: await measure_mode(p, rounds, block, seconds, theirs=args.nemo_skills and not p)
+        for p in (False, True)
+    }
     via_nginx = await measure_nginx(rounds, block, seconds) if args.nginx else None
 
     print("\n[ratios in this run: latency HTTP / local, rate local / HTTP]")
@@ -334,6 +458,20 @@ async def main() -> None:
             f"{r['warm http: raw socket, v1 run'] - r['warm local']:+.3f} ms)   "
             f"rate x{r['rate local'] / r['rate http']:.2f}"
         )
+        print(
+            f"  protect_state={protect!s:<5}  IPython cells: local warm "
+            f"{r['warm local, IPython cells'] - r['warm local']:+.3f} ms over plain cells"
+        )
+        if "warm nemo-skills: raw socket, NeMo /execute" in r:
+            ours = r["warm http: raw socket, NeMo /execute"]
+            theirs = r["warm nemo-skills: raw socket, NeMo /execute"]
+            rate_ours = r["rate http: raw sockets, NeMo /execute"]
+            rate_theirs = r["rate nemo-skills: raw sockets, NeMo /execute"]
+            print(
+                f"  NeMo /execute (ipython), ours / NeMo-Skills' server: warm x{ours / theirs:.2f}"
+                f" ({ours:.3f} / {theirs:.3f} ms), rate x{rate_ours / rate_theirs:.2f}"
+                f" ({rate_ours:.0f} / {rate_theirs:.0f} /s)"
+            )
     if via_nginx is not None:
         n = via_nginx
         print(

@@ -16,7 +16,9 @@ def body(frame: bytes) -> bytes:
 
 def test_run_request_round_trips_any_code() -> None:
     code = "print('é \\ud800')\nx = '\ud800'"  # a lone surrogate survives, as it did in JSON
-    assert proto.parse_run(body(proto.run_frame(7, 2.5, 1000, code))) == (7, 2.5, 1000, code)
+    assert proto.parse_run(body(proto.run_frame(7, 2.5, 1000, code))) == (7, 2.5, 1000, 0, code)
+    ipython = proto.run_frame(8, 1.0, 5, code, proto.cell_mode(True, "Minimal"))
+    assert proto.parse_run(body(ipython)) == (8, 1.0, 5, 4, code)
     with pytest.raises(ValueError):
         proto.parse_run(b"short")
 
@@ -73,7 +75,7 @@ def test_unframe_keeps_partial_frames() -> None:
     bodies = proto.unframe_bodies(buffer)
     assert [proto.parse_run(b)[0] for b in bodies] == [1]
     buffer += frames[-1:]
-    assert [proto.parse_run(b)[3] for b in proto.unframe_bodies(buffer)] == ["b"]
+    assert [proto.parse_run(b)[4] for b in proto.unframe_bodies(buffer)] == ["b"]
     assert buffer == bytearray()
 
 

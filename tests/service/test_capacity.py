@@ -26,7 +26,7 @@ def test_idle_sessions_are_evicted_and_say_so() -> None:
         assert reply.body["error"]["type"] == "session_not_found"
         again = client.execute("x", session="n")
         assert again.body["new_session_created"] is True
-        assert "NameError" in again.body["stderr"]
+        assert "NameError" in again.body["stdout"]  # ipython tracebacks: stdout, as theirs
         assert "v" not in {s["session_id"] for s in client.v1("GET", "/sessions").body["sessions"]}
         client.close()
 
@@ -50,7 +50,7 @@ def test_at_max_sessions_the_least_recently_used_idle_session_makes_room() -> No
         assert out[0].body["stdout"] == "'A'\n"  # type: ignore[attr-defined]
         b = client.execute("b", session="b")
         assert b.body["new_session_created"] is True  # "b" was closed to make room
-        assert "NameError" in b.body["stderr"]
+        assert "NameError" in b.body["stdout"]
         sessions = client.request("GET", "/sessions").body["sessions"]
         assert len(sessions) == 2
         client.close()

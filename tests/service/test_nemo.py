@@ -77,12 +77,13 @@ def test_ipython_without_session_header_is_400(client: Client) -> None:
     assert reply.status == 400
 
 
-def test_error_reply_has_the_short_traceback(client: Client) -> None:
+def test_error_reply_has_their_traceback_on_stdout(client: Client) -> None:
     body = execute(client, sid(), "1 / 0")
     assert body["process_status"] == "error"
-    assert body["stderr"] == (
+    assert body["stdout"] == (
         "Traceback (most recent call last):\n    1 / 0\nZeroDivisionError: division by zero\n"
     )
+    assert body["stderr"] == ""
 
 
 def test_output_is_cut_at_max_output_characters(client: Client) -> None:
@@ -115,7 +116,7 @@ def test_delete_session_then_404_and_a_fresh_session(client: Client) -> None:
     again = execute(client, s, "y")
     assert again["new_session_created"] is True
     assert again["process_status"] == "error"
-    assert "NameError" in again["stderr"]  # type: ignore[operator]
+    assert "NameError" in again["stdout"]  # type: ignore[operator]
 
 
 def test_list_sessions_shape(client: Client) -> None:

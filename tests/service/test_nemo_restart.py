@@ -39,7 +39,7 @@ def test_a_lost_interpreter_is_reported_on_that_reply_and_the_next(client: Clien
         ("completed", True),  # still pending, as their server's restart_pending flag
         ("completed", False),
     ]
-    assert "NameError" in execute(client, s, "x")["stderr"]  # type: ignore[operator]
+    assert "NameError" in execute(client, s, "x")["stdout"]  # type: ignore[operator]
 
 
 def test_deleting_the_session_clears_the_pending_flag(client: Client) -> None:

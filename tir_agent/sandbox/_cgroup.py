@@ -36,6 +36,7 @@ import errno
 import fcntl
 import functools
 import os
+import resource
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -44,7 +45,8 @@ ENV = "TIR_AGENT_CGROUP"
 """Names a delegated cgroup v2 directory to make the sandboxes' cgroups in."""
 
 _HIGH_FD = 1000
-"""The template keeps the descriptor at or above this number, out of the sessions' way."""
+"""The template keeps the descriptor at or above this number (or lower, below a lower open-file
+limit), out of the way of the numbers the sessions' channels take."""
 
 
 class CgroupError(OSError):
@@ -288,7 +290,10 @@ def adopt(fd: int, version: int, limit: int) -> None:
     """In the template: keep the sandbox cgroup's descriptor high and close-on-exec (sessions
     close everything above their own channels, so it never reaches user code)."""
     global _fd, _version, _limits
-    _fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD)
+    # high, but below the open-file limit (F_DUPFD refuses a number at or above it)
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    low = _HIGH_FD if soft == resource.RLIM_INFINITY else max(16, min(_HIGH_FD, soft - 64))
+    _fd = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, low)
     if _fd != fd:
         os.close(fd)
     _version = version

@@ -52,6 +52,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tir_agent.sandbox.protocol import TracebackVerbosity
 from tir_agent.sandbox.result import ExecutionResult
 
 API_VERSION = 1
@@ -102,13 +103,16 @@ class NemoExecuteRequest(BaseModel):
     """Seconds; kept as sent (``1`` or ``10.0``) because their timeout text repeats it."""
     language: str = "ipython"
     """``ipython`` (stateful, needs ``X-Session-ID``), ``python``/``python3``/``pypy3`` (a
-    script, ``python -c``, in a fresh session), ``shell`` (``bash``, in a fresh session).
+    script, ``python -c``, in a fresh session), ``shell`` (``bash``, in the server's one shared
+    shell session, so shell requests share files as on their server).
     Anything else (``lean4``) is answered ``process_status: error``."""
     max_output_characters: int = Field(1000, ge=0)
     std_input: str = ""
     """Standard input of a ``python`` or ``shell`` script."""
     traceback_verbosity: str = "Plain"
-    """Accepted for compatibility; tracebacks are always the short form of REFERENCE.md §5."""
+    """IPython's traceback mode for ``ipython`` cells: ``Plain``, ``Context``, ``Verbose`` or
+    ``Minimal`` (their client capitalizes it); another value is answered ``process_status:
+    error``."""
 
 
 class NemoExecuteReply(BaseModel):
@@ -135,6 +139,10 @@ class RunRequest(BaseModel):
     code: str
     timeout: float | None = Field(None, gt=0)
     max_output_characters: int | None = Field(None, ge=0)
+    ipython: bool = False
+    """Run the cell through IPython as NeMo-Skills' server does (``LocalSession.run``)."""
+    traceback_verbosity: TracebackVerbosity | None = None
+    """IPython's traceback mode (``ipython`` cells only; ``None``: ``Plain``)."""
 
 
 class SessionInfo(BaseModel):

@@ -111,9 +111,9 @@ class _Channel(asyncio.Protocol):
             self.waiter.set_exception(exc)
 
     async def request(
-        self, run: tuple[float, int, str] | None, wait: float
+        self, run: tuple[float, int, str, int] | None, wait: float
     ) -> dict[str, Any] | None:
-        """Send a run request ``(timeout, cap, code)``, or the close request (``None``); return
+        """Send a run request ``(timeout, cap, code, mode)``, or the close request (``None``); return
         the result's fields, or ``None`` once the session confirmed its close."""
         if self.lost is not None:
             raise self.lost
@@ -164,7 +164,7 @@ class LocalSession:
         return self._closed is not None
 
     async def _request(
-        self, run: tuple[float, int, str] | None, wait: float
+        self, run: tuple[float, int, str, int] | None, wait: float
     ) -> dict[str, Any] | None:
         return await self._channel.request(run, wait)
 
@@ -174,8 +174,16 @@ class LocalSession:
         *,
         timeout: float | None = None,
         max_output_characters: int | None = None,
+        ipython: bool = False,
+        traceback_verbosity: proto.TracebackVerbosity | None = None,
     ) -> ExecutionResult:
-        """Run one cell in this session; ``None`` means the sandbox's configured default."""
+        """Run one cell in this session; ``None`` means the sandbox's configured default.
+
+        ``ipython=True`` runs the cell through IPython as NeMo-Skills' sandbox server does
+        (docs/service.md): dedented, magics and ``!cmd``, values shown by IPython's pretty
+        printer, tracebacks on stdout shaped by ``traceback_verbosity`` (``Plain`` when
+        ``None``), output tidied as theirs and dropped on a timeout. The default runs it as
+        plain Python: short tracebacks on stderr, values shown with ``repr``."""
         config = self._sandbox.config
         t = config.timeout if timeout is None else float(timeout)
         cap = (
@@ -183,12 +191,22 @@ class LocalSession:
         )
         if t <= 0 or cap < 0:
             raise ConfigError("timeout must be > 0 and max_output_characters >= 0")
+        if traceback_verbosity is not None and not ipython:
+            raise ConfigError(
+                "traceback_verbosity applies to IPython cells only: pass ipython=True as well"
+            )
+        if traceback_verbosity not in (None, *proto.TRACEBACK_VERBOSITIES):
+            raise ConfigError(
+                f"traceback_verbosity {traceback_verbosity!r} is not one of "
+                f"{', '.join(proto.TRACEBACK_VERBOSITIES)}"
+            )
+        mode = proto.cell_mode(ipython, traceback_verbosity or "Plain")
         async with self._lock:
             if self._closed is not None:
                 raise SandboxClosedError(f"the session was closed ({self._closed})")
             self.busy = True
             try:
-                fields = await self._request((t, cap, code), t + SLACK)
+                fields = await self._request((t, cap, code, mode), t + SLACK)
                 if fields is None:
                     raise ValueError("the session closed instead of answering")
             except (OSError, TimeoutError, ValueError) as e:

@@ -24,7 +24,7 @@ import json
 import math
 import socket
 import struct
-from typing import Any
+from typing import Any, Literal
 
 HEADER = struct.Struct(">I")
 """Length prefix of a host <-> session frame."""
@@ -114,8 +114,22 @@ def valid_done(message: Message) -> bool:
     )
 
 
-RUN = struct.Struct(">QdQ")
-"""Body of a run request after the header: request id, timeout (s), output cap; the code follows."""
+RUN = struct.Struct(">QdQB")
+"""Body of a run request after the header: request id, timeout (s), output cap, cell mode
+(:func:`cell_mode`); the code follows."""
+
+TracebackVerbosity = Literal["Plain", "Context", "Verbose", "Minimal"]
+"""IPython's traceback modes, as NeMo-Skills' ``traceback_verbosity`` names them."""
+TRACEBACK_VERBOSITIES: tuple[TracebackVerbosity, ...] = ("Plain", "Context", "Verbose", "Minimal")
+
+
+def cell_mode(ipython: bool, traceback_verbosity: str = "Plain") -> int:
+    """The mode byte of a run request: 0 runs the cell as plain Python (tir-agent's semantics),
+    1-4 through IPython with a traceback verbosity (NeMo-Skills' ``ipython`` semantics)."""
+    if not ipython:
+        return 0
+    return 1 + TRACEBACK_VERBOSITIES.index(traceback_verbosity)
+
 
 RESULT = struct.Struct(">cQBBBBdQQ")
 """Body of a reply: kind (``R`` result, ``C`` closed), request id (0: none), status, state, reason,
@@ -137,18 +151,20 @@ ZERO_RECORD = bytes(RECORD.size)
 """The shared page's record when no answer is in flight."""
 
 
-def run_frame(rid: int, timeout: float, cap: int, code: str) -> bytes:
-    """A run request as the host sends it."""
+def run_frame(rid: int, timeout: float, cap: int, code: str, mode: int = 0) -> bytes:
+    """A run request as the host sends it (``mode``: :func:`cell_mode`)."""
     body = code.encode("utf-8", "surrogatepass")
-    return HEADER.pack(RUN.size + len(body)) + RUN.pack(rid, timeout, cap) + body
+    return HEADER.pack(RUN.size + len(body)) + RUN.pack(rid, timeout, cap, mode) + body
 
 
-def parse_run(body: bytes) -> tuple[int, float, int, str]:
-    """Inverse of :func:`run_frame` (without the header): ``(rid, timeout, cap, code)``."""
+def parse_run(body: bytes) -> tuple[int, float, int, int, str]:
+    """Inverse of :func:`run_frame` (without the header): ``(rid, timeout, cap, mode, code)``."""
     if len(body) < RUN.size:
         raise ValueError("short run request")
-    rid, timeout, cap = RUN.unpack_from(body)
-    return rid, timeout, cap, body[RUN.size :].decode("utf-8", "surrogatepass")
+    rid, timeout, cap, mode = RUN.unpack_from(body)
+    if mode > len(TRACEBACK_VERBOSITIES):
+        raise ValueError("unknown cell mode")
+    return rid, timeout, cap, mode, body[RUN.size :].decode("utf-8", "surrogatepass")
 
 
 def result_frame(

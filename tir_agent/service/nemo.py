@@ -6,7 +6,9 @@ Replies are the ones NeMo-Skills' own server (``local_sandbox_server.py``) sends
 ``state``, ``reason``, ``duration`` and ``*_truncated`` are on the ``/v1`` API only), and errors
 are ``{"error": "<message>"}``.
 
-- ``ipython`` runs the cell in the named session of ``X-Session-ID`` (created on first use). When
+- ``ipython`` runs the cell in the named session of ``X-Session-ID`` (created on first use),
+  through IPython as their server does (``LocalSession.run(ipython=True)``, with the request's
+  ``traceback_verbosity``); a timeout answers their line and nothing else. When
   a session's interpreter was restarted and its variables lost, the reply says
   ``new_session_created: true`` and so does the session's next reply (their server's "restart
   pending" flag): their client replays its history of the session on seeing it, and does not
@@ -14,7 +16,8 @@ are ``{"error": "<message>"}``.
 - ``python``/``python3``/``pypy3`` run the code as a script, ``python -c <code>`` in a fresh
   session with ``std_input`` as its standard input: their status (``completed`` whatever the exit
   code), their traceback (``File "<string>"``), their timeout reply. ``pypy3`` runs on CPython.
-- ``shell`` runs the script with ``/bin/bash`` in a fresh session (``completed`` on exit code 0,
+- ``shell`` runs the script with ``/bin/bash`` in one session shared by all shell requests
+  (:data:`SHELL_SESSION`), so they share files as on their server (``completed`` on exit code 0,
   else ``error``).
 - ``lean4`` and any other language answer ``process_status: error`` with the reason in
   ``stderr`` (200, as their server does when Lean is missing), not an HTTP error.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 
 from pydantic_core import to_json
 from starlette.types import Receive, Scope, Send
@@ -32,7 +36,7 @@ from tir_agent._log import get_logger
 from tir_agent.errors import SandboxClosedError, SandboxError
 from tir_agent.sandbox.http_api import API_VERSION, NemoExecuteRequest
 from tir_agent.sandbox.local import LocalSession
-from tir_agent.sandbox.protocol import CUT_MARKER, timeout_text
+from tir_agent.sandbox.protocol import CUT_MARKER, TRACEBACK_VERBOSITIES
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.service._asgi import (
     JSON,
@@ -59,6 +63,10 @@ SESSIONS_BACKEND = "ipython"
 
 SCRIPT_LANGUAGES = ("python", "python3", "pypy3")
 MAX_NEMO_SESSION_ID = 256
+SHELL_SESSION = "\x00nemo-shell"
+"""The named session every ``shell`` request runs in, so that shell requests share files as on
+their server (their IOI evaluator writes sources in one request and compiles them in the next).
+No client can name it: header values cannot hold a NUL. Not listed by ``GET /sessions``."""
 SCRIPT_SLACK = 10.0
 """Seconds the session running a script may take beyond the script's own timeout (starting the
 interpreter, killing it, collecting its output) before the session itself is timed out."""
@@ -292,6 +300,15 @@ def unsupported(language: str) -> str:
 
 async def run_ipython(service: Service, session_id: str, request: NemoExecuteRequest) -> bytes:
     """One cell in the named session, created on first use."""
+    verbosity = request.traceback_verbosity
+    if verbosity not in TRACEBACK_VERBOSITIES:
+        # their server fails on it too (IPython rejects the mode); answer in their reply shape
+        message = (
+            f"traceback_verbosity {verbosity!r} is not one of "
+            f"{', '.join(TRACEBACK_VERBOSITIES)} (their client capitalizes plain, context, "
+            "verbose, minimal)\n"
+        )
+        return reply_bytes("error", "", message, False)
     pending = service.nemo_restarted
     for attempt in range(2):
         entry, created = await service.registry.get_or_create(session_id)
@@ -302,6 +319,8 @@ async def run_ipython(service: Service, session_id: str, request: NemoExecuteReq
                 request.generated_code,
                 timeout=request.timeout,
                 max_output_characters=request.max_output_characters,
+                ipython=True,
+                traceback_verbosity=verbosity,
             )
         except SandboxClosedError:
             if service.stopping:
@@ -328,15 +347,12 @@ async def run_ipython(service: Service, session_id: str, request: NemoExecuteReq
 
 
 def ipython_reply(result: ExecutionResult, request: NemoExecuteRequest, new: bool) -> bytes:
-    """The reply for an ``ipython`` cell; a timeout is worded as theirs."""
-    stderr = result.stderr
+    """The reply for an ``ipython`` cell; a timeout is theirs word for word: no output (their
+    server drops what the cell printed when it stops it), their line, no note on the state."""
     if result.status == "timeout":
-        # what the cell wrote to stderr before the timeout, then their line (no note about the
-        # state: their models never saw one)
-        notice = stderr.rfind(timeout_text(request.timeout))
-        before = stderr[:notice] if notice >= 0 else ""
-        stderr = cut(before + timeout_message(request.timeout), request.max_output_characters)
-    return reply_bytes(result.status, result.stdout, stderr, new)
+        line = cut(timeout_message(request.timeout), request.max_output_characters)
+        return reply_bytes("timeout", "", line, new)
+    return reply_bytes(result.status, result.stdout, result.stderr, new)
 
 
 def cut_short(service: Service) -> ExecutionResult:
@@ -362,7 +378,10 @@ async def run_script(service: Service, kind: str, request: NemoExecuteRequest) -
         )
 
     try:
-        result = await service.registry.stateless(work)
+        if kind == "shell":
+            result = await shared_shell(service, work)
+        else:
+            result = await service.registry.stateless(work)
     except asyncio.CancelledError:
         if not service.stopping:
             raise
@@ -384,10 +403,30 @@ async def run_script(service: Service, kind: str, request: NemoExecuteRequest) -
     return reply_bytes("error", "", cut(f"The {kind} script could not be run: {why}", cap), None)
 
 
+async def shared_shell(
+    service: Service, work: Callable[[LocalSession], Awaitable[ExecutionResult]]
+) -> ExecutionResult:
+    """Run ``work`` in the session of every ``shell`` request (:data:`SHELL_SESSION`), one
+    request at a time; a session closed meanwhile (evicted when idle) is opened afresh."""
+    for attempt in range(2):
+        entry, _ = await service.registry.get_or_create(SHELL_SESSION)
+        try:
+            return await work(entry.session)
+        except SandboxClosedError:
+            if service.stopping or attempt:
+                raise
+        except SandboxError as e:
+            log.warning("session.lost", error=str(e))
+            return lost(f"The sandbox session failed ({e})", "sandbox_error")
+    raise AssertionError("unreachable")
+
+
 async def list_sessions(service: Service, send: Send) -> None:
     """``GET /sessions``: their shape exactly."""
     sessions = {}
     for entry in service.registry.entries():
+        if entry.session_id == SHELL_SESSION:
+            continue
         info = entry.info()
         sessions[entry.session_id] = {
             "alive": True,
@@ -401,7 +440,7 @@ async def list_sessions(service: Service, send: Send) -> None:
 async def delete_session(service: Service, session_id: str, send: Send) -> None:
     """``DELETE /sessions/{id}``: 200 or 404 with their messages."""
     service.nemo_restarted.discard(session_id)
-    entry = await service.registry.delete(session_id)
+    entry = None if session_id == SHELL_SESSION else await service.registry.delete(session_id)
     if entry is None:
         message = f"IPython session {session_id} not found"
         raise HTTPError(404, "session_not_found", message, nemo_error=message)

@@ -10,10 +10,20 @@ from __future__ import annotations
 import hmac
 from typing import Literal
 
+from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.service._asgi import HTTPError
 from tir_agent.service.config import ServiceConfig
 from tir_agent.service.registry import SessionRegistry
+
+
+def with_ipython(config: SandboxConfig) -> SandboxConfig:
+    """``config`` with IPython preloaded: the NeMo-Skills API runs ``ipython`` cells through
+    IPython's shell, which the template then makes once for every session (otherwise each
+    session's first cell would import IPython, about half a second)."""
+    if "IPython" in config.preload:
+        return config
+    return config.model_copy(update={"preload": (*config.preload, "IPython")})
 
 
 class Service:
@@ -21,7 +31,7 @@ class Service:
 
     def __init__(self, config: ServiceConfig) -> None:
         self.config = config
-        self.sandbox = LocalSandbox(config.sandbox)
+        self.sandbox = LocalSandbox(with_ipython(config.sandbox))
         self.registry = SessionRegistry(self.sandbox)
         self.stopping = False
         """Set on SIGTERM/SIGINT: new work is refused (503), in-flight executions finish."""

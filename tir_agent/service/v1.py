@@ -38,6 +38,7 @@ from tir_agent.service._asgi import (
     send_json,
     shutting_down,
 )
+from tir_agent.service.nemo import SHELL_SESSION
 from tir_agent.service.state import Service
 
 log = get_logger(__name__)
@@ -188,6 +189,12 @@ def run_request(service: Service, body: bytes) -> RunRequest:
         max_timeout=config.max_timeout,
         max_output_cap=config.max_output_cap,
     )
+    if request.traceback_verbosity is not None and not request.ipython:
+        raise HTTPError(
+            422,
+            "invalid_request",
+            'traceback_verbosity applies to IPython cells only: send "ipython": true as well',
+        )
     return request
 
 
@@ -207,6 +214,8 @@ async def run(
             request.code,
             timeout=request.timeout,
             max_output_characters=request.max_output_characters,
+            ipython=request.ipython,
+            traceback_verbosity=request.traceback_verbosity,
         )
     except SandboxClosedError:
         if service.stopping:
@@ -236,6 +245,8 @@ async def run_stateless(
             request.code,
             timeout=request.timeout,
             max_output_characters=request.max_output_characters,
+            ipython=request.ipython,
+            traceback_verbosity=request.traceback_verbosity,
         )
 
     result = await service.registry.stateless(work)
@@ -267,7 +278,8 @@ async def create(service: Service, headers: dict[bytes, bytes], send: Send) -> N
 
 async def list_sessions(service: Service, send: Send) -> None:
     """``GET /v1/sessions``."""
-    listing = SessionList(sessions=[e.info() for e in service.registry.entries()])
+    entries = [e for e in service.registry.entries() if e.session_id != SHELL_SESSION]
+    listing = SessionList(sessions=[e.info() for e in entries])
     await send_bytes(send, 200, listing.model_dump_json().encode(), V1)
 
 

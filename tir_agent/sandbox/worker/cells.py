@@ -22,6 +22,7 @@ import traceback
 import types
 from typing import Any
 
+from tir_agent.sandbox import _ipython_cell
 from tir_agent.sandbox import protocol as proto
 
 
@@ -103,11 +104,15 @@ class Runner:
         if self.in_cell:
             raise SoftInterrupt
 
-    def execute(self, code: str, cap: int) -> proto.Message:
-        """Run one cell; return ``status``, ``reason``, ``duration``."""
+    def execute(self, code: str, cap: int, mode: int = 0) -> proto.Message:
+        """Run one cell; return ``status``, ``reason``, ``duration``. ``mode`` (of the request,
+        :func:`protocol.cell_mode`): 0 plain Python, else IPython with a traceback verbosity."""
         budget = proto.byte_budget(cap)
         self.out_raw.limit = self.err_raw.limit = budget
         self.out_raw.written = self.err_raw.written = 0
+        if mode:  # an IPython cell (NeMo-Skills' semantics), see _ipython_cell
+            verbosity = proto.TRACEBACK_VERBOSITIES[mode - 1]
+            return _ipython_cell.execute(self, code, verbosity, 4 * budget, SoftInterrupt)
         self.cell += 1
         filename = f"<cell-{self.cell}>"
         lines = code.splitlines(keepends=True)

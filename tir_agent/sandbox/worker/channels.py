@@ -39,8 +39,9 @@ class Frames:
             n -= len(data)
         return b"".join(chunks)
 
-    def next(self) -> tuple[int, float, int, str] | None:
-        """The next run request ``(rid, timeout, cap, code)``; ``None`` once the host closed."""
+    def next(self) -> tuple[int, float, int, int, str] | None:
+        """The next run request ``(rid, timeout, cap, mode, code)``; ``None`` once the host
+        closed."""
         while True:
             header = self._exactly(proto.HEADER.size)
             body = None if header is None else self._exactly(proto.HEADER.unpack(header)[0])

@@ -45,12 +45,12 @@ def serve_cells(
         spin = time.perf_counter() - waited < SPIN
         if request is None:
             os._exit(0)  # the host closed the session
-        rid, timeout, cap, code = request
+        rid, timeout, cap, mode, code = request
         if direct is not None:
             direct.begin(rid, timeout, cap)
         else:
             send(ctl, {"op": "start", "pid": me, "rid": rid, "cap": cap, "timeout": timeout})
-        result = runner.execute(code, cap)
+        result = runner.execute(code, cap, mode)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
             os._exit(0)
         handed: dict[str, Any] = {}

@@ -18,7 +18,7 @@ import socket
 import sys
 from typing import NoReturn
 
-from tir_agent.sandbox import _cgroup, isolation
+from tir_agent.sandbox import _cgroup, _ipython_cell, isolation
 from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.worker.layout import SPARES
@@ -51,6 +51,10 @@ def template_main(argv: list[str]) -> NoReturn:
             importlib.import_module(name)
         except Exception as e:
             failed[name] = repr(e)
+    try:  # IPython's shell for IPython cells, made once here (see _ipython_cell)
+        _ipython_cell.preload(config.preload)
+    except Exception as e:
+        failed["IPython"] = f"the IPython shell could not be made: {e!r}"
     isolation.prepare_template(config, protections)
     isolation.start_memory_watchdog(config, protections)
     compile("x = 1\nx", "<warm>", "exec")
