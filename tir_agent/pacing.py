@@ -116,10 +116,10 @@ class Pacer:
         for kind, given in (("requests", self.max_rpm), ("tokens", self.max_tpm)):
             limit = _number(headers, f"x-ratelimit-limit-{kind}")
             bucket: RateLimiter | None = getattr(self, kind)
-            if limit is not None and limit > 0 and given is None:
-                if bucket is None or abs(bucket.rate * 60 - limit) > 1e-6:
-                    bucket = RateLimiter(limit, clock=self._clock, sleep=self._sleep)
-                    setattr(self, kind, bucket)
+            told = limit is not None and limit > 0 and given is None
+            if told and (bucket is None or abs(bucket.rate * 60 - limit) > 1e-6):  # type: ignore[operator]
+                bucket = RateLimiter(limit, clock=self._clock, sleep=self._sleep)  # type: ignore[arg-type]
+                setattr(self, kind, bucket)
             remaining = _number(headers, f"x-ratelimit-remaining-{kind}")
             if bucket is not None and remaining is not None:
                 bucket.lower_to(remaining)

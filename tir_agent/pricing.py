@@ -108,7 +108,9 @@ def _parse(data: Any, where: str) -> PriceTable:
                 "as {input: ..., cached_input: ..., output: ...}"
             ) from None
     return PriceTable(
-        table, as_of=None if as_of is None else str(as_of), source=None if source is None else str(source)
+        table,
+        as_of=None if as_of is None else str(as_of),
+        source=None if source is None else str(source),
     )
 
 

@@ -42,10 +42,10 @@ class Usage(BaseModel):
 
     model_config = _FROZEN
 
-    input_tokens: int = Field(0, validation_alias=AliasChoices("input_tokens", "prompt_tokens"))
+    input_tokens: int = Field(default=0, validation_alias=AliasChoices("input_tokens", "prompt_tokens"))
     """Tokens of the request(s) (``prompt_tokens``)."""
     output_tokens: int = Field(
-        0, validation_alias=AliasChoices("output_tokens", "completion_tokens")
+        default=0, validation_alias=AliasChoices("output_tokens", "completion_tokens")
     )
     """Tokens generated, reasoning tokens included (``completion_tokens``)."""
     cached_tokens: int = 0

@@ -236,7 +236,9 @@ class ResponsesFormat:
         self._encrypted = reasoning_model and not store
         self._instructions, self._input = input_items(messages, developer=reasoning_model)
         self._head = (
-            [] if self._instructions is None else [{"role": "system", "content": self._instructions}]
+            []
+            if self._instructions is None
+            else [{"role": "system", "content": self._instructions}]
         )
         self._previous: str | None = None
         self._known = 0
@@ -283,7 +285,11 @@ class ResponsesFormat:
         for item in feedback:
             body = item.result.stdout + item.result.stderr if item.result is not None else ""
             self._input.append(
-                {"type": "function_call_output", "call_id": item.call.id, "output": body + item.hint}
+                {
+                    "type": "function_call_output",
+                    "call_id": item.call.id,
+                    "output": body + item.hint,
+                }
             )
             if item.result is not None and item.call.code is not None:
                 transcript.append(code_block(self.tags, item.call.code))
@@ -323,7 +329,9 @@ async def stream_response(
             final = event.response
         elif kind == "response.failed":
             error = getattr(event.response, "error", None)
-            raise ModelError(f"the model endpoint failed the response: {getattr(error, 'message', None)}")
+            raise ModelError(
+                f"the model endpoint failed the response: {getattr(error, 'message', None)}"
+            )
         elif kind == "error":
             raise ModelError(f"the model endpoint reported an error mid-stream: {event.message}")
     if final is None:
