@@ -11,6 +11,7 @@ every request's host is rewritten to ``local-model.test`` before it is recorded 
 from __future__ import annotations
 
 import json
+from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,8 +107,10 @@ _VERSIONED = ("user-agent", "authorization", "host", "x-stainless-", "openai-", 
 
 def _normalise_request(request: Any) -> Any:
     """Same host for recording and replay; secrets and version headers dropped."""
-    path = request.uri.split("/v1", 1)[1] if "/v1" in request.uri else ""
-    request.uri = REPLAY_URL + path
+    parts = urlsplit(request.uri)  # /v1/... for the API, /tokenize or /extras/tokenize beside it
+    request.uri = (
+        REPLAY_URL.removesuffix("/v1") + parts.path + (f"?{parts.query}" if parts.query else "")
+    )
     for name in list(request.headers):
         if name.lower().startswith(_VERSIONED):
             del request.headers[name]
@@ -146,4 +149,5 @@ def summary(result: SolveResult) -> dict[str, Any]:
         "generation": result.generation,
         "executions": [[e.code, e.status] for e in result.executions],
         "turns": len(result.turns),
+        "usage": result.usage.model_dump(),
     }
