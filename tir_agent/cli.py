@@ -393,6 +393,14 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
         return asyncio.run(_dry_run(config, source))
     progress = batch.make_progress(sys.stderr, enabled=not args.no_progress)
     summary = asyncio.run(batch.generate(source, target, config, progress=progress))
+    if summary.not_started:
+        print(
+            f"stopped at max_cost={config.max_cost}: ${summary.spent:.4f} spent, "
+            f"{summary.not_started} samples not started; rerun with a higher ++max_cost to "
+            "resume",
+            file=sys.stderr,
+        )
+        return 0  # the journals stay; no output file yet
     names = ", ".join(str(p) for p in summary.outputs)
     print(
         f"wrote {names}: {summary.generated} samples generated, {summary.skipped} kept from an "
@@ -475,6 +483,7 @@ _METRIC_FIELDS = (
     "num_generated_tokens",
     "code_rounds_executed",
     "num_code_timeouts",
+    "cost",
 )
 """What the metrics read; only these are kept in memory across the seed files."""
 

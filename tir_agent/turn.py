@@ -42,7 +42,9 @@ class Usage(BaseModel):
 
     model_config = _FROZEN
 
-    input_tokens: int = Field(default=0, validation_alias=AliasChoices("input_tokens", "prompt_tokens"))
+    input_tokens: int = Field(
+        default=0, validation_alias=AliasChoices("input_tokens", "prompt_tokens")
+    )
     """Tokens of the request(s) (``prompt_tokens``)."""
     output_tokens: int = Field(
         default=0, validation_alias=AliasChoices("output_tokens", "completion_tokens")
