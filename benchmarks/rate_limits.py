@@ -135,7 +135,9 @@ def main() -> None:
     """Parse the options, run paced then unpaced, print one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tpm", type=float, default=60000)
-    parser.add_argument("--burst", type=float, default=2.0, help="seconds of tokens the bucket holds")
+    parser.add_argument(
+        "--burst", type=float, default=2.0, help="seconds of tokens the bucket holds"
+    )
     parser.add_argument("--latency", type=float, default=0.2, help="seconds per reply")
     parser.add_argument("--seconds", type=float, default=40)
     parser.add_argument("--callers", type=int, default=64)

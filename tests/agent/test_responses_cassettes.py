@@ -15,7 +15,7 @@ import json
 import pytest
 from vcr.errors import CannotOverwriteExistingCassetteException
 
-from tests.agent.cassette_scenarios import BASE_URL, CASSETTES, recorder
+from tests.agent.cassette_scenarios import BASE_URL, recorder
 from tests.agent.responses_cassettes import MODEL, SCENARIOS, Scenario
 from tir_agent.agent import Agent
 from tir_agent.sandbox.base import Sandbox

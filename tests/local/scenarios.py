@@ -11,10 +11,10 @@ every request's host is rewritten to ``local-model.test`` before it is recorded 
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import vcr
 
@@ -45,9 +45,14 @@ class Scenario:
     options: dict[str, Any] = field(default_factory=dict)
     known_bug: str | None = None
     """Set while the agent mishandles this exchange: live tests xfail, nothing is recorded."""
+    openai_model: str | None = None
+    """Recorded only against OpenAI, with this model (the Responses API: llama.cpp has none);
+    its options are the scenario's own, not the local model's defaults."""
 
     def agent_options(self) -> dict[str, Any]:
         """Agent options: the local defaults for the format, then the scenario's own."""
+        if self.openai_model is not None:
+            return dict(self.options)
         options = local_agent_options(self.format, self.api)  # type: ignore[arg-type]
         if "system" in self.options or "user" in self.options:
             options.pop("prompt", None)  # the scenario's own templates replace it
@@ -63,6 +68,17 @@ _TOOLS = {
     "user": "{problem}",
 }
 _SQUARES = "Calculate the sum of squares from 1 to 10."
+_RESPONSES = {
+    "api": "responses",
+    "system": "Use python_exec for every computation, then check the result with a second call. "
+    "Put the final answer in \\boxed{{}}.",
+    "user": "{problem}",
+    "reasoning_effort": "low",
+    "max_code_executions": 4,
+    "max_model_calls": 8,
+    "seed": 0,
+}
+"""A reasoning model over the Responses API: several calls, its reasoning carried (store=false)."""
 _POWER = "Print 2**10 with Python."
 
 SCENARIOS = [
@@ -72,7 +88,11 @@ SCENARIOS = [
     Scenario("chat_tags_streamed", "tags", "chat", _SQUARES, True, _HINTED),
     Scenario("tools", "tools", "chat", _POWER, options=_TOOLS),
     Scenario("tools_streamed", "tools", "chat", _POWER, True, _TOOLS),
-]
+    Scenario("responses_reasoning", "tools", "responses", _SQUARES, False, _RESPONSES,
+             openai_model="o4-mini"),
+    Scenario("responses_reasoning_streamed", "tools", "responses", _SQUARES, True, _RESPONSES,
+             openai_model="o4-mini"),
+]  # fmt: skip
 RECORDED = [s for s in SCENARIOS if s.known_bug is None]
 
 
