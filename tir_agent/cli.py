@@ -449,6 +449,13 @@ async def _dry_run(config: GenerateConfig, source: Path) -> int:
         for message in body["messages"]:
             print(f"--- {message.get('role')}")
             print(message.get("content"))
+    elif "input" in body:  # the Responses API: instructions, then input items
+        if body.get("instructions") is not None:
+            print("--- instructions")
+            print(body["instructions"])
+        for item in body["input"]:
+            print(f"--- {item.get('role', item.get('type'))}")
+            print(item.get("content", item.get("output")))
     else:
         print(body.get("prompt"))
     print(f"# request: POST {captured[0].url}")
