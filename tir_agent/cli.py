@@ -348,6 +348,7 @@ def print_solution(result: SolveResult, code_begin: str, stream: TextIO) -> None
             f"status {result.status} · {len(result.executions)} executions · "
             f"{len(result.turns)} model calls · {result.usage.completion_tokens} tokens · "
             f"{result.generation_time:.2f} s"
+            + ("" if result.cost is None else f" · ${result.cost:.4f}")
         )
     )
 
