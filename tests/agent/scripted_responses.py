@@ -30,8 +30,11 @@ from openai.types.responses import (
     ResponseContentPartAddedEvent,
     ResponseContentPartDoneEvent,
     ResponseCreatedEvent,
+    ResponseError,
+    ResponseFailedEvent,
     ResponseFunctionCallArgumentsDeltaEvent,
     ResponseFunctionCallArgumentsDoneEvent,
+    ResponseIncompleteEvent,
     ResponseInProgressEvent,
     ResponseOutputItemAddedEvent,
     ResponseOutputItemDoneEvent,
@@ -60,8 +63,11 @@ class ScriptedResponses:
         reasoning: bool = False,
         chunk: int = 7,
         headers: dict[str, str] | None = None,
+        fail_stream: str | None = None,
     ) -> None:
         self.steps = list(steps)
+        self.fail_stream = fail_stream
+        """Streams end with ``response.failed`` carrying this message."""
         self.reasoning = reasoning
         self.chunk = chunk
         self.extra_headers = headers or {}
@@ -325,11 +331,28 @@ class ScriptedResponses:
                     sequence_number=seq(),
                 )
             )
-        events.append(
-            ResponseCompletedEvent(
-                type="response.completed", response=response, sequence_number=seq()
+        if self.fail_stream is not None:  # the endpoint gives up mid-stream
+            failed = response.model_copy(
+                update={
+                    "status": "failed",
+                    "error": ResponseError(code="server_error", message=self.fail_stream),
+                }
             )
-        )
+            events.append(
+                ResponseFailedEvent(type="response.failed", response=failed, sequence_number=seq())
+            )
+        elif response.status == "incomplete":
+            events.append(
+                ResponseIncompleteEvent(
+                    type="response.incomplete", response=response, sequence_number=seq()
+                )
+            )
+        else:
+            events.append(
+                ResponseCompletedEvent(
+                    type="response.completed", response=response, sequence_number=seq()
+                )
+            )
         return events
 
 

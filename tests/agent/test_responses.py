@@ -293,3 +293,20 @@ async def test_named_tool_choice_is_flat(sandbox: Sandbox) -> None:
     await responses_agent(server, sandbox, "gpt-4.1", tool_choice="python_exec").asolve("p")
     assert server.requests[0]["tool_choice"] == {"type": "function", "name": "python_exec"}
     assert json.dumps(server.requests[0]["tools"]).count('"function"') == 1
+
+
+@aio
+@pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
+async def test_an_incomplete_response_is_length(sandbox: Sandbox, streamed: bool) -> None:
+    server = ScriptedResponses([Step("The answer is", finish_reason="length")])
+    result, _ = await solve(responses_agent(server, sandbox), "p", streamed)
+    assert result.status == "length" and result.turns[0].finish_reason == "length"
+    assert result.generation == "The answer is"
+
+
+@aio
+async def test_a_failed_stream_ends_the_solve_with_an_error(sandbox: Sandbox) -> None:
+    server = ScriptedResponses([Step("Partial")], fail_stream="The server had an error.")
+    result, events = await solve(responses_agent(server, sandbox), "p", streamed=True)
+    assert result.status == "error" and "The server had an error." in (result.error or "")
+    assert any(isinstance(e, TextDelta) for e in events)  # it had started streaming
