@@ -619,7 +619,8 @@ class _Run:
         messages = list(fmt.messages())
         if fmt.name != "completions":  # chat formats: exactly what went over the wire
             messages = self.agent.client.sent_messages(messages)
-        if self.agent._local is not None:
+        model = self.config.model
+        if model == "local" or model.startswith("local:"):
             cost: float | None = 0.0  # the embedded model runs here: no API fees
         else:
             cost = cost_of(self.usage, self.config.model, self.agent.prices)

@@ -88,3 +88,16 @@ async def test_result_cost_and_one_warning_for_an_unknown_model(
         second = await agent("mystery-model").asolve("p")
     assert first.cost is None and second.cost is None and first.answer == "42"
     assert [e["model"] for e in logs if e["event"] == "cost.unknown"] == ["mystery-model"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_embedded_model_costs_nothing(sandbox: Sandbox) -> None:
+    """``model="local"`` (here its server stood in for by the scripted one, as a ``base_url``)."""
+    server = ScriptedServer([Step("\\boxed{1}")], tags=PRESETS["openmath"])
+    agent = Agent(
+        "local", base_url="http://scripted.test/v1", format="tags", api="chat",
+        sandbox=sandbox, http_client=server.client(), user="{problem}",
+    )  # fmt: skip
+    with capture_logs() as logs:
+        result = await agent.asolve("p")
+    assert result.cost == 0.0 and not [e for e in logs if e["event"] == "cost.unknown"]
