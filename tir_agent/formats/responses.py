@@ -6,7 +6,8 @@ chat-style definition is converted by :func:`responses_tools`), calls come back 
 ``function_call`` items and their results go back as ``function_call_output`` items with the
 same ``call_id`` (REFERENCE.md §6). What the model is sent (outputs, hints, the run-out text, the
 final round with ``tool_choice="none"``) and the generation are byte-identical to the chat tools
-format: the calls go through the same :func:`~tir_agent.formats.native.parse_call`.
+format, because :class:`ResponsesFormat` is an adapter of it: the chat format builds the request
+(translated here), parses the calls and writes the outputs, one place for every tool it offers.
 
 Reasoning carried across tool calls. Reasoning models return ``reasoning`` items; every output
 item of a reply is appended to the input of the next request, so the model keeps its chain of
@@ -27,14 +28,7 @@ from typing import Any, Literal
 
 from tir_agent.errors import ModelError
 from tir_agent.formats.base import Feedback, ModelReply, ModelRequest, ToolCallData
-from tir_agent.formats.native import (
-    ToolChoice,
-    code_block,
-    parse_call,
-    tool_choice_param,
-    tool_definition,
-)
-from tir_agent.formats.output import format_result
+from tir_agent.formats.native import ToolChoice, ToolsFormat
 from tir_agent.formats.tags import TagPreset
 from tir_agent.turn import FinishReason, Turn
 from tir_agent.usage import usage_from
@@ -213,7 +207,14 @@ def reply_from_response(response: Any) -> ModelReply:
 
 
 class ResponsesFormat:
-    """Format ``tools`` over the Responses API: function tools, output items carried forward."""
+    """Format ``tools`` over the Responses API, as an adapter of the chat tools format.
+
+    The chat format (:class:`~tir_agent.formats.native.ToolsFormat`) stays the one place that
+    decides the tools offered, parses calls and writes their outputs and hints: each request is
+    its chat request translated (tools flattened by :func:`responses_tools`, ``max_tokens`` as
+    ``max_output_tokens``), and each tool message it adds is sent as a ``function_call_output``
+    item. So the Responses API gets every tool the chat format offers, and the bytes it sends.
+    """
 
     name: Literal["tools"] = "tools"
 
@@ -226,12 +227,9 @@ class ResponsesFormat:
         *,
         reasoning_model: bool = False,
         store: bool = False,
-        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self.tags = tags
-        self._params = params
-        self._tool_choice = responses_tool_choice(tool_choice_param(tool_choice))
-        self._tools = responses_tools(tools if tools is not None else [tool_definition()])
+        self._chat = ToolsFormat(list(messages), tags, params, tool_choice)
         self._store = store
         self._encrypted = reasoning_model and not store
         self._instructions, self._input = input_items(messages, developer=reasoning_model)
@@ -245,10 +243,17 @@ class ResponsesFormat:
         """Items of ``_input`` the server holds (``store=True``): up to the previous reply."""
 
     def build_request(self, *, final: bool, max_tokens: int | None) -> ModelRequest:
-        """Input items (only the new ones after ``previous_response_id`` when storing), the tools,
-        ``tool_choice`` (``"none"`` once the budget is spent) and ``store``/``include``."""
-        params: dict[str, Any] = {**self._params, "tools": self._tools, "store": self._store}
-        params["tool_choice"] = "none" if final else self._tool_choice
+        """The chat format's request as a Responses request: input items (only the new ones after
+        ``previous_response_id`` when storing), flat tools, ``tool_choice`` (``"none"`` once the
+        budget is spent), ``max_output_tokens``, ``store`` and ``include``."""
+        params = dict(self._chat.build_request(final=final, max_tokens=max_tokens).params)
+        del params["messages"]
+        params["tools"] = responses_tools(params.get("tools") or ())
+        if "tool_choice" in params:
+            params["tool_choice"] = responses_tool_choice(params["tool_choice"])
+        if "max_tokens" in params:
+            params["max_output_tokens"] = params.pop("max_tokens")
+        params["store"] = self._store
         if self._instructions is not None:
             params["instructions"] = self._instructions
         if self._previous is not None:
@@ -258,45 +263,34 @@ class ResponsesFormat:
             params["input"] = list(self._input)
         if self._encrypted:
             params["include"] = [ENCRYPTED_REASONING]
-        if max_tokens is not None:
-            params["max_output_tokens"] = max_tokens
         return ModelRequest("responses", params)
 
     def parse(self, reply: ModelReply, index: int) -> Turn:
-        """Function calls become code calls; every output item joins the input."""
+        """The chat format parses the calls; every output item of the reply joins the input."""
+        turn = self._chat.parse(reply, index)
         self._input.extend(reply.output_items)
         if self._store and reply.response_id:
             self._previous = reply.response_id
             self._known = len(self._input)
-        return Turn(
-            index=index,
-            text=reply.text,
-            calls=tuple(parse_call(tc) for tc in reply.tool_calls),
-            finish_reason=reply.finish_reason,
-            usage=reply.usage,
-            latency=reply.latency,
-            reasoning=reply.reasoning,
-        )
+        return turn
 
     def feed(self, turn: Turn, feedback: list[Feedback]) -> str:
-        """One ``function_call_output`` per call, in order (the same text the chat tools format
-        sends as tool messages); executed calls enter the generation as blocks."""
-        transcript = []
-        for item in feedback:
-            body = item.result.stdout + item.result.stderr if item.result is not None else ""
-            self._input.append(
-                {
-                    "type": "function_call_output",
-                    "call_id": item.call.id,
-                    "output": body + item.hint,
-                }
-            )
-            if item.result is not None and item.call.code is not None:
-                transcript.append(code_block(self.tags, item.call.code))
-                transcript.append(format_result(self.tags, item.result, item.hint))
-        text = "".join(transcript)
-        if text and turn.text and not turn.text.endswith("\n"):
-            text = "\n" + text
+        """The chat format writes the outputs; each tool message it adds goes up as a
+        ``function_call_output`` item with its ``call_id``, in order."""
+        chat = self._chat.messages()
+        before = len(chat)
+        text = self._chat.feed(turn, feedback)
+        for message in chat[before:]:
+            if message.get("role") == "tool":
+                content = message.get("content")
+                output = content if isinstance(content, str) else _content(content, "tool")
+                self._input.append(
+                    {
+                        "type": "function_call_output",
+                        "call_id": message.get("tool_call_id"),
+                        "output": output,
+                    }
+                )
         return text
 
     def messages(self) -> list[dict[str, Any]]:
