@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 from tests.local.scenarios import (  # noqa: E402
     CASSETTES,
     OPENAI_CASSETTES,
+    OPENAI_ONLY,
     RECORDED,
     build_agent,
     recorder,
@@ -47,14 +48,12 @@ async def record(
     """Record every scenario (or those named in ``only``) into ``library``."""
     library.mkdir(parents=True, exist_ok=True)
     async with LocalSandbox() as sandbox:
-        for scenario in RECORDED:
+        openai = "api.openai.com" in base_url
+        for scenario in RECORDED + OPENAI_ONLY if openai else RECORDED:
             if only and scenario.name not in only:
                 continue
-            openai = "api.openai.com" in base_url
             if scenario.api == "completions" and openai:
                 continue  # OpenAI's chat models have no /v1/completions
-            if scenario.openai_model is not None and not openai:
-                continue  # the Responses API: OpenAI only (llama.cpp's server has none)
             model = chat_model
             if scenario.openai_model is not None:
                 model = responses_model or scenario.openai_model
