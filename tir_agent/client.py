@@ -234,7 +234,8 @@ class ModelClient:
         pacer = self.pacer()
         while True:
             params = self._adapt(request)
-            estimate = estimate_tokens(request_text(params))  # settled with the real usage
+            # Settled with the real usage after the call; not built when tokens are not paced.
+            estimate = estimate_tokens(request_text(params)) if pacer.may_pace_tokens else 0
             probe = await pacer.acquire(estimate)
             try:
                 if on_text is None and on_tool_call is None:

@@ -73,6 +73,12 @@ class Pacer:
         """Limits are known (given, or told by a reply's headers): no probe needed."""
         self._probe = asyncio.Lock()
 
+    @property
+    def may_pace_tokens(self) -> bool:
+        """Whether a call's token estimate is needed: tokens are paced, or the limits are not
+        known yet."""
+        return self.tokens is not None or not self._learned
+
     def _bucket(self, per_minute: float | None) -> RateLimiter | None:
         if per_minute is None:
             return None

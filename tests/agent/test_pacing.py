@@ -80,9 +80,11 @@ async def test_limits_are_learned_from_headers_after_one_probe() -> None:
 async def test_no_headers_no_pacing() -> None:
     clock = FakeClock()
     pacer = Pacer(clock=clock, sleep=clock.sleep)
+    assert pacer.may_pace_tokens  # limits unknown: callers waiting for the probe need estimates
     probe = await pacer.acquire(10**6)
     pacer.observe({"content-type": "application/json"})
     pacer.release(probe)
+    assert not pacer.may_pace_tokens  # nothing to pace: no estimate is built
     for _ in range(100):
         await pacer.acquire(10**6)
     assert clock.now == 0.0 and pacer.tokens is None and pacer.requests is None
