@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlparse
 
@@ -134,7 +135,7 @@ class AgentConfig(BaseModel):
     limit the endpoint's ``x-ratelimit-*`` headers state (or none)."""
     max_tpm: float | None = Field(None, gt=0)
     """Tokens per minute, shared likewise; ``None``: learned from the headers (or none)."""
-    prices: dict[str, Any] | str | None = None
+    prices: dict[str, Any] | str | Path | None = None
     """Prices over the shipped table: ``{model: {input, cached_input, output}}`` in USD per 1M
     tokens, or a YAML file of that (see :mod:`tir_agent.pricing`)."""
 
