@@ -110,3 +110,37 @@ async def test_max_cost_stops_new_samples_and_a_higher_cap_resumes(
     rows = read(out)
     assert len(rows) == 8 and all(r["cost"] > 0 for r in rows)
     assert done.spent == pytest.approx(sum(r["cost"] for r in rows))
+
+
+async def test_a_responses_batch(tmp_path: Path, sandbox: Any) -> None:
+    """``api=responses`` through ``generate``: rows carry the Responses usage (cached and
+    reasoning tokens) and its cost at the shipped o4-mini price."""
+    from tests.agent.scripted import Step
+    from tests.agent.scripted_responses import ScriptedResponses
+    from tir_agent.pricing import default_prices
+
+    rows = [{"problem": f"What is {i} + {i}?", "expected_answer": str(2 * i)} for i in (1, 2)]
+    steps: list[Any] = []
+    for i in (1, 2):
+        steps += [Step("Compute.", [f"print({i} + {i})\n"]), Step(f"\\boxed{{{2 * i}}}")]
+    server = ScriptedResponses(steps, reasoning=True)
+    inp, out = write(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    cfg = load_config(
+        overrides=["model=o4-mini", "server_address=http://scripted.test/v1", "api_key=k",
+                   "api=responses", "max_concurrent_requests=1", "max_retries=0"],
+        env={},
+    )  # fmt: skip
+    await generate(inp, out, cfg, sandbox=sandbox, http_client=server.client())
+    price = default_prices().models["o4-mini"]
+    for row, expected in zip(read(out), ("2", "4"), strict=True):
+        assert row["predicted_answer"] == expected and row["code_rounds_executed"] == 1
+        usage = row["usage"]
+        assert usage["reasoning_tokens"] == 100 and usage["cached_tokens"] >= 0
+        cached = usage["cached_tokens"]
+        cost = (
+            (usage["input_tokens"] - cached) * price.input
+            + cached * (price.cached_input or 0)
+            + usage["output_tokens"] * price.output
+        ) / 1e6
+        assert row["cost"] == pytest.approx(cost)
+    assert all(r["include"] == ["reasoning.encrypted_content"] for r in server.requests)
