@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlparse
 
@@ -35,7 +36,9 @@ from tir_agent.formats.chat_tags import ChatTagsFormat
 from tir_agent.formats.completion_tags import CompletionTagsFormat
 from tir_agent.formats.native import TOOL_NAME, ToolsFormat
 from tir_agent.formats.parsing import BlockWatcher
+from tir_agent.formats.responses import ResponsesFormat
 from tir_agent.formats.tags import TagPreset, get_preset
+from tir_agent.pricing import cost_of, default_prices
 from tir_agent.prompts import PromptConfig, load_prompt
 from tir_agent.sandbox.base import Sandbox, SandboxSession
 from tir_agent.turn import (
@@ -77,8 +80,12 @@ class AgentConfig(BaseModel):
     """OpenAI-compatible endpoint; ``None`` is ``OPENAI_BASE_URL`` if set, else api.openai.com."""
     format: Literal["tools", "tags"] = "tools"
     """``tools``: native ``python_exec`` function calls; ``tags``: code between text tags."""
-    api: Literal["chat", "completions"] = "chat"
-    """``chat``: /v1/chat/completions; ``completions``: /v1/completions with a chat template."""
+    api: Literal["chat", "completions", "responses"] = "chat"
+    """``chat``: /v1/chat/completions; ``completions``: /v1/completions with a chat template;
+    ``responses``: OpenAI's /v1/responses (format ``tools``; reasoning carried across calls)."""
+    store: bool = False
+    """``api="responses"``: ``False`` keeps nothing at OpenAI (reasoning items come back encrypted
+    and are resent); ``True`` stores responses and chains them with ``previous_response_id``."""
     tool_choice: str = "auto"
     """``tools`` only, sent with every request that offers the tool: ``auto`` (the model decides),
     ``required`` (a call every round) or ``python_exec`` (that function named, which llama.cpp
@@ -123,13 +130,29 @@ class AgentConfig(BaseModel):
     """Seconds one HTTP request may take."""
     max_retries: int = Field(5, ge=0)
     """Retries of transient endpoint errors (429, 408, 409, 5xx, connection, timeout)."""
+    max_rpm: float | None = Field(None, gt=0)
+    """Model requests per minute, shared by every call to this endpoint and model; ``None``: the
+    limit the endpoint's ``x-ratelimit-*`` headers state (or none)."""
+    max_tpm: float | None = Field(None, gt=0)
+    """Tokens per minute, shared likewise; ``None``: learned from the headers (or none)."""
+    prices: dict[str, Any] | str | Path | None = None
+    """Prices over the shipped table: ``{model: {input, cached_input, output}}`` in USD per 1M
+    tokens, or a YAML file of that (see :mod:`tir_agent.pricing`)."""
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:
-        if self.format == "tools" and self.api != "chat":
+        if self.format == "tools" and self.api == "completions":
             raise ValueError(
-                "format='tools' needs api='chat'; use format='tags' with api='completions'"
+                "format='tools' needs api='chat' or api='responses'; use format='tags' with "
+                "api='completions'"
             )
+        if self.api == "responses" and self.format != "tools":
+            raise ValueError(
+                "api='responses' takes format='tools' (python_exec as a function tool); for tags "
+                "use api='chat' or api='completions'"
+            )
+        if self.store and self.api != "responses":
+            raise ValueError("store=True is used only with api='responses'; drop it or set api")
         if self.tool_choice not in ("auto", "required", TOOL_NAME):
             raise ValueError(
                 f"tool_choice={self.tool_choice!r}: use 'auto', 'required' or the tool's name "
@@ -230,7 +253,11 @@ class Agent:
             timeout=config.timeout,
             max_retries=config.max_retries,
             http_client=http_client,
+            max_rpm=config.max_rpm,
+            max_tpm=config.max_tpm,
         )
+        self.prices = default_prices().merged(config.prices)
+        """The price table used for ``SolveResult.cost`` (the shipped one plus ``prices``)."""
         self._sandbox = sandbox
         self._own_sandboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
             weakref.WeakKeyDictionary()
@@ -455,6 +482,15 @@ class _Run:
             self.format = CompletionTagsFormat(
                 template.render(messages), messages, agent.tags, params, template.stop
             )
+        elif config.api == "responses":
+            self.format = ResponsesFormat(
+                messages,
+                agent.tags,
+                params,
+                config.tool_choice,
+                reasoning_model=agent.client.reasoning,
+                store=config.store,
+            )
         elif config.format == "tools":
             self.format = ToolsFormat(messages, agent.tags, params, config.tool_choice)
         else:
@@ -584,6 +620,11 @@ class _Run:
         messages = list(fmt.messages())
         if fmt.name != "completions":  # chat formats: exactly what went over the wire
             messages = self.agent.client.sent_messages(messages)
+        model = self.config.model
+        if model == "local" or model.startswith("local:"):
+            cost: float | None = 0.0  # the embedded model runs here: no API fees
+        else:
+            cost = cost_of(self.usage, self.config.model, self.agent.prices)
         result = SolveResult(
             answer=extract_answer(generation),
             generation=generation,
@@ -592,6 +633,7 @@ class _Run:
             turns=self.turns,
             executions=self.executions,
             usage=self.usage,
+            cost=cost,
             generation_time=time.perf_counter() - self.started,
             code_execution_time=sum(e.duration for e in self.executions),
             status=status,

@@ -348,6 +348,7 @@ def print_solution(result: SolveResult, code_begin: str, stream: TextIO) -> None
             f"status {result.status} · {len(result.executions)} executions · "
             f"{len(result.turns)} model calls · {result.usage.completion_tokens} tokens · "
             f"{result.generation_time:.2f} s"
+            + ("" if result.cost is None else f" · ${result.cost:.4f}")
         )
     )
 
@@ -393,6 +394,14 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
         return asyncio.run(_dry_run(config, source))
     progress = batch.make_progress(sys.stderr, enabled=not args.no_progress)
     summary = asyncio.run(batch.generate(source, target, config, progress=progress))
+    if summary.not_started:
+        print(
+            f"stopped at max_cost={config.max_cost}: ${summary.spent:.4f} spent, "
+            f"{summary.not_started} samples not started; rerun with a higher ++max_cost to "
+            "resume",
+            file=sys.stderr,
+        )
+        return 0  # the journals stay; no output file yet
     names = ", ".join(str(p) for p in summary.outputs)
     print(
         f"wrote {names}: {summary.generated} samples generated, {summary.skipped} kept from an "
@@ -441,6 +450,13 @@ async def _dry_run(config: GenerateConfig, source: Path) -> int:
         for message in body["messages"]:
             print(f"--- {message.get('role')}")
             print(message.get("content"))
+    elif "input" in body:  # the Responses API: instructions, then input items
+        if body.get("instructions") is not None:
+            print("--- instructions")
+            print(body["instructions"])
+        for item in body["input"]:
+            print(f"--- {item.get('role', item.get('type'))}")
+            print(item.get("content", item.get("output")))
     else:
         print(body.get("prompt"))
     print(f"# request: POST {captured[0].url}")
@@ -475,6 +491,7 @@ _METRIC_FIELDS = (
     "num_generated_tokens",
     "code_rounds_executed",
     "num_code_timeouts",
+    "cost",
 )
 """What the metrics read; only these are kept in memory across the seed files."""
 

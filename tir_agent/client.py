@@ -1,15 +1,17 @@
 """The model client: the only module that touches the ``openai`` SDK.
 
-It sends a :class:`~tir_agent.formats.base.ModelRequest`, retries transient failures with backoff
-(honouring ``retry-after``), adapts parameters for reasoning models, assembles streamed replies
-(text, tool-call argument deltas, the usage chunk) and translates SDK errors into
-:mod:`tir_agent.errors` here and nowhere else.
+It sends a :class:`~tir_agent.formats.base.ModelRequest` (chat, completions or Responses), paces
+it with the endpoint's shared rate budget (:mod:`tir_agent.pacing`), retries transient failures
+with backoff (honouring ``retry-after``), adapts parameters for reasoning models, assembles
+streamed replies (text, tool-call argument deltas, Responses events, the usage chunk) and
+translates SDK errors into :mod:`tir_agent.errors` here and nowhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import hashlib
 import logging
 import random
 import re
@@ -24,7 +26,10 @@ import openai
 from tir_agent import errors
 from tir_agent._log import get_logger
 from tir_agent.formats.base import ModelReply, ModelRequest, ToolCallData
+from tir_agent.formats.responses import reply_from_response, stream_response
+from tir_agent.pacing import Pacer, pacer_for
 from tir_agent.turn import Usage
+from tir_agent.usage import TokenCounter, estimate_tokens, request_text, usage_from
 
 log = get_logger(__name__)
 _std = logging.getLogger(__name__)
@@ -104,6 +109,8 @@ class ModelClient:
         max_retries: int = 5,
         backoff: float = 0.5,
         http_client: httpx2.AsyncClient | None = None,
+        max_rpm: float | None = None,
+        max_tpm: float | None = None,
     ) -> None:
         self.model = model
         self.base_url = base_url
@@ -119,6 +126,11 @@ class ModelClient:
         self._rejected: set[str] = set()
         """Parameters the endpoint rejected with a 400; dropped (or renamed) from then on."""
         self._warned: set[str] = set()
+        self.max_rpm = max_rpm
+        self.max_tpm = max_tpm
+        self._key_id = hashlib.blake2b(api_key.encode(), digest_size=8).hexdigest()
+        self._counter = TokenCounter(base_url, model)
+        """Counts the tokens of streams that carry no usage (llama-cpp-python's server)."""
 
     def _client(self) -> openai.AsyncOpenAI:
         loop = asyncio.get_running_loop()
@@ -139,12 +151,21 @@ class ModelClient:
             self._sdk[loop] = client
         return client
 
+    def _http(self) -> httpx2.AsyncClient:
+        """The HTTP client the SDK client of the running loop uses."""
+        return self._http_client or _SHARED_HTTP[asyncio.get_running_loop()]
+
+    def pacer(self) -> Pacer:
+        """The rate budget shared on the running loop by every call to this endpoint and model."""
+        return pacer_for(self.base_url, self.model, self._key_id, self.max_rpm, self.max_tpm)
+
     def set_base_url(self, base_url: str) -> None:
         """Point the client at another endpoint (e.g. an embedded server's new port); the SDK
         clients built for the old one are dropped (the shared connection pools stay)."""
         if base_url != self.base_url:
             self.base_url = base_url
             self._sdk.clear()
+            self._counter = TokenCounter(base_url, self.model)
 
     async def aclose(self) -> None:
         """Forget the SDK client of the running loop.
@@ -175,6 +196,11 @@ class ModelClient:
         renamed = request.api == "chat" and (self.reasoning or "max_tokens" in rejected)
         if renamed and "max_tokens" in params:
             params["max_completion_tokens"] = params.pop("max_tokens")
+        if request.api == "responses":
+            # The Responses API takes the effort as reasoning={"effort": ...} and has no seed.
+            if (effort := params.pop("reasoning_effort", None)) is not None:
+                params["reasoning"] = {**params.get("reasoning", {}), "effort": effort}
+            rejected = rejected | {"seed", "stop"}
         if self.reasoning:
             rejected = rejected | {"stop", *_SAMPLING}
             if request.api == "chat":
@@ -182,7 +208,8 @@ class ModelClient:
         for key in rejected:
             if key in params:
                 del params[key]
-                self._warn(key, "not supported by this model")
+                if key != "seed" or request.api != "responses":  # the seed still draws budgets
+                    self._warn(key, "not supported by this model")
         return params
 
     def _learn(self, e: openai.BadRequestError, params: dict[str, Any]) -> bool:
@@ -204,43 +231,62 @@ class ModelClient:
         """Send ``request``; stream when a callback is given. Raises :class:`errors.ModelError`."""
         started = time.perf_counter()
         attempt = 0
+        pacer = self.pacer()
         while True:
             params = self._adapt(request)
+            # Settled with the real usage after the call; not built when tokens are not paced.
+            estimate = estimate_tokens(request_text(params)) if pacer.may_pace_tokens else 0
+            probe = await pacer.acquire(estimate)
             try:
                 if on_text is None and on_tool_call is None:
-                    reply = await self._once(request.api, params)
+                    reply = await self._once(request.api, params, pacer)
                 else:
-                    reply = await self._stream(request.api, params, on_text, on_tool_call)
+                    reply = await self._stream(request.api, params, pacer, on_text, on_tool_call)
             except openai.BadRequestError as e:
+                pacer.release(probe)
                 if self._learn(e, params):
                     continue
                 raise translate(e) from e
             except (openai.APIStatusError, openai.APIConnectionError) as e:
                 status = getattr(e, "status_code", None)
+                wait = None
+                if isinstance(e, openai.APIStatusError):
+                    pacer.observe(e.response.headers)
+                    wait = _retry_after(e.response.headers)
+                pacer.release(probe)
                 retryable = status is None or status in _RETRY_STATUS or status >= 500
                 if not retryable or attempt >= self.max_retries:
                     raise translate(e) from e
-                wait = (
-                    _retry_after(e.response.headers)
-                    if isinstance(e, openai.APIStatusError)
-                    else None
-                )
                 if wait is None:
                     wait = self.backoff * 2**attempt * (0.5 + random.random())
+                if status == 429:
+                    pacer.pause(min(wait, 120.0))  # every caller of this endpoint waits
                 attempt += 1
                 log.warning("model.retry", status=status, attempt=attempt, wait=round(wait, 3))
                 await asyncio.sleep(min(wait, 120.0))
                 continue
             except openai.OpenAIError as e:
+                pacer.release(probe)
                 raise translate(e) from e
+            except BaseException:
+                pacer.release(probe)
+                raise
+            pacer.release(probe)
+            pacer.settle(estimate, reply.usage.total_tokens)
             reply.stop_sent = "stop" in params
             reply.latency = time.perf_counter() - started
             return reply
 
-    async def _once(self, api: str, params: dict[str, Any]) -> ModelReply:
+    async def _once(self, api: str, params: dict[str, Any], pacer: Pacer) -> ModelReply:
         client = self._client()
+        if api == "responses":
+            raw_response = await client.responses.with_raw_response.create(**params)
+            pacer.observe(raw_response.headers)
+            return reply_from_response(raw_response.parse())
         if api == "chat":
-            completion = await client.chat.completions.create(**params)
+            raw = await client.chat.completions.with_raw_response.create(**params)
+            pacer.observe(raw.headers)
+            completion = raw.parse()
             choice = completion.choices[0]
             message = choice.message
             calls = [
@@ -252,13 +298,15 @@ class ModelClient:
             reasoning = extra.get("reasoning_content") or extra.get("reasoning")
             text = message.content or ""
         else:
-            completion = await client.completions.create(**params)
+            raw_text = await client.completions.with_raw_response.create(**params)
+            pacer.observe(raw_text.headers)
+            completion = raw_text.parse()  # type: ignore[assignment]
             choice = completion.choices[0]  # type: ignore[assignment]
             calls, reasoning, text = [], None, choice.text  # type: ignore[attr-defined]
         return ModelReply(
             text=text,
             finish_reason=_finish(choice.finish_reason),
-            usage=_usage(completion.usage),
+            usage=usage_from(completion.usage),
             tool_calls=calls,
             matched_stop=_matched_stop(choice),
             reasoning=reasoning if isinstance(reasoning, str) else None,
@@ -268,22 +316,33 @@ class ModelClient:
         self,
         api: str,
         params: dict[str, Any],
+        pacer: Pacer,
         on_text: Callable[[str], None] | None,
         on_tool_call: Callable[[], None] | None,
     ) -> ModelReply:
         client = self._client()
+        if api == "responses":
+            raw_events = await client.responses.with_raw_response.create(**params, stream=True)
+            pacer.observe(raw_events.headers)
+            return await stream_response(raw_events.parse(), on_text, on_tool_call)
         params = {**params, "stream": True, "stream_options": {"include_usage": True}}
-        create = client.chat.completions.create if api == "chat" else client.completions.create
-        stream: Any = await create(**params)
+        create = (
+            client.chat.completions.with_raw_response.create
+            if api == "chat"
+            else client.completions.with_raw_response.create
+        )
+        raw: Any = await create(**params)
+        pacer.observe(raw.headers)
+        stream: Any = raw.parse()
         text: list[str] = []
         reasoning: list[str] = []
         calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
         finish: Any = None
         matched: str | int | None = None
-        usage = Usage()
+        usage: Usage | None = None
         async for chunk in stream:
             if chunk.usage is not None:
-                usage = _usage(chunk.usage)
+                usage = usage_from(chunk.usage)
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]
@@ -317,6 +376,9 @@ class ModelClient:
             if choice.finish_reason is not None:
                 finish = choice.finish_reason
                 matched = _matched_stop(choice)
+        if usage is None:  # the server ignored stream_options: count with its tokenizer
+            generated = "".join(text) + "".join(name + args for _, name, args in calls.values())
+            usage = await self._counter.usage(self._http(), params, generated)
         return ModelReply(
             text="".join(text),
             finish_reason=_finish(finish),
@@ -335,18 +397,6 @@ def _finish(value: Any) -> Any:
     if value in _FINISH:
         return value
     return None if value is None else "stop"
-
-
-def _usage(usage: Any) -> Usage:
-    if usage is None:
-        return Usage()
-    details = getattr(usage, "completion_tokens_details", None)
-    reasoning = getattr(details, "reasoning_tokens", None) or 0
-    return Usage(
-        prompt_tokens=usage.prompt_tokens or 0,
-        completion_tokens=usage.completion_tokens or 0,
-        reasoning_tokens=reasoning,
-    )
 
 
 def _matched_stop(choice: Any) -> str | int | None:

@@ -112,8 +112,15 @@ class GenerateConfig(BaseModel):
     """API key; ``None`` = the ``OPENAI_API_KEY`` environment variable."""
     format: Literal["tools", "tags"] = "tools"
     """How code is exchanged: native ``python_exec`` tool calls, or code between text tags."""
-    api: Literal["chat", "completions"] = "chat"
-    """Chat completions, or plain completions with a chat template (tags only)."""
+    api: Literal["chat", "completions", "responses"] = "chat"
+    """Chat completions, plain completions with a chat template (tags only), or OpenAI's
+    Responses API (tools only; reasoning carried across calls)."""
+    store: bool = False
+    """``api=responses``: store responses at OpenAI and chain them with ``previous_response_id``
+    (default: nothing stored, reasoning resent encrypted)."""
+    prices: str | dict[str, Any] | None = None
+    """Model prices over the shipped table: a YAML file (or mapping) of
+    ``{model: {input, cached_input, output}}`` in USD per 1M tokens."""
     code_tags: str | None = None
     """Tag preset for ``format=tags`` (``openmath``, ``qwen``, ``nemotron``, ``llama3``,
     ``gpt-oss``, ``tool-output``); ``None`` = the prompt's own ``code_tags`` or ``openmath``."""
@@ -174,6 +181,14 @@ class GenerateConfig(BaseModel):
     """Start at most this many samples' model requests per minute (``None`` = no limit)."""
     tokens_per_minute: float | None = Field(default=None, gt=0)
     """Spend at most this many tokens (prompt + completion) per minute (``None`` = no limit)."""
+    max_rpm: float | None = Field(default=None, gt=0)
+    """Model requests per minute, paced per call and shared by every sample; ``None`` = the
+    limit the endpoint states in its ``x-ratelimit-*`` headers (or none)."""
+    max_tpm: float | None = Field(default=None, gt=0)
+    """Tokens per minute, paced per call likewise; ``None`` = learned from the headers."""
+    max_cost: float | None = Field(default=None, ge=0)
+    """USD: start no new sample once the samples' cost reaches this (those in flight finish; a
+    rerun with a higher cap resumes). ``None`` = no cap."""
     skip_filled: bool = True
     """Resume: samples already in the journal or output are not redone."""
     retry_errors: bool = False

@@ -127,6 +127,10 @@ class EvaluationMetrics(BaseModel):
     """Mean ``code_rounds_executed`` per sample."""
     mean_code_timeouts: float | None = None
     """Mean ``num_code_timeouts`` per sample."""
+    total_cost: float | None = None
+    """Sum of the samples' ``cost`` in USD (``None`` if no sample has one)."""
+    unpriced_samples: int = 0
+    """Samples without a ``cost`` (their model had no price), not in ``total_cost``."""
 
     def rows(self) -> list[tuple[str, float, float | None]]:
         """``(metric, value, std)`` in display order (accuracies as fractions)."""
@@ -161,6 +165,10 @@ class EvaluationMetrics(BaseModel):
         ):
             if mean is not None:
                 table.add_row(name, f"{mean:.2f}", "")
+        if self.total_cost is not None:
+            unpriced = f" ({self.unpriced_samples} unpriced)" if self.unpriced_samples else ""
+            table.add_row("cost (USD)", f"{self.total_cost:.4f}{unpriced}", "")
+            table.add_row("cost / sample", f"{self.total_cost / self.num_samples:.6f}", "")
         return table
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -210,6 +218,7 @@ def compute_metrics(
         majority[k] = statistics.fmean(majority_score(samples[:k]) for samples in problems)
 
     every = [sample for samples in problems for sample in samples]
+    costs = [float(s["cost"]) for s in every if isinstance(s.get("cost"), int | float)]
     return EvaluationMetrics(
         num_problems=len(problems),
         samples_per_problem=smallest,
@@ -222,4 +231,6 @@ def compute_metrics(
         mean_generated_tokens=_mean_field(every, "num_generated_tokens"),
         mean_code_executions=_mean_field(every, "code_rounds_executed"),
         mean_code_timeouts=_mean_field(every, "num_code_timeouts"),
+        total_cost=math.fsum(costs) if costs else None,
+        unpriced_samples=len(every) - len(costs) if costs else 0,
     )

@@ -52,6 +52,12 @@ class RateLimiter:
             self._level -= amount
 
     def charge(self, amount: float) -> None:
-        """Take ``amount`` units now, without waiting (the bucket may go into debt)."""
+        """Take ``amount`` units now, without waiting (the bucket may go into debt); a negative
+        amount gives units back, up to the capacity."""
         self._refill()
-        self._level -= amount
+        self._level = min(self.capacity, self._level - amount)
+
+    def lower_to(self, level: float) -> None:
+        """The server says only ``level`` units remain: hold no more than that."""
+        self._refill()
+        self._level = min(self._level, level)

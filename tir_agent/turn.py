@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
 
 from tir_agent.sandbox.result import ExecutionResult, ExecutionStatus, StateOutcome
 
@@ -32,27 +32,54 @@ the reply. ``error``: the endpoint failed for good (see ``SolveResult.error``).
 
 
 class Usage(BaseModel):
-    """Token counts, as the endpoint reported them (summed over turns in a result)."""
+    """Token counts, as the endpoint reported them (summed over turns in a result).
+
+    ``input_tokens`` / ``output_tokens`` are the Responses API's names; the chat and completions
+    names ``prompt_tokens`` / ``completion_tokens`` are accepted when building one and readable as
+    properties. ``cached_tokens`` are part of ``input_tokens``, ``reasoning_tokens`` part of
+    ``output_tokens``.
+    """
 
     model_config = _FROZEN
 
-    prompt_tokens: int = 0
-    """Tokens of the request(s)."""
-    completion_tokens: int = 0
-    """Tokens generated (reasoning tokens included)."""
+    input_tokens: int = Field(
+        default=0, validation_alias=AliasChoices("input_tokens", "prompt_tokens")
+    )
+    """Tokens of the request(s) (``prompt_tokens``)."""
+    output_tokens: int = Field(
+        default=0, validation_alias=AliasChoices("output_tokens", "completion_tokens")
+    )
+    """Tokens generated, reasoning tokens included (``completion_tokens``)."""
+    cached_tokens: int = 0
+    """Input tokens served from the endpoint's prompt cache (billed at the cached price)."""
     reasoning_tokens: int = 0
     """Hidden reasoning tokens, when the endpoint reports them."""
+    estimated: bool = False
+    """Some counts were not reported by the endpoint (a stream without usage) and were counted or
+    estimated here: see docs/agent.md, "Cost"."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Alias of ``input_tokens`` (the chat and completions APIs' name)."""
+        return self.input_tokens
+
+    @property
+    def completion_tokens(self) -> int:
+        """Alias of ``output_tokens`` (the chat and completions APIs' name)."""
+        return self.output_tokens
 
     @property
     def total_tokens(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
+        """Input plus output tokens."""
+        return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            estimated=self.estimated or other.estimated,
         )
 
 
@@ -162,6 +189,9 @@ class SolveResult(BaseModel):
     """Every code execution, in order."""
     usage: Usage
     """Tokens summed over all turns."""
+    cost: float | None = None
+    """USD the solve's tokens cost at the agent's prices; ``None`` when the model has no price
+    (see :mod:`tir_agent.pricing`)."""
     generation_time: float
     """Wall-clock seconds of the whole solve."""
     code_execution_time: float
@@ -204,6 +234,8 @@ class SolveResult(BaseModel):
             "finish_status": self.status,
             "num_model_calls": len(self.turns),
             "total_code_executions": self.total_code_executions,
+            "cost": self.cost,
+            "usage": self.usage.model_dump(),
         }
 
     def _repr_markdown_(self) -> str:

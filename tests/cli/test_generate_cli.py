@@ -188,3 +188,21 @@ def test_generate_then_evaluate(
     assert "pass@1[avg-of-2]" in out and "100.00%" in out
     graded = [json.loads(line) for line in (tmp_path / "out-rs1.jsonl").read_text().splitlines()]
     assert all(r["symbolic_correct"] for r in graded)
+
+
+def test_max_cost_stops_says_so_and_a_higher_cap_resumes(
+    model: HTTPModel, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("models:\n  scripted: {input: 1000, output: 4000}\n")  # USD per 1M tokens
+    args = [*base_args(model, tmp_path, 6), f"++prices={prices}", "--concurrency", "1"]
+    assert main([*args, "++max_cost=0.000001"]) == 0
+    err = capsys.readouterr().err
+    assert "stopped at max_cost=1e-06" in err and "5 samples not started" in err
+    assert "rerun with a higher ++max_cost to resume" in err and "spent" in err
+    assert not (tmp_path / "out.jsonl").exists()
+    assert main([*args, "++max_cost=50"]) == 0
+    err = capsys.readouterr().err
+    assert "5 samples generated, 1 kept" in err
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(rows) == 6 and all(r["cost"] > 0 and r["usage"]["input_tokens"] > 0 for r in rows)

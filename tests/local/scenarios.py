@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import vcr
 
@@ -44,9 +45,14 @@ class Scenario:
     options: dict[str, Any] = field(default_factory=dict)
     known_bug: str | None = None
     """Set while the agent mishandles this exchange: live tests xfail, nothing is recorded."""
+    openai_model: str | None = None
+    """Recorded only against OpenAI, with this model (the Responses API: llama.cpp has none);
+    its options are the scenario's own, not the local model's defaults."""
 
     def agent_options(self) -> dict[str, Any]:
         """Agent options: the local defaults for the format, then the scenario's own."""
+        if self.openai_model is not None:
+            return dict(self.options)
         options = local_agent_options(self.format, self.api)  # type: ignore[arg-type]
         if "system" in self.options or "user" in self.options:
             options.pop("prompt", None)  # the scenario's own templates replace it
@@ -62,6 +68,17 @@ _TOOLS = {
     "user": "{problem}",
 }
 _SQUARES = "Calculate the sum of squares from 1 to 10."
+_RESPONSES = {
+    "api": "responses",
+    "system": "Use python_exec for every computation, then check the result with a second call. "
+    "Put the final answer in \\boxed{{}}.",
+    "user": "{problem}",
+    "reasoning_effort": "low",
+    "max_code_executions": 4,
+    "max_model_calls": 8,
+    "seed": 0,
+}
+"""A reasoning model over the Responses API: several calls, its reasoning carried (store=false)."""
 _POWER = "Print 2**10 with Python."
 
 SCENARIOS = [
@@ -73,6 +90,13 @@ SCENARIOS = [
     Scenario("tools_streamed", "tools", "chat", _POWER, True, _TOOLS),
 ]
 RECORDED = [s for s in SCENARIOS if s.known_bug is None]
+OPENAI_ONLY = [
+    Scenario("responses_reasoning", "tools", "responses", _SQUARES, False, _RESPONSES,
+             openai_model="o4-mini"),
+    Scenario("responses_reasoning_streamed", "tools", "responses", _SQUARES, True, _RESPONSES,
+             openai_model="o4-mini"),
+]  # fmt: skip
+"""Recorded against OpenAI only (the Responses API; llama.cpp's server has none)."""
 
 
 def build_agent(scenario: Scenario, base_url: str, sandbox: Sandbox, model: str = "local") -> Agent:
@@ -106,8 +130,10 @@ _VERSIONED = ("user-agent", "authorization", "host", "x-stainless-", "openai-", 
 
 def _normalise_request(request: Any) -> Any:
     """Same host for recording and replay; secrets and version headers dropped."""
-    path = request.uri.split("/v1", 1)[1] if "/v1" in request.uri else ""
-    request.uri = REPLAY_URL + path
+    parts = urlsplit(request.uri)  # /v1/... for the API, /tokenize or /extras/tokenize beside it
+    request.uri = (
+        REPLAY_URL.removesuffix("/v1") + parts.path + (f"?{parts.query}" if parts.query else "")
+    )
     for name in list(request.headers):
         if name.lower().startswith(_VERSIONED):
             del request.headers[name]
@@ -146,4 +172,5 @@ def summary(result: SolveResult) -> dict[str, Any]:
         "generation": result.generation,
         "executions": [[e.code, e.status] for e in result.executions],
         "turns": len(result.turns),
+        "usage": result.usage.model_dump(),
     }

@@ -69,6 +69,10 @@ class BatchSummary:
     """Samples generated in this run."""
     errors: int
     """Samples in the output with an ``error`` field (from this run or an earlier one)."""
+    spent: float = 0.0
+    """USD of the samples' ``cost`` over this run and earlier ones (money spent)."""
+    not_started: int = 0
+    """Samples not started because ``max_cost`` was reached; the journals stay for a rerun."""
 
 
 async def run_batch(
@@ -85,10 +89,14 @@ async def run_batch(
     requests_per_minute: float | None = None,
     tokens_per_minute: float | None = None,
     progress: Progress | None = None,
+    max_cost: float | None = None,
 ) -> BatchSummary:
     """Generate every (row, seed) sample of ``input_path`` into ``output`` (see module docs).
 
     ``scan`` comes from :func:`scan_input` over the same file (the rows were validated there).
+    With ``max_cost`` (USD), no sample starts once the ``cost`` of the samples in the journals
+    (this run's and earlier runs') reaches it; those in flight finish, the journals stay, and a
+    rerun with a higher cap resumes.
     """
     progress = progress if progress is not None else _NoProgress()
     journals = {seed: Journal(output_path(output, seed), scan) for seed in seeds}
@@ -107,6 +115,8 @@ async def run_batch(
     log.info("batch.start", total=total, todo=todo, seeds=len(seeds), concurrency=concurrency)
     progress.start(total, total - todo)
     errors = 0
+    spent = sum(journal.spent for journal in journals.values())
+    not_started = 0
     queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=2 * concurrency)
 
     async def produce(workers: int) -> None:
@@ -118,8 +128,11 @@ async def run_batch(
             await queue.put(None)
 
     async def work() -> None:
-        nonlocal errors
+        nonlocal errors, spent, not_started
         while (job := await queue.get()) is not None:
+            if max_cost is not None and spent >= max_cost:
+                not_started += 1  # drained, not run: still pending for a rerun
+                continue
             if rpm is not None:
                 await rpm.acquire()
             if tpm is not None:
@@ -136,6 +149,8 @@ async def run_batch(
             if tpm is not None:
                 tpm.charge(out.tokens)
             record = {**job.row, **out.fields}
+            if isinstance(cost := record.get("cost"), int | float):
+                spent += cost
             journals[job.seed].append(job.index, record)
             if record.get("error") is not None:
                 errors += 1
@@ -156,13 +171,18 @@ async def run_batch(
             journal.close()
         progress.close()
     failed = sum(len(journal.errors) for journal in journals.values())
-    for journal in journals.values():
-        journal.finalize()
-    log.info("batch.done", generated=todo, errors=errors, failed=failed)
+    if not_started:
+        log.warning("batch.max_cost", spent=round(spent, 6), max_cost=max_cost, left=not_started)
+    else:
+        for journal in journals.values():
+            journal.finalize()
+    log.info("batch.done", generated=todo - not_started, errors=errors, failed=failed)
     return BatchSummary(
         outputs=[j.output for j in journals.values()],
         total=total,
         skipped=total - todo,
-        generated=todo,
+        generated=todo - not_started,
         errors=failed,
+        spent=spent,
+        not_started=not_started,
     )

@@ -28,6 +28,7 @@ _WRITTEN = frozenset(
         "generation", "predicted_answer", "symbolic_correct", "error", "messages", "prompt",
         "code_rounds_executed", "num_code_timeouts", "num_generated_tokens", "generation_time",
         "code_execution_time", "finish_status", "num_model_calls", "total_code_executions",
+        "cost", "usage",
     }
 )  # fmt: skip
 """Fields a run writes (an input may carry them from an earlier run: not compared on resume)."""
@@ -118,6 +119,8 @@ class Journal:
         """Indices with a finished record (including errors)."""
         self.errors: set[int] = set()
         """Indices whose latest record has an ``error`` field."""
+        self.spent = 0.0
+        """USD of every record's ``cost`` (retried samples counted each time: money spent)."""
         self._handle: TextIO | None = None
 
     def load(
@@ -207,6 +210,8 @@ class Journal:
             raise
 
     def _note(self, index: int, record: Mapping[str, Any]) -> None:
+        if isinstance(cost := record.get("cost"), int | float):
+            self.spent += cost
         self.done.add(index)
         if record.get("error") is not None:
             self.errors.add(index)

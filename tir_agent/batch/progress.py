@@ -32,6 +32,7 @@ class _Counts:
     executions: int = 0
     timeouts: int = 0
     errors: int = 0
+    cost: float | None = None
     started: float = field(default_factory=time.monotonic)
 
     def add(self, record: Mapping[str, Any]) -> None:
@@ -40,6 +41,8 @@ class _Counts:
         self.executions += int(record.get("code_rounds_executed") or 0)
         self.timeouts += int(record.get("num_code_timeouts") or 0)
         self.errors += record.get("error") is not None
+        if isinstance(cost := record.get("cost"), int | float):
+            self.cost = (self.cost or 0.0) + cost
 
     def rate(self) -> float:
         elapsed = time.monotonic() - self.started
@@ -49,9 +52,10 @@ class _Counts:
         rate = self.rate()
         left = self.total - self.done
         eta = f"{left / rate:.0f}s" if rate > 0 else "?"
+        spent = "" if self.cost is None else f", ${self.cost:.4f} spent"
         return (
             f"{self.done}/{self.total} samples, {rate:.1f}/s, ETA {eta}, "
-            f"{self.executions} executions, {self.timeouts} timeouts, {self.errors} errors"
+            f"{self.executions} executions, {self.timeouts} timeouts, {self.errors} errors{spent}"
         )
 
 
@@ -118,6 +122,8 @@ class RichProgress:
         self.counts.add(record)
         c = self.counts
         stats = f"exec {c.executions} · timeouts {c.timeouts} · errors {c.errors}"
+        if c.cost is not None:
+            stats += f" · ${c.cost:.4f}"
         self._bar.update(self._task, completed=c.done, rate=f"{c.rate():.1f}/s", stats=stats)
 
     def close(self) -> None:

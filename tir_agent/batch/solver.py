@@ -68,6 +68,10 @@ _AGENT_KEYS = {
     "max_model_calls": "max_model_calls",
     "timeout": "request_timeout",
     "max_retries": "max_retries",
+    "store": "store",
+    "prices": "prices",
+    "max_rpm": "max_rpm",
+    "max_tpm": "max_tpm",
 }
 """Agent option -> the option of :class:`GenerateConfig` it comes from."""
 
@@ -102,6 +106,10 @@ def agent_options(config: GenerateConfig) -> dict[str, Any]:
         "max_model_calls": config.max_model_calls,
         "timeout": config.request_timeout,
         "max_retries": config.max_retries,
+        "store": config.store,
+        "prices": config.prices,
+        "max_rpm": config.max_rpm,
+        "max_tpm": config.max_tpm,
     }
     explicit = explicit_options(config)
     options = {key: values[key] for key, source in _AGENT_KEYS.items() if source in explicit}
@@ -256,4 +264,5 @@ async def generate(
             requests_per_minute=config.requests_per_minute,
             tokens_per_minute=config.tokens_per_minute,
             progress=progress,
+            max_cost=config.max_cost,
         )

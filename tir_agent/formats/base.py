@@ -14,7 +14,7 @@ from tir_agent.formats.tags import TagPreset
 from tir_agent.sandbox.result import ExecutionResult
 from tir_agent.turn import CodeCall, FinishReason, Turn, Usage
 
-Api = Literal["chat", "completions"]
+Api = Literal["chat", "completions", "responses"]
 FormatName = Literal["tools", "chat-tags", "completions"]
 
 
@@ -50,6 +50,11 @@ class ModelReply:
     """``stop`` was part of the request as finally sent (reasoning models reject it)."""
     reasoning: str | None = None
     latency: float = 0.0
+    output_items: list[dict[str, Any]] = field(default_factory=list)
+    """Responses API: the reply's output items as input items for the next request (reasoning
+    items included)."""
+    response_id: str | None = None
+    """Responses API: the response's id (for ``previous_response_id``)."""
 
 
 @dataclass(frozen=True, slots=True)
