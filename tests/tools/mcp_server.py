@@ -9,8 +9,9 @@ import sys
 from typing import Literal
 
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
 
-server = MCPServer("tir-agent-test")
+server = MCPServer("tir-agent-test", log_level="WARNING")
 
 
 @server.tool()
@@ -35,7 +36,7 @@ def convert(value: float, unit: Literal["c", "f"]) -> str:
 @server.tool()
 def fail(message: str) -> str:
     """Always fails with ``message``."""
-    raise ValueError(message)
+    raise ToolError(message)
 
 
 @server.tool()
@@ -43,6 +44,12 @@ async def nap(seconds: float) -> str:
     """Sleep, then say so."""
     await asyncio.sleep(seconds)
     return f"slept {seconds}"
+
+
+@server.tool()
+def pid() -> str:
+    """The server's process id."""
+    return str(os.getpid())
 
 
 @server.tool()

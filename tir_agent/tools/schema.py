@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import inspect
 import json
+import sys
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -47,12 +48,10 @@ def arguments_model(
     func: Callable[..., Any], name: str, descriptions: dict[str, str]
 ) -> type[BaseModel]:
     """A pydantic model of ``func``'s parameters (each one a field, with its description)."""
-    try:
-        hints = typing.get_type_hints(func, include_extras=True)
-    except Exception as e:  # a forward reference that does not resolve, say
-        raise ConfigError(f"Tool {name}: cannot read the type hints of its parameters: {e}") from e
+    signature = inspect.signature(func)
+    hints = _parameter_hints(func, signature, name)
     fields: dict[str, Any] = {}
-    for param in inspect.signature(func).parameters.values():
+    for param in signature.parameters.values():
         if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             raise ConfigError(
                 f"Tool {name}: *{param.name} / **{param.name} cannot be described to a model; "
@@ -76,6 +75,33 @@ def arguments_model(
         raise ConfigError(
             f"Tool {name}: a parameter's type has no JSON schema ({e}); use JSON types, "
             "Literal, Enum, dataclasses or pydantic models"
+        ) from e
+
+
+def _parameter_hints(
+    func: Callable[..., Any], signature: inspect.Signature, name: str
+) -> dict[str, Any]:
+    """The parameters' type hints, evaluated (``from __future__ import annotations`` makes them
+    strings); the return annotation is not needed and not evaluated."""
+
+    def shim() -> None: ...
+
+    shim.__annotations__ = {
+        p.name: p.annotation
+        for p in signature.parameters.values()
+        if p.annotation is not inspect.Parameter.empty
+    }
+    target = inspect.unwrap(func)
+    module = sys.modules.get(getattr(target, "__module__", None) or "")
+    namespace = getattr(target, "__globals__", None)
+    if namespace is None:
+        namespace = vars(module) if module is not None else {}
+    try:
+        return typing.get_type_hints(shim, globalns=namespace, include_extras=True)
+    except Exception as e:  # a name that does not resolve (a class defined in a function, say)
+        raise ConfigError(
+            f"Tool {name}: cannot evaluate the type hints of its parameters ({e}); define the "
+            "types they name at module level"
         ) from e
 
 
