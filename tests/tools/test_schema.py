@@ -4,6 +4,7 @@ hints and docstring (Google, NumPy, reST), overrides, and the strict-mode form."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 from typing import Any, Literal
 
@@ -215,3 +216,23 @@ async def test_return_values_become_text() -> None:
         "",
         "[1,2]",
     ]
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int = 2
+
+
+def shift(p: Point) -> int:
+    """Sum of a point's coordinates."""
+    assert isinstance(p, Point)
+    return p.x + p.y
+
+
+async def test_dataclass_parameters_are_nested_objects() -> None:
+    definition = FunctionTool(shift).definition()["function"]["parameters"]
+    assert definition["$defs"]["Point"]["required"] == ["x", "y"]
+    index = await Toolbox([shift]).open()
+    assert (await index.dispatch("shift", '{"p": {"x": 1, "y": null}}')).output == "3"
+    assert (await index.dispatch("shift", '{"p": {"x": 1}}')).output == "3"
