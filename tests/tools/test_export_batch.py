@@ -106,3 +106,12 @@ async def test_batch_rows_carry_tool_calls_and_export_keeps_them(
     }
     calls = [c["function"]["name"] for m in line["messages"] for c in m.get("tool_calls", [])]
     assert calls == ["lookup", "python_exec"]
+
+
+async def test_generate_options_reach_the_agent() -> None:
+    from tir_agent.batch import agent_options
+
+    options = agent_options(load_config(overrides=["max_tool_calls=3", "tool_timeout=5"], env={}))
+    assert (options["max_tool_calls"], options["tool_timeout"]) == (3, 5)
+    defaults = agent_options(load_config(overrides=[], env={}))
+    assert "max_tool_calls" not in defaults and "tool_timeout" not in defaults

@@ -66,6 +66,8 @@ _AGENT_KEYS = {
     "total_code_executions_in_prompt": "total_code_executions_in_prompt",
     "override_max_code_executions": "override_max_code_executions",
     "max_model_calls": "max_model_calls",
+    "max_tool_calls": "max_tool_calls",
+    "tool_timeout": "tool_timeout",
     "timeout": "request_timeout",
     "max_retries": "max_retries",
 }
@@ -100,6 +102,8 @@ def agent_options(config: GenerateConfig) -> dict[str, Any]:
         "total_code_executions_in_prompt": config.total_code_executions_in_prompt,
         "override_max_code_executions": config.override_max_code_executions,
         "max_model_calls": config.max_model_calls,
+        "max_tool_calls": config.max_tool_calls,
+        "tool_timeout": config.tool_timeout,
         "timeout": config.request_timeout,
         "max_retries": config.max_retries,
     }
@@ -110,7 +114,7 @@ def agent_options(config: GenerateConfig) -> dict[str, Any]:
     if not config.code_execution:
         options.update(max_code_executions=0, override_max_code_executions=False)
     # ``None`` means "the agent's default" for these, but is a value ("no limit") for the others.
-    defaults_only = ("max_model_calls", "timeout", "max_retries")
+    defaults_only = ("max_model_calls", "timeout", "max_retries", "tool_timeout")
     return {k: v for k, v in options.items() if v is not None or k not in defaults_only}
 
 
