@@ -53,6 +53,12 @@ def pid() -> str:
 
 
 @server.tool()
+def die() -> str:
+    """Exits the server process at once (a crash)."""
+    os._exit(3)
+
+
+@server.tool()
 def environment(name: str) -> str:
     """The value of an environment variable of the server process."""
     return os.environ.get(name, "<unset>")

@@ -312,3 +312,32 @@ async def test_configuration_errors() -> None:
         Agent("m", base_url="http://x.test/v1", tools=[explode, explode])
     with pytest.raises(ConfigError, match="not int"):
         Agent("m", base_url="http://x.test/v1", tools=[5])
+
+
+async def test_closing_the_stream_cancels_a_running_tool(sandbox: object) -> None:
+    import contextlib
+
+    from tir_agent.turn import CodeComplete
+
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def wait_long() -> str:
+        """Waits."""
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+        return "done"
+
+    agent, server = ToolHarness(streamed=True, sandbox=sandbox).agent(
+        [Calls("", [("wait_long", {})]), Step("x")], [wait_long]
+    )
+    async with contextlib.aclosing(agent.stream("p")) as events:
+        async for event in events:
+            if isinstance(event, CodeComplete):
+                await asyncio.wait_for(started.wait(), 10)
+                break
+    await asyncio.wait_for(cancelled.wait(), 10)
+    assert len(server.requests) == 1

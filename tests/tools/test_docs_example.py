@@ -89,6 +89,7 @@ def test_the_example_runs_unchanged(tmp_path: Path) -> None:
         "fail",
         "nap",
         "pid",
+        "die",
         "environment",
     ]
     tool_outputs = [m["content"] for m in server.requests[1]["messages"] if m["role"] == "tool"]

@@ -68,7 +68,16 @@ async def test_stdio_server_tools_listed_called_and_closed(harness: ToolHarness)
     finally:
         await agent.aclose()
     tools = {t["function"]["name"]: t["function"] for t in model.requests[0]["tools"]}
-    assert set(tools) == {"python_exec", "add", "convert", "fail", "nap", "pid", "environment"}
+    assert set(tools) == {
+        "python_exec",
+        "add",
+        "convert",
+        "fail",
+        "nap",
+        "pid",
+        "die",
+        "environment",
+    }
     assert tools["convert"]["parameters"]["properties"]["unit"]["enum"] == ["c", "f"]
     assert tools["convert"]["parameters"]["required"] == ["value", "unit"]
     assert tools["add"]["description"] == "Add two integers."
@@ -160,7 +169,40 @@ async def test_http_server(harness: ToolHarness, http_server: str) -> None:
         ("42", False),
         (
             "Error: unknown tool 'add'. The tools are: python_exec, remote_add, remote_convert, "
-            "remote_fail, remote_nap, remote_pid, remote_environment.",
+            "remote_fail, remote_nap, remote_pid, remote_die, remote_environment.",
             True,
         ),
     ]
+
+
+@asyncio_test
+async def test_a_crashed_server_fails_its_calls_and_the_next_solve_reconnects(
+    harness: ToolHarness,
+) -> None:
+    server = MCPStdio(sys.executable, [SERVER], env=server_env())
+    agent, _ = harness.agent(
+        [
+            Calls("", [("pid", {})]),
+            Calls("", [("die", {})]),
+            Calls("", [("add", {"a": 1, "b": 2})]),
+            Step("lost"),
+            Calls("", [("pid", {})]),
+            Step("back"),
+        ],
+        [server],
+    )
+    try:
+        first = await harness.solve(agent)
+        second = await harness.solve(agent)
+    finally:
+        await agent.aclose()
+    assert [(c.name, c.failed) for c in first.tool_calls] == [
+        ("pid", False),
+        ("die", True),
+        ("add", True),
+    ]
+    assert first.tool_calls[2].output == "Error: add failed: MCPError: Connection closed"
+    assert first.status == "finished"
+    old, new = int(first.tool_calls[0].output), int(second.tool_calls[0].output)
+    assert new != old and not alive(old)
+    assert not alive(new)  # closed with the agent

@@ -263,6 +263,14 @@ class _Connection:
         except asyncio.CancelledError:
             raise
         except Exception as e:
+            from mcp_types import CONNECTION_CLOSED
+
+            if getattr(getattr(e, "error", None), "code", None) == CONNECTION_CLOSED:
+                # The server is gone (it exited or crashed): let the connection's task clean up,
+                # and the next solve connect anew.
+                log.warning("mcp.lost", server=self.server._describe(), tool=name)
+                self.closed = True
+                self._stop.set()
             return ToolOutcome(f"Error: {name} failed: {_reason(e)}", True)
         return ToolOutcome(_content_text(result), bool(result.is_error))
 
