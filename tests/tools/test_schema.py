@@ -236,3 +236,19 @@ async def test_dataclass_parameters_are_nested_objects() -> None:
     index = await Toolbox([shift]).open()
     assert (await index.dispatch("shift", '{"p": {"x": 1, "y": null}}')).output == "3"
     assert (await index.dispatch("shift", '{"p": {"x": 1}}')).output == "3"
+
+
+def test_keywords_strict_mode_rejects_make_a_tool_non_strict() -> None:
+    def tags(names: set[str], kind: Literal["label"]) -> int:
+        """Count tags."""
+        return len(names)
+
+    assert FunctionTool(tags).parameters["properties"]["names"]["uniqueItems"] is True
+    assert "strict" not in FunctionTool(tags).definition()["function"]
+
+    def single(kind: Literal["label"]) -> str:
+        """One value."""
+        return kind
+
+    strict = FunctionTool(single).definition()["function"]["parameters"]["properties"]["kind"]
+    assert strict == {"enum": ["label"], "type": "string"}

@@ -153,6 +153,10 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
             node["description"] = f"Default: {json.dumps(default)}."
         if not node.keys() & {"type", "$ref", "anyOf", "allOf", "oneOf", "enum", "const"}:
             raise _NotStrict  # ``Any``: strict mode needs a type
+        if node.keys() & _NOT_IN_STRICT:
+            raise _NotStrict
+        if "const" in node:  # a one-value Literal, as the enum strict mode surely takes
+            node["enum"] = [node.pop("const")]
         if node.get("type") == "object" or "properties" in node:
             if "properties" not in node or node.get("additionalProperties") not in (None, False):
                 raise _NotStrict
@@ -179,6 +183,30 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any] | None:
     except _NotStrict:
         return None
     return result
+
+
+_NOT_IN_STRICT = frozenset(
+    {
+        "uniqueItems",
+        "patternProperties",
+        "unevaluatedProperties",
+        "propertyNames",
+        "minProperties",
+        "maxProperties",
+        "contains",
+        "minContains",
+        "maxContains",
+        "unevaluatedItems",
+        "not",
+        "if",
+        "then",
+        "else",
+        "dependentRequired",
+        "dependentSchemas",
+    }
+)
+"""Keywords OpenAI's strict mode rejects (a ``set[int]`` gives ``uniqueItems``): such a tool is
+sent non-strict."""
 
 
 class _NotStrict(Exception):
