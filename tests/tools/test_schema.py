@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from tir_agent.errors import ConfigError
-from tir_agent.tools import FunctionTool, Toolbox, tool
+from tir_agent.tools import FunctionTool, Toolbox, ToolIndex, ToolOutcome, tool
 
 
 def google(city: str, unit: Literal["c", "f"] = "c", days: int = 1) -> str:
@@ -252,3 +252,27 @@ def test_keywords_strict_mode_rejects_make_a_tool_non_strict() -> None:
 
     strict = FunctionTool(single).definition()["function"]["parameters"]["properties"]["kind"]
     assert strict == {"enum": ["label"], "type": "string"}
+
+
+class BrokenSchemaTool:
+    """A tool whose schema jsonschema cannot resolve (as an MCP server may list one)."""
+
+    name = "broken"
+    description = "Has a dangling $ref."
+    parameters: dict[str, Any] = {  # noqa: RUF012
+        "type": "object",
+        "properties": {"a": {"$ref": "#/$defs/Missing"}},
+    }
+    timeout = None
+
+    def definition(self) -> dict[str, Any]:
+        return {"type": "function", "function": {"name": self.name, "parameters": self.parameters}}
+
+    async def invoke(self, arguments: dict[str, Any]) -> ToolOutcome:
+        return ToolOutcome(f"ran with {arguments}")
+
+
+async def test_a_schema_jsonschema_cannot_use_leaves_the_check_to_the_tool() -> None:
+    index = ToolIndex([BrokenSchemaTool()], timeout=5)
+    outcome = await index.dispatch("broken", '{"a": 1}')
+    assert (outcome.output, outcome.failed) == ("ran with {'a': 1}", False)

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError
 from tir_agent.tools.base import Tool, ToolOutcome
 from tir_agent.tools.function import FunctionTool
@@ -23,6 +24,8 @@ from tir_agent.tools.schema import drop_strict_nulls
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
+
+log = get_logger(__name__)
 
 RESERVED = "python_exec"
 """The code tool's name; no user tool may take it."""
@@ -140,9 +143,13 @@ class ToolIndex:
             )
         if getattr(tool, "strict", False):  # a null for an optional parameter: not given
             value = drop_strict_nulls(value, tool.parameters)
+        try:
+            errors = sorted(self._validator(tool).iter_errors(value), key=lambda e: e.path)
+        except Exception as e:  # a schema jsonschema cannot use (an MCP server's): it checks
+            log.warning("tool.schema_unusable", tool=name, error=repr(e))
+            errors = []
         problems = [
-            f"{'/'.join(map(str, e.absolute_path)) or 'arguments'}: {e.message}"
-            for e in sorted(self._validator(tool).iter_errors(value), key=lambda e: e.path)
+            f"{'/'.join(map(str, e.absolute_path)) or 'arguments'}: {e.message}" for e in errors
         ]
         if problems:
             return ToolOutcome(
