@@ -209,11 +209,6 @@ class Agent:
             raise ConfigError(f"Invalid Agent options: {problems}") from None
         self.toolbox: Toolbox | None = None
         if tools:
-            if config.format != "tools":
-                raise ConfigError(
-                    "tools=[...] needs format='tools' (native function calling); with "
-                    f"format={config.format!r} the model only writes code"
-                )
             from tir_agent.tools.toolbox import Toolbox  # only when tools are given
 
             self.toolbox = Toolbox(tools, timeout=config.tool_timeout)
@@ -392,7 +387,7 @@ class Agent:
                 continue
             if not turn.calls:
                 return run.finish(run.stop_status(turn))
-            if final and not run.functions_open():
+            if final and run.ends_final_round(turn):
                 return run.finish("budget_spent")
             run.add_text(fmt.feed(turn, await run.execute_all(turn)))
 
@@ -472,6 +467,10 @@ class _Run:
                 params[key] = value
         if seed is not None:
             params["seed"] = seed
+        if functions is not None and config.format == "tags":  # Hermes-style, in the prompt
+            from tir_agent.tools.hermes import offer_tools
+
+            messages = offer_tools(messages, functions.plain_definitions())
         self.format: Format
         if config.api == "completions":
             params.pop("reasoning_effort", None)
@@ -490,6 +489,11 @@ class _Run:
             )
         else:
             self.format = ChatTagsFormat(messages, agent.tags, params)
+        if functions is not None and config.format == "tags":
+            from tir_agent.tools.hermes import HermesTools
+
+            inner = cast(Any, self.format)
+            self.format = HermesTools(inner, set(functions.tools))
         self.turns: list[Turn] = []
         self.executions: list[Execution] = []
         self.executed = 0
@@ -570,6 +574,13 @@ class _Run:
 
             sandbox = self.agent._own_sandboxes[loop] = LocalSandbox()
         return cast(Sandbox, sandbox)
+
+    def ends_final_round(self, turn: Turn) -> bool:
+        """Code is spent and ``turn`` has calls: whether they end the solve (none of the user's
+        tools may run; in tag formats also code written anyway, which nothing answers)."""
+        if not self.functions_open():
+            return True
+        return self.format.name != "tools" and any(c.tool is None for c in turn.calls)
 
     def functions_open(self) -> bool:
         """Whether the user's tools may still be called (there are some, within their budget)."""

@@ -304,8 +304,6 @@ async def test_display_and_record_show_tool_calls(harness: ToolHarness) -> None:
 
 
 async def test_configuration_errors() -> None:
-    with pytest.raises(ConfigError, match="needs format='tools'"):
-        Agent("m", base_url="http://x.test/v1", format="tags", tools=[get_temperature])
     with pytest.raises(ConfigError, match="may not be named 'python_exec'"):
         Agent("m", base_url="http://x.test/v1", tools=[tool(explode, name="python_exec")])
     with pytest.raises(ConfigError, match="Two tools are named 'explode'"):

@@ -119,6 +119,20 @@ class ToolIndex:
         """Chat-completions tool definitions (``{"type": "function", "function": {...}}``)."""
         return self._definitions
 
+    def plain_definitions(self) -> list[dict[str, Any]]:
+        """The definitions without strict mode (for prompts that show them to a model)."""
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.parameters,
+                },
+            }
+            for t in self.tools.values()
+        ]
+
     def check(self, name: str, arguments: str) -> tuple[Tool, dict[str, Any]] | ToolOutcome:
         """The tool and its parsed arguments, or the failure the model is told about."""
         tool = self.tools.get(name)
