@@ -470,7 +470,8 @@ class _Run:
         if functions is not None and config.format == "tags":  # Hermes-style, in the prompt
             from tir_agent.tools.hermes import offer_tools
 
-            messages = offer_tools(messages, functions.plain_definitions())
+            default = getattr(agent.template, "default_system", None)  # completions: Qwen's
+            messages = offer_tools(messages, functions.plain_definitions(), default)
         self.format: Format
         if config.api == "completions":
             params.pop("reasoning_effort", None)

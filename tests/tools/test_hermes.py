@@ -14,6 +14,7 @@ from tir_agent.agent import Agent
 from tir_agent.formats.tags import PRESETS
 from tir_agent.sandbox.base import Sandbox
 from tir_agent.tools.hermes import offer_tools, tools_block
+from tir_agent.turn import ToolCallDone
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -56,12 +57,19 @@ def build(
     return agent, server
 
 
-CASES = [(api, tags) for api in ("chat", "completions") for tags in ("openmath", "qwen")]
+CASES = [
+    (api, tags, stream)
+    for api in ("chat", "completions")
+    for tags in ("openmath", "qwen")
+    for stream in (False, True)
+]
 
 
-@pytest.mark.parametrize(("api", "tags"), CASES, ids=[f"{a}-{t}" for a, t in CASES])
+@pytest.mark.parametrize(
+    ("api", "tags", "stream"), CASES, ids=[f"{a}-{t}{'-stream' if s else ''}" for a, t, s in CASES]
+)
 async def test_a_call_its_response_and_code_beside_it(
-    api: str, tags: str, sandbox: Sandbox
+    api: str, tags: str, stream: bool, sandbox: Sandbox
 ) -> None:
     call = hermes("get_temperature", {"city": "Paris"})
     agent, server = build(
@@ -76,7 +84,14 @@ async def test_a_call_its_response_and_code_beside_it(
         system="Solve it.",
         user="{problem}",
     )
-    result = await agent.asolve("p")
+    if stream:
+        events = [e async for e in agent.stream("p")]
+        result = events[-1].result  # type: ignore[union-attr]
+        assert [e.tool_call.name for e in events if isinstance(e, ToolCallDone)] == [
+            "get_temperature"
+        ]
+    else:
+        result = await agent.asolve("p")
     first = server.requests[0]
     assert "</tool_call>" in first["stop"]
     preset = PRESETS[tags]
@@ -198,3 +213,14 @@ async def test_whichever_completes_first_runs(sandbox: Sandbox) -> None:
     assert [e.stdout for e in result.executions] == ["1\n"]
     assert [c.arguments for c in result.tool_calls] == [{"city": "Oslo"}]
     assert result.turns[0].discarded.startswith("<tool_call>")
+
+
+async def test_without_a_system_message_the_templates_default_leads(sandbox: Sandbox) -> None:
+    """Qwen's template writes its default system text before the tools section."""
+    from tir_agent.chat_templates import QWEN_DEFAULT_SYSTEM
+
+    agent, server = build("completions", "qwen", [Step("\\boxed{1}")], sandbox, user="{problem}")
+    await agent.asolve("p")
+    prompt = server.requests[0]["prompt"]
+    assert prompt.startswith("<|im_start|>system\n" + QWEN_DEFAULT_SYSTEM + "\n\n# Tools\n\n")
+    assert prompt.count(QWEN_DEFAULT_SYSTEM) == 1

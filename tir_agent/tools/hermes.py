@@ -38,15 +38,19 @@ def tools_block(definitions: list[dict[str, Any]]) -> str:
 
 
 def offer_tools(
-    messages: list[dict[str, Any]], definitions: list[dict[str, Any]]
+    messages: list[dict[str, Any]],
+    definitions: list[dict[str, Any]],
+    default_system: str | None = None,
 ) -> list[dict[str, Any]]:
-    """``messages`` with the tools section at the end of the system message (one is added when
-    there is none, holding only the section's text)."""
+    """``messages`` with the tools section at the end of the system message. Without one, a
+    system message is added: ``default_system`` (the chat template's own default, as Qwen's
+    template puts it there) and the section, or the section alone."""
     block = tools_block(definitions)
     if messages and messages[0].get("role") == "system":
         first = {**messages[0], "content": str(messages[0].get("content") or "") + block}
         return [first, *messages[1:]]
-    return [{"role": "system", "content": block.lstrip("\n")}, *messages]
+    content = default_system + block if default_system else block.lstrip("\n")
+    return [{"role": "system", "content": content}, *messages]
 
 
 def response_text(output: str) -> str:
