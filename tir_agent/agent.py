@@ -491,10 +491,12 @@ class _Run:
         else:
             self.format = ChatTagsFormat(messages, agent.tags, params)
         if functions is not None and config.format == "tags":
-            from tir_agent.tools.hermes import HermesTools
+            from tir_agent.chat_templates import ChatMLTemplate
+            from tir_agent.tools.hermes import CHATML_TURN, HermesTools
 
+            chatml = isinstance(agent.template, ChatMLTemplate)
             inner = cast(Any, self.format)
-            self.format = HermesTools(inner, set(functions.tools))
+            self.format = HermesTools(inner, set(functions.tools), CHATML_TURN if chatml else None)
         self.turns: list[Turn] = []
         self.executions: list[Execution] = []
         self.executed = 0

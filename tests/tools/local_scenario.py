@@ -1,11 +1,13 @@
-"""A real exchange with the embedded model calling a user's function, kept as a cassette in
+"""Real exchanges with the embedded model calling a user's function, kept as cassettes in
 tests/cassettes/tools/.
 
 The embedded model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M on llama.cpp, greedy, seed 0) is offered
-``get_temperature`` through the chat API: the server renders the tool into the prompt with the
-GGUF's own chat template (Qwen's Hermes-style ``<tools>`` block) and the model answers with a
-``<tool_call>`` the agent runs. Re-record with ``python -m tests.tools.local_scenario`` (it starts
-the embedded server and overwrites the files).
+``get_temperature``. ``local_get_temperature``: native tools over the chat API (the server renders
+the tool into the prompt with the GGUF's own chat template, Qwen's Hermes ``<tools>`` block).
+``local_tags_get_temperature``: the embedded model's default format, ``qwen`` tags over
+completions, with the tools section in the system message (tir_agent/tools/hermes.py). Re-record
+with ``python -m tests.tools.local_scenario [NAME ...]`` (it starts the embedded server and
+overwrites the files).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tir_agent.turn import SolveResult
 
 CASSETTES = Path(__file__).resolve().parents[1] / "cassettes" / "tools"
 NAME = "local_get_temperature"
+SCENARIOS = {NAME: "tools", "local_tags_get_temperature": "tags"}
+"""Cassette name -> the format the embedded model's defaults are taken for."""
 PROBLEM = "What is the temperature in Paris right now?"
 
 
@@ -36,9 +40,9 @@ def get_temperature(city: str, unit: Literal["c", "f"] = "c") -> str:
     return {"Paris": "21", "Oslo": "4"}.get(city, "unknown") + " " + unit
 
 
-def build_agent(base_url: str, sandbox: Sandbox) -> Agent:
-    """The embedded model's tools defaults, one tool call allowed and no code."""
-    options: dict[str, Any] = local_agent_options("tools")
+def build_agent(base_url: str, sandbox: Sandbox, name: str = NAME) -> Agent:
+    """The embedded model's defaults for the scenario's format, one tool call allowed, no code."""
+    options: dict[str, Any] = local_agent_options(SCENARIOS[name])  # type: ignore[arg-type]
     options.pop("prompt", None)
     options.update(
         system="Use the get_temperature tool to answer.",
@@ -70,28 +74,32 @@ def summary(result: SolveResult) -> dict[str, Any]:
     }
 
 
-async def _record(base_url: str) -> None:
+async def _record(base_url: str, names: list[str]) -> None:
     from tir_agent.sandbox.local import LocalSandbox
 
     CASSETTES.mkdir(parents=True, exist_ok=True)
-    (CASSETTES / f"{NAME}.json").unlink(missing_ok=True)
     async with LocalSandbox() as sandbox:
-        agent = build_agent(base_url, sandbox)
-        with recorder("all", CASSETTES).use_cassette(f"{NAME}.json"):
-            result = await agent.asolve(PROBLEM)
-        await agent.aclose()
-    (CASSETTES / f"{NAME}.summary.json").write_text(
-        json.dumps(summary(result), indent=2, ensure_ascii=False) + "\n"
-    )
-    print(json.dumps(summary(result), indent=2))
+        for name in names:
+            (CASSETTES / f"{name}.json").unlink(missing_ok=True)
+            agent = build_agent(base_url, sandbox, name)
+            with recorder("all", CASSETTES).use_cassette(f"{name}.json"):
+                result = await agent.asolve(PROBLEM)
+            await agent.aclose()
+            (CASSETTES / f"{name}.summary.json").write_text(
+                json.dumps(summary(result), indent=2, ensure_ascii=False) + "\n"
+            )
+            print(name, json.dumps(summary(result), indent=2))
 
 
 def main() -> None:
-    """Start the embedded server and record."""
+    """Start the embedded server and record the scenarios named (default: all)."""
+    import sys
+
     from tir_agent.local_model import LlamaCppServer
 
+    names = sys.argv[1:] or list(SCENARIOS)
     with LlamaCppServer() as server:
-        asyncio.run(_record(server.base_url))
+        asyncio.run(_record(server.base_url, names))
 
 
 if __name__ == "__main__":

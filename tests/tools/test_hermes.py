@@ -110,12 +110,17 @@ async def test_a_call_its_response_and_code_beside_it(
         )
         assert server.requests[1]["messages"][-1] == {
             "role": "user",
-            "content": "<tool_response>\n21 c\n</tool_response>\n",
+            "content": "<tool_response>\n21 c\n</tool_response>",
         }
     else:
         assert "# Tools" in first["prompt"] and '"name": "get_temperature"' in first["prompt"]
-        assert server.requests[1]["prompt"].endswith(
-            call + "<tool_response>\n21 c\n</tool_response>\n"
+        assert server.requests[
+            1
+        ][
+            "prompt"
+        ].endswith(  # a user turn, as Qwen's template has it
+            call + "<|im_end|>\n<|im_start|>user\n<tool_response>\n21 c\n</tool_response>"
+            "<|im_end|>\n<|im_start|>assistant\n"
         )
     assert [(c.name, c.arguments, c.output, c.failed) for c in result.tool_calls] == [
         ("get_temperature", {"city": "Paris"}, "21 c", False)
@@ -180,9 +185,9 @@ async def test_invalid_arguments_and_the_tool_budget(sandbox: Sandbox) -> None:
     )
     assert answers == [
         "<tool_response>\nError: invalid arguments for get_temperature: arguments: 'city' is a "
-        "required property.\n</tool_response>\n",
-        "<tool_response>\n21 c\n" + run_out + "\n</tool_response>\n",
-        "<tool_response>\n" + run_out + "\n</tool_response>\n",
+        "required property.\n</tool_response>",
+        "<tool_response>\n21 c\n" + run_out + "\n</tool_response>",
+        "<tool_response>\n" + run_out + "\n</tool_response>",
     ]
     assert result.answer == "21"
 
@@ -224,3 +229,31 @@ async def test_without_a_system_message_the_templates_default_leads(sandbox: San
     prompt = server.requests[0]["prompt"]
     assert prompt.startswith("<|im_start|>system\n" + QWEN_DEFAULT_SYSTEM + "\n\n# Tools\n\n")
     assert prompt.count(QWEN_DEFAULT_SYSTEM) == 1
+
+
+async def test_a_call_whose_tags_the_server_dropped(sandbox: Sandbox) -> None:
+    """llama-cpp-python returns Qwen's <tool_call> tokens as nothing: a reply that ends with a
+    bare call of a tool is that call (its tags restored); a bare call followed by more text is
+    text."""
+    bare = json.dumps({"name": "get_temperature", "arguments": {"city": "Paris"}})
+    agent, server = build(
+        "completions",
+        "qwen",
+        [
+            Step("Checking.\n" + bare + "\n"),
+            Step(bare + " is how I would ask."),
+            Step("\\boxed{21}"),
+        ],
+        sandbox,
+        user="{problem}",
+    )
+    result = await agent.asolve("p")
+    assert [c.arguments for c in result.tool_calls] == [{"city": "Paris"}]
+    restored = "Checking.\n<tool_call>\n" + bare + "\n</tool_call>"
+    assert server.requests[1]["prompt"].endswith(
+        restored + "<|im_end|>\n<|im_start|>user\n<tool_response>\n21 c\n</tool_response>"
+        "<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert result.generation.startswith(restored + "<tool_response>\n21 c\n</tool_response>\n")
+    assert result.generation.endswith(bare + " is how I would ask.")
+    assert len(server.requests) == 2

@@ -14,6 +14,7 @@ go (a user message in chat, the prompt's text in completions).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Protocol
 
 from tir_agent.formats.base import Feedback, FormatName, ModelReply, ModelRequest
@@ -54,8 +55,12 @@ def offer_tools(
 
 
 def response_text(output: str) -> str:
-    """A tool's answer as Qwen's template writes it."""
-    return f"<tool_response>\n{output}\n</tool_response>\n"
+    """A tool's answer as Qwen's template writes it (a tool message's body in the user turn)."""
+    return f"<tool_response>\n{output}\n</tool_response>"
+
+
+CHATML_TURN = ("<|im_end|>\n<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n")
+"""How a ChatML prompt closes the assistant's turn for the tool answers and opens the next."""
 
 
 def find_call(text: str, names: set[str]) -> tuple[int, int, str, str] | None:
@@ -84,6 +89,34 @@ def find_call(text: str, names: set[str]) -> tuple[int, int, str, str] | None:
     return None
 
 
+_BARE = re.compile(r'\{\s*"name"\s*:')
+
+
+def bare_call(text: str, names: set[str]) -> tuple[int, int, str, str] | None:
+    """A call written without its tags at the very end of a reply: llama-cpp-python drops Qwen's
+    ``<tool_call>`` tokens from the text it returns. ``(start, end, name, arguments)``."""
+    stripped = text.rstrip()
+    for match in reversed(list(_BARE.finditer(stripped))):
+        try:
+            value, end = json.JSONDecoder(strict=False).raw_decode(stripped, match.start())
+        except json.JSONDecodeError:
+            continue
+        if end != len(stripped):
+            return None
+        if (
+            isinstance(value, dict)
+            and set(value) == {"name", "arguments"}
+            and value["name"] in names
+            and isinstance(value["arguments"], dict | str)
+        ):
+            arguments = value["arguments"]
+            if not isinstance(arguments, str):
+                arguments = json.dumps(arguments, ensure_ascii=False)
+            return match.start(), len(text), value["name"], arguments
+        return None
+    return None
+
+
 class TagFormat(Protocol):
     """What :class:`HermesTools` needs of the tag format it wraps."""
 
@@ -108,10 +141,15 @@ class TagFormat(Protocol):
 class HermesTools:
     """A tag format whose model may also call the user's tools, Hermes style."""
 
-    def __init__(self, inner: TagFormat, names: set[str]) -> None:
+    def __init__(
+        self, inner: TagFormat, names: set[str], turn: tuple[str, str] | None = None
+    ) -> None:
         self.inner = inner
         self.tags = inner.tags
         self._names = names
+        self._turn = turn
+        """Completions: the template's text around a user turn holding the answers (ChatML's:
+        :data:`CHATML_TURN`); ``None``: the answers go inline."""
         """The tools' names: a Hermes call of another name is the wrapped format's text (with
         ``openmath`` tags, its code)."""
 
@@ -142,10 +180,18 @@ class HermesTools:
             if find_call(candidate, self._names) is not None:
                 text = candidate
         call = find_call(text, self._names)
+        bare = bare_call(text, self._names) if call is None else None
+        if bare is not None and not self._code_first(text, bare[0]):
+            # The server dropped the <tool_call> tokens the model wrote: put them back, as a
+            # swallowed stop string is restored.
+            start, _, name, arguments = bare
+            body = text[start:].rstrip()
+            text = text[:start] + CALL_BEGIN + "\n" + body + "\n" + CALL_END
+            call = find_call(text, self._names)
         if call is not None and not self._code_first(text, call[0]):
             _, end, name, arguments = call
             reply.text = text[:end]
-            if self.tags.code_end != CALL_END:
+            if self.tags.code_end != CALL_END or not text[:end].rstrip().endswith(CALL_END):
                 reply.stop_sent = False  # the stop that fired was ours: nothing to restore
             turn = self.inner.parse(reply, index)
             return turn.model_copy(
@@ -171,9 +217,14 @@ class HermesTools:
     def feed(self, turn: Turn, feedback: list[Feedback]) -> str:
         """A tool's answer as a ``<tool_response>``; code outputs as the wrapped format has them."""
         if any(f.output is not None for f in feedback):
-            text = "".join(response_text(f.output) for f in feedback if f.output is not None)
-            self.inner.feed_text(text)
-            return text
+            body = "\n".join(response_text(f.output) for f in feedback if f.output is not None)
+            if self.inner.name == "chat-tags":
+                self.inner.feed_text(body)  # the user message Qwen's template makes of it
+            elif self._turn is not None:
+                self.inner.feed_text(self._turn[0] + body + self._turn[1])
+            else:
+                self.inner.feed_text(body + "\n")
+            return body + "\n"
         return self.inner.feed(turn, feedback)
 
     def messages(self) -> list[dict[str, Any]]:
