@@ -16,6 +16,7 @@ EXPECTED = {
     "SandboxConfig", "SandboxError", "SandboxSession", "SolveResult", "SolveStatus",
     "SyncSandbox", "RemoteSandbox", "RemoteSession", "SyncRemoteSandbox", "ServiceConfig",
     "SandboxServiceError", "TagPreset", "TextDelta", "TirAgentError", "Turn", "TurnEnd", "Usage",
+    "ToolCall", "ToolCallDone", "ToolServerError",
     "__version__", "available_prompts", "compute_metrics", "detect_protections",
     "extract_answer", "format_output", "generate", "get_chat_template", "get_preset",
     "grade_many", "grade_records", "is_equivalent", "load_config", "load_prompt",

@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "CodeComplete": "tir_agent.turn",
     "ExecutionDone": "tir_agent.turn",
     "TurnEnd": "tir_agent.turn",
+    "ToolCall": "tir_agent.turn",
+    "ToolCallDone": "tir_agent.turn",
     "Finished": "tir_agent.turn",
     # Formats, budgets and answers.
     "TagPreset": "tir_agent.formats.tags",
@@ -72,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "SandboxClosedError": "tir_agent.errors",
     "IsolationError": "tir_agent.errors",
     "SandboxServiceError": "tir_agent.errors",
+    "ToolServerError": "tir_agent.errors",
     "ModelError": "tir_agent.errors",
     "AuthenticationError": "tir_agent.errors",
     "RateLimitError": "tir_agent.errors",
@@ -122,6 +125,9 @@ __all__ = [
     "TagPreset",
     "TextDelta",
     "TirAgentError",
+    "ToolCall",
+    "ToolCallDone",
+    "ToolServerError",
     "Turn",
     "TurnEnd",
     "Usage",
@@ -174,6 +180,7 @@ if TYPE_CHECKING:
         SandboxError,
         SandboxServiceError,
         TirAgentError,
+        ToolServerError,
     )
     from tir_agent.formats.output import format_output
     from tir_agent.formats.tags import PRESETS, TagPreset, get_preset
@@ -199,6 +206,8 @@ if TYPE_CHECKING:
         SolveResult,
         SolveStatus,
         TextDelta,
+        ToolCall,
+        ToolCallDone,
         Turn,
         TurnEnd,
         Usage,

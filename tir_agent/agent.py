@@ -59,6 +59,8 @@ from tir_agent.turn import (
 
 if TYPE_CHECKING:
     from tir_agent.local_model import LocalModel
+    from tir_agent.tools.calls import ToolCalls
+    from tir_agent.tools.toolbox import Toolbox, ToolIndex, ToolSpec
 
 log = get_logger(__name__)
 _std = logging.getLogger(__name__)
@@ -124,6 +126,12 @@ class AgentConfig(BaseModel):
     """Fills ``{total_code_executions}``: an int, or ``[lo, hi]`` drawn per sample from the seed."""
     override_max_code_executions: bool = False
     """The drawn ``total_code_executions_in_prompt`` also becomes the enforced budget."""
+    max_tool_calls: int | None = Field(None, ge=0)
+    """Calls of the user's tools (``tools=``) per solve; after the last, they are withdrawn and
+    (once code is spent too) a final round without tools follows. ``None``: unlimited."""
+    tool_timeout: float | None = Field(60.0, gt=0)
+    """Seconds one call of a user's tool may take (``tool(timeout=...)`` overrides it per tool;
+    ``None``: no limit)."""
     max_model_calls: int = Field(64, ge=1)
     """Bound on model calls per solve (also with an unlimited budget)."""
     timeout: float | None = Field(600.0, gt=0)
@@ -188,7 +196,9 @@ class Agent:
     ``Agent(model=..., base_url=..., format="tags", tags="qwen", api="completions")`` a local
     server. Options are those of :class:`AgentConfig`, plus ``api_key`` (default
     ``OPENAI_API_KEY``), ``sandbox`` (default: a :class:`~tir_agent.sandbox.LocalSandbox`, created
-    on first use and closed with the agent) and ``http_client`` (an ``httpx2.AsyncClient``).
+    on first use and closed with the agent), ``http_client`` (an ``httpx2.AsyncClient``) and
+    ``tools`` (your functions and MCP servers, called beside ``python_exec``: see
+    :mod:`tir_agent.tools`; their servers are closed with the agent).
 
     ``Agent(model="local")`` without ``base_url`` runs the embedded model (Qwen2.5-Coder-0.5B on
     llama.cpp, ``bash scripts/setup.sh``; ``local:NAME`` picks another of
@@ -204,6 +214,7 @@ class Agent:
         api_key: str | None = None,
         sandbox: Sandbox | None = None,
         http_client: Any = None,
+        tools: Sequence[ToolSpec] = (),
         **options: Any,
     ) -> None:
         self._local: LocalModel | None = None
@@ -219,6 +230,11 @@ class Agent:
                 for err in e.errors()
             )
             raise ConfigError(f"Invalid Agent options: {problems}") from None
+        self.toolbox: Toolbox | None = None
+        if tools:
+            from tir_agent.tools.toolbox import Toolbox  # only when tools are given
+
+            self.toolbox = Toolbox(tools, timeout=config.tool_timeout)
         self.prompt = self._resolve_prompt(config)
         self.tags = get_preset(config.tags or self.prompt.code_tags or "openmath")
         self.template: ChatTemplate | None = None
@@ -332,6 +348,8 @@ class Agent:
         """Close the HTTP client and the default sandbox of the running loop, and stop the
         embedded model's server (``model="local"``; the next solve would start it again)."""
         await self.client.aclose()
+        if self.toolbox is not None:
+            await self.toolbox.aclose()
         sandbox = self._own_sandboxes.pop(asyncio.get_running_loop(), None)
         if sandbox is not None:
             await sandbox.close()
@@ -362,7 +380,8 @@ class Agent:
         if self._local is not None:  # the embedded server: started now, its port known now
             self.client.set_base_url(await self._local.abase_url())
         seed = self.config.seed if seed is None else seed
-        run = _Run(self, problem, seed, fields, emit)
+        functions = await self.toolbox.open() if self.toolbox is not None else None
+        run = _Run(self, problem, seed, fields, emit, functions)
         with structlog.contextvars.bound_contextvars(problem=run.problem_id, seed=seed):
             async with run:
                 result = await self._loop(run)
@@ -395,10 +414,9 @@ class Agent:
                 continue
             if not turn.calls:
                 return run.finish(run.stop_status(turn))
-            if final:
+            if final and run.ends_final_round(turn):
                 return run.finish("budget_spent")
-            feedback = [await run.execute(call, turn) for call in turn.calls]
-            run.add_text(fmt.feed(turn, feedback))
+            run.add_text(fmt.feed(turn, await run.execute_all(turn)))
 
 
 def _default_template(tags: object) -> str:
@@ -445,6 +463,7 @@ class _Run:
         seed: int | None,
         fields: Mapping[str, Any],
         emit: Callable[[Event], None] | None,
+        functions: ToolIndex | None = None,
     ) -> None:
         config = agent.config
         self.agent = agent
@@ -475,6 +494,11 @@ class _Run:
                 params[key] = value
         if seed is not None:
             params["seed"] = seed
+        if functions is not None and config.format == "tags":  # Hermes-style, in the prompt
+            from tir_agent.tools.hermes import offer_tools
+
+            default = getattr(agent.template, "default_system", None)  # completions: Qwen's
+            messages = offer_tools(messages, functions.plain_definitions(), default)
         self.format: Format
         if config.api == "completions":
             params.pop("reasoning_effort", None)
@@ -492,12 +516,31 @@ class _Run:
                 store=config.store,
             )
         elif config.format == "tools":
-            self.format = ToolsFormat(messages, agent.tags, params, config.tool_choice)
+            self.format = ToolsFormat(
+                messages,
+                agent.tags,
+                params,
+                config.tool_choice,
+                functions.definitions() if functions is not None else None,
+                self.functions_open,
+            )
         else:
             self.format = ChatTagsFormat(messages, agent.tags, params)
+        if functions is not None and config.format == "tags":
+            from tir_agent.chat_templates import ChatMLTemplate
+            from tir_agent.tools.hermes import CHATML_TURN, HermesTools
+
+            chatml = isinstance(agent.template, ChatMLTemplate)
+            inner = cast(Any, self.format)
+            self.format = HermesTools(inner, set(functions.tools), CHATML_TURN if chatml else None)
         self.turns: list[Turn] = []
         self.executions: list[Execution] = []
         self.executed = 0
+        self.tools: ToolCalls | None = None
+        if functions is not None:
+            from tir_agent.tools.calls import ToolCalls
+
+            self.tools = ToolCalls(functions, config.max_tool_calls, emit)
         self.usage = Usage()
         self.parts: list[str] = []
         self.started = time.perf_counter()
@@ -571,6 +614,32 @@ class _Run:
             sandbox = self.agent._own_sandboxes[loop] = LocalSandbox()
         return cast(Sandbox, sandbox)
 
+    def ends_final_round(self, turn: Turn) -> bool:
+        """Code is spent and ``turn`` has calls: whether they end the solve (none of the user's
+        tools may run; in tag formats also code written anyway, which nothing answers)."""
+        if not self.functions_open():
+            return True
+        return self.format.name != "tools" and any(c.tool is None for c in turn.calls)
+
+    def functions_open(self) -> bool:
+        """Whether the user's tools may still be called (there are some, within their budget)."""
+        return self.tools is not None and self.tools.open()
+
+    async def execute_all(self, turn: Turn) -> list[Feedback]:
+        """Run a turn's calls: code in order in the session, each user tool call concurrently
+        beside it; the feedback in call order."""
+        if self.tools is None:
+            return [await self.execute(call, turn) for call in turn.calls]
+        feedback: list[Feedback | None] = [None] * len(turn.calls)
+
+        async def code() -> None:
+            for i, call in enumerate(turn.calls):
+                if call.tool is None:
+                    feedback[i] = await self.execute(call, turn)
+
+        await self.tools.run(turn, feedback, code())
+        return cast(list[Feedback], feedback)
+
     async def execute(self, call: CodeCall, turn: Turn) -> Feedback:
         """Run one call within the budget; refused calls are answered, not run."""
         if call.code is None:
@@ -632,6 +701,7 @@ class _Run:
             prompt=fmt.prompt(),
             turns=self.turns,
             executions=self.executions,
+            tool_calls=self.tools.calls if self.tools is not None else [],
             usage=self.usage,
             cost=cost,
             generation_time=time.perf_counter() - self.started,

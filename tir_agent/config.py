@@ -129,6 +129,10 @@ class GenerateConfig(BaseModel):
     ``.jinja`` file."""
     max_model_calls: int | None = Field(default=None, gt=0)
     """Bound on model calls per sample; ``None`` = the agent's default."""
+    max_tool_calls: int | None = Field(default=None, ge=0)
+    """Calls of the user's tools per sample (``generate(tools=...)``); ``None`` = unlimited."""
+    tool_timeout: float | None = Field(default=None, gt=0)
+    """Seconds one call of a user's tool may take; ``None`` = the agent's default (60)."""
     request_timeout: float | None = Field(default=None, gt=0)
     """Seconds before one model request is abandoned (and retried); ``None`` = client default."""
     max_retries: int | None = Field(default=None, ge=0)

@@ -12,6 +12,7 @@ failures of the infrastructure or of the caller's configuration raise::
     │   ├── IsolationError     strict mode: a required protection is not available on this host
     │   └── SandboxServiceError a sandbox server refused or failed a request, or is not a tir-agent
     │                          server of this API version (wrong URL, token, version)
+    ├── ToolServerError        an MCP server could not be started, reached or listed
     └── ModelError             the model endpoint failed after retries (translated from the openai SDK)
         ├── AuthenticationError   missing or rejected API key
         ├── RateLimitError        429 after the last retry
@@ -53,6 +54,11 @@ class SandboxServiceError(SandboxError):
     def __init__(self, message: str, *, status_code: int | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
+
+
+class ToolServerError(TirAgentError):
+    """An MCP tool server could not be started, connected to or listed (a failing tool *call* is
+    an output shown to the model, not an exception)."""
 
 
 class ModelError(TirAgentError):

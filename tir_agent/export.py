@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_FILTERS",
     "FILTERS",
     "Block",
+    "FunctionCall",
     "Transcript",
     "apply_filters",
     "from_messages",
@@ -75,8 +76,21 @@ class Block:
         return (self.stdout or "") + self.stderr
 
 
-Transcript = list[str | Block]
-"""A solution: text pieces and code blocks, in order."""
+@dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """A call of one of the user's tools (not ``python_exec``) and the output the model got.
+
+    Kept through native conversions (messages, OpenAI fine-tuning) as the tool call it was; a
+    tag transcript has no form for it, so :func:`render_tags` leaves it out."""
+
+    name: str
+    arguments: str
+    """The arguments as the model wrote them (a JSON string)."""
+    output: str
+
+
+Transcript = list[str | Block | FunctionCall]
+"""A solution: text pieces, code blocks and function calls, in order."""
 
 _REMAINING_TEXT = re.escape(REMAINING_HINT).replace(re.escape("{remaining}"), r"\d+")
 _REMAINING_AT = re.compile(_REMAINING_TEXT)
@@ -186,6 +200,8 @@ def render_tags(parts: Transcript, tags: TagPreset | str) -> str:
         if isinstance(part, str):
             out.append(part)
             continue
+        if isinstance(part, FunctionCall):
+            continue
         out.append(code_text(preset, part.code))
         if part.executed:
             stdout, stderr = part.stdout or "", part.stderr
@@ -222,10 +238,14 @@ def from_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
             continue
         text = message.get("content") or ""
         calls = message.get("tool_calls") or []
-        blocks: list[Block] = []
+        blocks: list[Block | FunctionCall] = []
         for call in calls:
             function = call.get("function") or {}
             content = results.get(call.get("id"))
+            name = function.get("name")
+            if name != TOOL_NAME and isinstance(name, str) and content is not None:
+                blocks.append(FunctionCall(name, function.get("arguments") or "", content))
+                continue
             try:
                 code = json.loads(function.get("arguments") or "")["code"]
             except (ValueError, KeyError, TypeError):
@@ -237,7 +257,7 @@ def from_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
             body, hint = _split_hint(content)
             ran_out = ran_out or hint == RUN_OUT_HINT
             blocks.append(Block(code, body, "", _status(body), hint))
-        if text and blocks and not text.endswith("\n"):
+        if text and any(isinstance(b, Block) for b in blocks) and not text.endswith("\n"):
             text += "\n"  # as the agent writes it: a block starts on its own line
         if text:
             parts.append(text)
@@ -269,6 +289,17 @@ def to_messages(parts: Transcript, tags: TagPreset | str = "openmath") -> list[d
             if calls:
                 flush()
             text += part
+        elif isinstance(part, FunctionCall):
+            call_id = f"call_{count}"
+            count += 1
+            calls.append(
+                {
+                    "id": call_id,
+                    "type": "function",
+                    "function": {"name": part.name, "arguments": part.arguments},
+                }
+            )
+            results.append({"role": "tool", "tool_call_id": call_id, "content": part.output})
         elif not part.executed:
             if calls:
                 flush()
@@ -293,12 +324,27 @@ def to_messages(parts: Transcript, tags: TagPreset | str = "openmath") -> list[d
     return messages
 
 
-def to_openai_finetune(prompt: list[dict[str, Any]], parts: Transcript) -> dict[str, Any]:
-    """One line of OpenAI fine-tuning JSONL: ``messages`` with tool calls, and ``tools``."""
+def to_openai_finetune(
+    prompt: list[dict[str, Any]],
+    parts: Transcript,
+    tools: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """One line of OpenAI fine-tuning JSONL: ``messages`` with tool calls, and ``tools``:
+    ``python_exec`` and the definitions of the functions called, taken from ``tools`` (a batch
+    row's ``tools``) or, for a function without one, a bare ``{"name", "parameters"}``."""
     from tir_agent.formats.native import tool_definition
 
+    known = {
+        t["function"]["name"]: t
+        for t in tools or []
+        if isinstance(t, dict) and isinstance(t.get("function"), dict)
+    }
+    definitions = [tool_definition()]
+    for name in dict.fromkeys(p.name for p in parts if isinstance(p, FunctionCall)):
+        bare = {"type": "function", "function": {"name": name, "parameters": {"type": "object"}}}
+        definitions.append(known.get(name, bare))
     messages = [{"role": m["role"], "content": m.get("content")} for m in prompt]
-    return {"messages": messages + to_messages(parts), "tools": [tool_definition()]}
+    return {"messages": messages + to_messages(parts), "tools": definitions}
 
 
 # -- filters (REFERENCE.md §10) ---------------------------------------------------------------
@@ -344,7 +390,8 @@ def _no_early_answer(s: Sample) -> bool:
     for part in s.parts:
         if isinstance(part, Block):
             break
-        before += part
+        if isinstance(part, str):
+            before += part
     answer = s.record.get("predicted_answer") or extract_answer(s.text)
     return "\\boxed{" not in before and not (answer and answer in before)
 
@@ -414,7 +461,8 @@ solution is its `generation` (a tag transcript, read with --from-tags) or, with 
 Output (--to):
   tags      the row with `generation` rewritten in --tags (default: the --from-tags preset)
   messages  the row plus `messages`: prompt, assistant tool calls and tool results
-  openai    OpenAI fine-tuning lines: {"messages": [...with tool_calls...], "tools": [python_exec]}
+  openai    OpenAI fine-tuning lines: {"messages": [...with tool_calls...], "tools": [python_exec,
+            and the functions called (definitions from the row's `tools`)]}
 
 Filters (REFERENCE.md §10), checked in this order; a dropped row counts under the first it fails:
 """
@@ -506,7 +554,7 @@ def run(args: argparse.Namespace) -> Counter[str]:
                     parts = _final_cut(parts) or parts
                 counts["kept"] += 1
                 if args.to == "openai":
-                    line: dict[str, Any] = to_openai_finetune(prompt, parts)
+                    line: dict[str, Any] = to_openai_finetune(prompt, parts, row.get("tools"))
                 elif args.to == "messages":
                     line = {**row, "messages": prompt + to_messages(parts, target_tags)}
                 else:

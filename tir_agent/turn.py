@@ -8,6 +8,7 @@ literal and parse back through :data:`Event`.
 from __future__ import annotations
 
 import html
+import json
 from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, TypeAdapter
@@ -96,6 +97,9 @@ class CodeCall(BaseModel):
     """The raw JSON arguments string (native tools only)."""
     error: str | None = None
     """Why the call cannot run (invalid JSON, schema violation, unknown tool); sent to the model."""
+    tool: str | None = None
+    """The name of the user's tool this call is for (``code`` is then ``None``; see
+    :class:`ToolCall`); ``None`` for code."""
 
 
 class Turn(BaseModel):
@@ -168,6 +172,31 @@ class Execution(BaseModel):
         )
 
 
+class ToolCall(BaseModel):
+    """One call of a user's tool (a function or an MCP server's tool): what the model sent, and
+    what it was told."""
+
+    model_config = _FROZEN
+
+    name: str
+    """The tool name the model called."""
+    arguments: dict[str, Any]
+    """The arguments as parsed (empty when they were not a JSON object: see ``raw_arguments``)."""
+    output: str
+    """The tool message's text: the return value, or the error the model was shown."""
+    failed: bool = False
+    """The call did not succeed: invalid arguments, unknown tool, the tool raised or timed out,
+    or it was over the ``max_tool_calls`` budget."""
+    raw_arguments: str = ""
+    """The arguments exactly as the model wrote them (a JSON string)."""
+    duration: float = 0.0
+    """Wall-clock seconds of the call (0 when it was refused before running)."""
+    turn: int = 0
+    """Index of the turn whose call this was."""
+    call_id: str | None = None
+    """The tool call id."""
+
+
 class SolveResult(BaseModel):
     """Everything about one solve: the answer, the transcript, statistics, and why it stopped."""
 
@@ -187,6 +216,8 @@ class SolveResult(BaseModel):
     """Every model reply, in order."""
     executions: list[Execution]
     """Every code execution, in order."""
+    tool_calls: list[ToolCall] = []
+    """Every call of the user's tools (not ``python_exec``: see ``executions``), in call order."""
     usage: Usage
     """Tokens summed over all turns."""
     cost: float | None = None
@@ -238,23 +269,42 @@ class SolveResult(BaseModel):
             "usage": self.usage.model_dump(),
         }
 
-    def _repr_markdown_(self) -> str:
-        head = (
-            f"**answer:** `{self.answer}` · **status:** {self.status} · "
-            f"{len(self.executions)} executions · {len(self.turns)} model calls · "
+    def _summary(self) -> str:
+        tools = f"{len(self.tool_calls)} tool calls · " if self.tool_calls else ""
+        return (
+            f"{len(self.executions)} executions · {tools}{len(self.turns)} model calls · "
             f"{self.usage.completion_tokens} tokens · {self.generation_time:.2f} s"
         )
+
+    def _repr_markdown_(self) -> str:
+        head = f"**answer:** `{self.answer}` · **status:** {self.status} · {self._summary()}"
         fence = "`" * max(4, _longest_backtick_run(self.generation) + 1)
-        return f"{head}\n\n{fence}text\n{self.generation}\n{fence}\n"
+        calls = "".join(
+            f"\n- `{c.name}({_short(json.dumps(c.arguments, ensure_ascii=False))})`"
+            f"{' **failed**' if c.failed else ''} → `{_short(c.output)!r}`"
+            for c in self.tool_calls
+        )
+        if calls:
+            calls = f"\n\n**tool calls:**{calls}"
+        return f"{head}{calls}\n\n{fence}text\n{self.generation}\n{fence}\n"
 
     def _repr_html_(self) -> str:
-        head = html.escape(
-            f"answer: {self.answer} · status: {self.status} · {len(self.executions)} executions · "
-            f"{len(self.turns)} model calls · {self.usage.completion_tokens} tokens · "
-            f"{self.generation_time:.2f} s"
-        )
+        head = html.escape(f"answer: {self.answer} · status: {self.status} · {self._summary()}")
         body = html.escape(self.generation)
-        return f"<div><b>{head}</b><pre style='white-space: pre-wrap'>{body}</pre></div>"
+        calls = "".join(
+            f"<li><code>{html.escape(c.name)}("
+            f"{html.escape(_short(json.dumps(c.arguments, ensure_ascii=False)))})</code>"
+            f"{' <b>failed</b>' if c.failed else ''} → <code>{html.escape(_short(c.output))}</code>"
+            "</li>"
+            for c in self.tool_calls
+        )
+        if calls:
+            calls = f"<ul>{calls}</ul>"
+        return f"<div><b>{head}</b>{calls}<pre style='white-space: pre-wrap'>{body}</pre></div>"
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _longest_backtick_run(text: str) -> int:
@@ -299,6 +349,14 @@ class ExecutionDone(BaseModel):
     execution: Execution
 
 
+class ToolCallDone(BaseModel):
+    """A call of a user's tool finished (or was refused: see ``tool_call.failed``)."""
+
+    model_config = _FROZEN
+    kind: Literal["tool_call"] = "tool_call"
+    tool_call: ToolCall
+
+
 class TurnEnd(BaseModel):
     """A model reply ended and was parsed."""
 
@@ -316,7 +374,7 @@ class Finished(BaseModel):
 
 
 Event = Annotated[
-    TextDelta | CodeStart | CodeComplete | ExecutionDone | TurnEnd | Finished,
+    TextDelta | CodeStart | CodeComplete | ExecutionDone | ToolCallDone | TurnEnd | Finished,
     Field(discriminator="kind"),
 ]
 """Any stream event; parse one with ``EVENT_ADAPTER.validate_json(...)``."""

@@ -219,7 +219,7 @@ class ScriptedServer:
                     "index": i,
                     "id": call["id"],
                     "type": "function",
-                    "function": {"name": "python_exec", "arguments": ""},
+                    "function": {"name": call["function"]["name"], "arguments": ""},
                 }
                 yield {
                     **head,

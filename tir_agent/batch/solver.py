@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -66,6 +66,8 @@ _AGENT_KEYS = {
     "total_code_executions_in_prompt": "total_code_executions_in_prompt",
     "override_max_code_executions": "override_max_code_executions",
     "max_model_calls": "max_model_calls",
+    "max_tool_calls": "max_tool_calls",
+    "tool_timeout": "tool_timeout",
     "timeout": "request_timeout",
     "max_retries": "max_retries",
     "store": "store",
@@ -104,6 +106,8 @@ def agent_options(config: GenerateConfig) -> dict[str, Any]:
         "total_code_executions_in_prompt": config.total_code_executions_in_prompt,
         "override_max_code_executions": config.override_max_code_executions,
         "max_model_calls": config.max_model_calls,
+        "max_tool_calls": config.max_tool_calls,
+        "tool_timeout": config.tool_timeout,
         "timeout": config.request_timeout,
         "max_retries": config.max_retries,
         "store": config.store,
@@ -118,20 +122,30 @@ def agent_options(config: GenerateConfig) -> dict[str, Any]:
     if not config.code_execution:
         options.update(max_code_executions=0, override_max_code_executions=False)
     # ``None`` means "the agent's default" for these, but is a value ("no limit") for the others.
-    defaults_only = ("max_model_calls", "timeout", "max_retries")
+    defaults_only = ("max_model_calls", "timeout", "max_retries", "tool_timeout")
     return {k: v for k, v in options.items() if v is not None or k not in defaults_only}
 
 
 def build_agent(
-    config: GenerateConfig, *, sandbox: Sandbox | None = None, http_client: Any = None
+    config: GenerateConfig,
+    *,
+    sandbox: Sandbox | None = None,
+    http_client: Any = None,
+    tools: Sequence[Any] = (),
 ) -> Agent:
-    """An :class:`~tir_agent.agent.Agent` configured from ``config`` (prompt overrides applied)."""
+    """An :class:`~tir_agent.agent.Agent` configured from ``config`` (prompt overrides applied),
+    with the user's ``tools`` (functions, MCP servers)."""
     from tir_agent.agent import Agent
 
     api_key = config.api_key.get_secret_value() if config.api_key is not None else None
     options = agent_options(config)
     agent = Agent(
-        config.model, api_key=api_key, sandbox=sandbox, http_client=http_client, **options
+        config.model,
+        api_key=api_key,
+        sandbox=sandbox,
+        http_client=http_client,
+        tools=tools,
+        **options,
     )
     if config.system_message is not None or config.prompt_suffix:
         prompt = agent.prompt
@@ -140,7 +154,12 @@ def build_agent(
             update["system"] = _literal(config.system_message) or None
         options["prompt"] = prompt.model_copy(update=update)
         agent = Agent(
-            config.model, api_key=api_key, sandbox=sandbox, http_client=http_client, **options
+            config.model,
+            api_key=api_key,
+            sandbox=sandbox,
+            http_client=http_client,
+            tools=tools,
+            **options,
         )
     return agent
 
@@ -192,16 +211,28 @@ class AgentSolver:
         record = result.to_record()
         if result.status == "error":
             record["error"] = result.error or "the model endpoint failed"
+        toolbox = self.agent.toolbox
+        if toolbox is not None:  # the user's tool calls (python_exec runs are counted above)
+            record["tool_calls"] = [
+                c.model_dump(include={"name", "arguments", "output", "failed"})
+                for c in result.tool_calls
+            ]
         if self.config.keep_conversation:
             record["messages"] = result.messages
             if result.prompt is not None:
                 record["prompt"] = result.prompt
+            if toolbox is not None:  # what export needs to keep the calls as tool calls
+                record["tools"] = (await toolbox.open()).definitions()
         return SampleOutput(record, tokens=result.usage.total_tokens, requests=len(result.turns))
 
 
 @contextlib.asynccontextmanager
 async def open_agent(
-    config: GenerateConfig, *, sandbox: Sandbox | None = None, http_client: Any = None
+    config: GenerateConfig,
+    *,
+    sandbox: Sandbox | None = None,
+    http_client: Any = None,
+    tools: Sequence[Any] = (),
 ) -> AsyncIterator[Agent]:
     """An agent for ``config`` (with a sandbox of ``config.sandbox`` when it is not the default:
     a :class:`~tir_agent.sandbox.RemoteSandbox` when ``sandbox.url`` is set, else a local one);
@@ -227,7 +258,7 @@ async def open_agent(
         own = LocalSandbox(config.sandbox)
         sandbox = cast(Sandbox, own)
     try:
-        agent = build_agent(config, sandbox=sandbox, http_client=http_client)
+        agent = build_agent(config, sandbox=sandbox, http_client=http_client, tools=tools)
         try:
             yield agent
         finally:
@@ -245,10 +276,12 @@ async def generate(
     progress: Progress | None = None,
     sandbox: Sandbox | None = None,
     http_client: Any = None,
+    tools: Sequence[Any] = (),
 ) -> BatchSummary:
-    """``tir-agent generate`` as a function: every row of ``input_path`` (times every seed)."""
+    """``tir-agent generate`` as a function: every row of ``input_path`` (times every seed);
+    ``tools``: the user's functions and MCP servers (rows then carry ``tool_calls``)."""
     source, target = Path(input_path), Path(output)
-    async with open_agent(config, sandbox=sandbox, http_client=http_client) as agent:
+    async with open_agent(config, sandbox=sandbox, http_client=http_client, tools=tools) as agent:
         solver = AgentSolver(config, agent)
         scan = scan_input(source, solver.validate, config.max_samples)
         return await run_batch(

@@ -66,6 +66,8 @@ class Feedback:
     """The execution's result; ``None`` when the call was refused (malformed, or over budget)."""
     hint: str = ""
     """Budget hint after an execution (REFERENCE.md §4), or the refusal text when not run."""
+    output: str | None = None
+    """A user tool's output (the whole tool message) when the call was for one of them."""
 
 
 class Format(Protocol):

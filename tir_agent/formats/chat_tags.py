@@ -59,6 +59,10 @@ class ChatTagsFormat:
             self._messages.append({"role": "user", "content": text})
         return text
 
+    def feed_text(self, text: str) -> None:
+        """Other text for the model (a tool's answer) as a user message."""
+        self._messages.append({"role": "user", "content": text})
+
     def messages(self) -> list[dict[str, Any]]:
         """The conversation as sent."""
         if self._pending:

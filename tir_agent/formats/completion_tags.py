@@ -49,6 +49,10 @@ class CompletionTagsFormat:
         self._generation += text
         return text
 
+    def feed_text(self, text: str) -> None:
+        """Other text for the model (a tool's answer), appended to the prompt."""
+        self._generation += text
+
     def messages(self) -> list[dict[str, Any]]:
         """The messages the prompt was rendered from, with the generation as the assistant's."""
         return [*self._messages, {"role": "assistant", "content": self._generation}]

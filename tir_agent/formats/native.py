@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -49,12 +50,18 @@ def _validator() -> Draft202012Validator:
 _HOW = 'Call python_exec with a JSON object {"code": "<python source>"}.'
 
 
-def parse_call(tool_call: ToolCallData) -> CodeCall:
-    """A tool call as a :class:`CodeCall`; malformed ones carry the error the model is sent."""
+def parse_call(tool_call: ToolCallData, functions: bool = False) -> CodeCall:
+    """A tool call as a :class:`CodeCall`; malformed ones carry the error the model is sent.
+    With user tools (``functions``), a call of any other name is theirs (``tool`` set; checked
+    and run by the agent's toolbox, which also answers unknown names)."""
 
     def refused(error: str) -> CodeCall:
         return CodeCall(code=None, id=tool_call.id, arguments=tool_call.arguments, error=error)
 
+    if tool_call.name != TOOL_NAME and functions:
+        return CodeCall(
+            code=None, id=tool_call.id, arguments=tool_call.arguments, tool=tool_call.name
+        )
     if tool_call.name != TOOL_NAME:
         return refused(f"Error: unknown tool {tool_call.name!r}; the only tool is {TOOL_NAME}.")
     try:
@@ -137,19 +144,35 @@ class ToolsFormat:
         tags: TagPreset,
         params: dict[str, Any],
         tool_choice: str = "auto",
+        functions: list[dict[str, Any]] | None = None,
+        functions_open: Callable[[], bool] = lambda: True,
     ) -> None:
         self.tags = tags
         self._messages = messages
         self._params = params
         self._tool_choice = tool_choice_param(tool_choice)
+        self._functions = functions or []
+        """The user's tools (chat-completions definitions), offered beside ``python_exec``."""
+        self._functions_open = functions_open
+        """Whether the user's tools are still within their budget (``max_tool_calls``)."""
         self._offered = True
-        """Whether the last request let the model call the tool (not the final round)."""
+        """Whether the last request let the model call a tool (not the final round)."""
 
     def build_request(self, *, final: bool, max_tokens: int | None) -> ModelRequest:
-        """Messages plus the tool and ``tool_choice`` (``"none"`` once the budget is spent)."""
-        params = {**self._params, "messages": self._messages, "tools": [tool_definition()]}
-        params["tool_choice"] = "none" if final else self._tool_choice
-        self._offered = not final
+        """Messages plus the tools and ``tool_choice``. ``python_exec`` is withdrawn once the code
+        budget is spent (``final``), the user's tools once theirs is; with nothing left, every
+        tool is sent with ``tool_choice="none"``."""
+        code = [] if final else [tool_definition()]
+        functions = self._functions if self._functions and self._functions_open() else []
+        tools = code + functions
+        self._offered = bool(tools)
+        choice = self._tool_choice
+        if not tools:
+            tools, choice = [tool_definition(), *self._functions], "none"
+        elif not code and choice != "required":
+            choice = "auto"  # a named python_exec, withdrawn
+        params = {**self._params, "messages": self._messages, "tools": tools}
+        params["tool_choice"] = choice
         if max_tokens is not None:
             params["max_tokens"] = max_tokens
         return ModelRequest("chat", params)
@@ -161,7 +184,7 @@ class ToolsFormat:
         withheld the tool (``tool_choice="none"``: the text stays text)."""
         if not reply.tool_calls and self._offered and '"name"' in reply.text:
             reply.text, reply.tool_calls = text_tool_calls(reply.text, index)
-        calls = tuple(parse_call(tc) for tc in reply.tool_calls)
+        calls = tuple(parse_call(tc, bool(self._functions)) for tc in reply.tool_calls)
         # "" rather than None without text: OpenAI accepts both, llama-cpp-python only "".
         message: dict[str, Any] = {"role": "assistant", "content": reply.text}
         if reply.tool_calls:
@@ -189,6 +212,8 @@ class ToolsFormat:
         transcript = []
         for item in feedback:
             body = item.result.stdout + item.result.stderr if item.result is not None else ""
+            if item.output is not None:
+                body = item.output
             self._messages.append(
                 {"role": "tool", "tool_call_id": item.call.id, "content": body + item.hint}
             )
