@@ -514,6 +514,8 @@ class _Run:
                 config.tool_choice,
                 reasoning_model=agent.client.reasoning,
                 store=config.store,
+                functions=functions.definitions() if functions is not None else None,
+                functions_open=self.functions_open,
             )
         elif config.format == "tools":
             self.format = ToolsFormat(

@@ -33,6 +33,9 @@ class Step:
     """Text written after the blocks (only returned when no stop string cuts it)."""
     arguments: list[str] | None = None
     """Tools: raw argument strings instead of ``{"code": ...}`` (e.g. invalid JSON)."""
+    names: list[str] | None = None
+    """Tools (Responses endpoint): the called functions' names, one per argument string
+    (default ``python_exec``)."""
     finish_reason: str | None = None
     """Override (e.g. ``length``); by default what the server would say."""
     unclosed: str | None = None

@@ -192,7 +192,7 @@ class ScriptedResponses:
                         "type": "function_call",
                         "id": f"fc_{n:04d}_{i}",
                         "call_id": call_id,
-                        "name": "python_exec",
+                        "name": step.names[i] if step.names else "python_exec",
                         "arguments": args,
                         "status": "completed",
                     }

@@ -227,9 +227,15 @@ class ResponsesFormat:
         *,
         reasoning_model: bool = False,
         store: bool = False,
+        functions: list[dict[str, Any]] | None = None,
+        functions_open: Callable[[], bool] = lambda: True,
     ) -> None:
         self.tags = tags
-        self._chat = ToolsFormat(list(messages), tags, params, tool_choice)
+        # the user's tools (chat-style definitions) ride along: offered, withdrawn and parsed
+        # by the chat format, flattened for this API by responses_tools()
+        self._chat = ToolsFormat(
+            list(messages), tags, params, tool_choice, functions, functions_open
+        )
         self._store = store
         self._encrypted = reasoning_model and not store
         self._instructions, self._input = input_items(messages, developer=reasoning_model)
