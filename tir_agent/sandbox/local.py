@@ -175,6 +175,9 @@ class LocalSession:
         self.executions = 0
         self.last_used = time.monotonic()
         self.busy = False
+        self.cancelled = False
+        """``close()`` cancelled a cell that was running (its ``run`` raised
+        :class:`SandboxClosedError`)."""
 
     @property
     def closed(self) -> bool:
@@ -257,6 +260,7 @@ class LocalSession:
         cancelling = self._closed is None and self.busy
         if cancelling:
             self._closed = "closed"
+            self.cancelled = True
             self._channel.cancel()
         async with self._lock:  # (a cancelled run returns as soon as the supervisor confirms)
             if self._closed is not None and not (cancelling and self._closed == "closed"):
