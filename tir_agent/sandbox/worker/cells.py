@@ -103,18 +103,6 @@ class Runner:
         if self.in_cell:
             raise SoftInterrupt
 
-    def warm(self) -> None:
-        """Run a cell's path once on scratch data, leaving the session's state alone: in a
-        freshly forked runner, the memory that path writes is then copied (copy-on-write) now,
-        while the session is idle, instead of during the next cell."""
-        if sys.gettrace() is not None or sys.getprofile() is not None:
-            return  # a hook set by the session's code must not run between its cells
-        scratch: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
-        with contextlib.suppress(BaseException):
-            repr(run_code("x = 1 + 1\nx", "<warm>", scratch))
-            proto.parse_run(proto.run_frame(1, 1.0, 1, "x")[proto.HEADER.size :])
-            proto.encode({"op": "done", "status": "completed", "duration": time.perf_counter()})
-
     def execute(self, code: str, cap: int) -> proto.Message:
         """Run one cell; return ``status``, ``reason``, ``duration``."""
         budget = proto.byte_budget(cap)

@@ -32,8 +32,6 @@ def serve_cells(
     me = os.getpid()
     send(ctl, {"op": "ready", "pid": me})
     direct = Direct(me, shm, lost, notes) if shm is not None and not protect else None
-    if protect and not pending(frames.sock):  # idle (the model is thinking): warm up
-        runner.warm()
     spin = False
     while True:
         # Back-to-back cells: when the last request came within SPIN, look for the next one
