@@ -2,7 +2,9 @@
 
 Measured in one run, each against its baseline:
 
-1. warm execution of ``print(1+1)`` in a session, against a fresh ``python -I -c`` subprocess;
+1. warm execution of ``print(1+1)`` in a session, against a fresh ``python -I -c`` subprocess:
+   back to back, and in the agent's pattern (a pause of 5-50 ms before each cell, as while the
+   model writes the next one: protected mode forks the next cell's runner in such a pause);
 2. a new session running a first cell that uses numpy and sympy, against a fresh subprocess doing
    the same;
 3. trivial executions per second with 32 concurrent sessions;
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -101,7 +104,16 @@ async def measure_mode(protect: bool, n_warm: int, n_new: int, seconds: float) -
                 r = await s.run("print(1+1)")
                 warm.append(time.perf_counter() - t)
                 assert r.stdout == "2\n", r
-        out["warm"] = line("warm print(1+1)", warm)
+            out["warm"] = line("warm print(1+1)", warm)
+            pauses = random.Random(13)  # the same pauses in every run
+            paced = []
+            for _ in range(max(50, n_warm // 5)):
+                await asyncio.sleep(pauses.uniform(0.005, 0.05))
+                t = time.perf_counter()
+                r = await s.run("print(1+1)")
+                paced.append(time.perf_counter() - t)
+                assert r.stdout == "2\n", r
+            out["paced"] = line("warm print(1+1), 5-50 ms pauses", paced)
 
         new = []
         for _ in range(n_new):
@@ -175,7 +187,8 @@ async def main() -> None:
     for p, r in results.items():
         print(
             f"  protect_state={p!s:<5}  warm x{base_warm / r['warm']:.0f}   new session x{base_new / r['new']:.0f}"
-            f"   targets: warm<=0.25ms {'ok' if r['warm'] <= 0.25 else 'MISSED'}, new<=15ms "
+            f"   targets: warm<=0.3ms {'ok' if r['warm'] <= 0.3 else 'MISSED'}, "
+            f"paced<=0.3ms {'ok' if r['paced'] <= 0.3 else 'MISSED'}, new<=15ms "
             f"{'ok' if r['new'] <= 15 else 'MISSED'}, >=3000/s {'ok' if r['rate'] >= 3000 else 'MISSED'}, "
             f"<=10MiB {'ok' if r['mem'] <= 10 else 'MISSED'}"
         )

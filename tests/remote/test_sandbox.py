@@ -285,12 +285,22 @@ async def test_events_are_logged_without_code_or_output(
     assert capture.entries[2]["restarts"] == 1
 
 
-async def test_a_refused_request_raises_with_the_servers_message(
+async def test_code_over_the_servers_size_limit_is_a_refused_execution(
     servers: tuple[ServerProcess, ...],
 ) -> None:
+    """A 413 is the model's problem, shown to it like any refused execution: it does not end
+    the caller's work, and the session keeps its state (the code never ran)."""
+    huge = "#" * (17 * 1024 * 1024)  # over the server's 16 MiB default limit
     async with RemoteSandbox(servers[0].url) as sandbox, sandbox.session() as s:
         await s.run("kept = 1")
-        with pytest.raises(SandboxServiceError, match="body_too_large") as caught:
-            await s.run("#" * (17 * 1024 * 1024))  # over the server's 16 MiB default limit
-        assert caught.value.status_code == 413 and "--max-body-bytes" in str(caught.value)
+        r = await s.run(huge)
+        assert (r.status, r.state, r.reason, r.stdout) == ("error", "kept", "too_large", "")
+        assert r.stderr.startswith("This code was not run: it is larger than the sandbox server")
+        assert "body_too_large" in r.stderr and "--max-body-bytes" in r.stderr
         assert (await s.run("kept")).stdout == "1\n"  # the session is still there
+        assert s.executions == 2
+        r = await sandbox.run(huge)  # one-off runs too
+        assert (r.status, r.reason) == ("error", "too_large")
+        with pytest.raises(SandboxServiceError, match="422") as caught:  # other refusals raise
+            await s.run("1", timeout=10**6)
+        assert caught.value.status_code == 422

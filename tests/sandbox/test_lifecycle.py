@@ -218,6 +218,40 @@ async def test_a_cancelled_run_does_not_confuse_the_next_one(protect: bool) -> N
         assert r.stdout == "next\n"
 
 
+@pytest.mark.parametrize("protect", [False, True])
+async def test_closing_a_session_cancels_its_running_cell_at_once(protect: bool) -> None:
+    """close() does not wait for the cell's timeout: the cell and what it started are killed
+    at once, its run raises SandboxClosedError, and the slot serves the next session."""
+    mark = marker()
+    async with LocalSandbox(preload=(), protect_state=protect, env={"MARK": mark}) as sandbox:
+        await sandbox.run("1")  # the template has its spare sessions ready afterwards
+        await asyncio.sleep(0.5)
+        baseline = len(processes_with(mark))
+        s = await sandbox.open_session()
+        code = (
+            "import subprocess, sys, time\n"
+            f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {mark!r}])\n"
+            "time.sleep(60)"
+        )
+        task = asyncio.create_task(s.run(code, timeout=120))
+        while not s.busy:
+            await asyncio.sleep(0.01)
+        while len(processes_with(mark)) < baseline + 1 + 2 + int(protect):
+            await asyncio.sleep(0.02)  # its runner (holder), its child and the supervisor run
+        started = time.monotonic()
+        await asyncio.wait_for(s.close(), 10)
+        with pytest.raises(SandboxClosedError, match="closed while this code ran"):
+            await asyncio.wait_for(task, 5)
+        assert time.monotonic() - started < 10
+        assert s.closed
+        deadline = time.monotonic() + 5
+        while len(processes_with(mark)) > baseline and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        assert len(processes_with(mark)) == baseline
+        async with sandbox.session() as s2:
+            assert (await s2.run("print('next')")).stdout == "next\n"
+
+
 async def test_a_cell_garbling_its_own_channel_breaks_only_its_session() -> None:
     async with LocalSandbox(preload=()) as sandbox:
         s = await sandbox.open_session()

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from tests.servers import ServerProcess, start_server
-from tests.service.client import Client, Reply
+from tests.service.client import Client, Reply, wait_busy
 from tests.service.conftest import LIGHT
 from tir_agent.sandbox.http_api import ErrorBody, Health, SessionInfo, SessionList
 from tir_agent.sandbox.result import ExecutionResult
@@ -212,3 +214,36 @@ def test_a_session_the_sandbox_lost_is_500_then_404(client: Client) -> None:
     assert "the Python session was lost" in body["stderr"]
     again = client.execute("1 + 1", session="nemo-garble").body
     assert (again["stdout"], again["new_session_created"]) == ("2\n", True)
+
+
+def test_deleting_a_session_that_runs_a_cell_cancels_the_cell_at_once(
+    server: ServerProcess,
+) -> None:
+    """DELETE does not wait for the running cell's timeout: the cell is killed at once, the run
+    gets 404 session_not_found (as any request for a deleted session) and the session is gone."""
+    setup = Client(server.url)
+    s = create(setup)
+    result: dict[str, Reply] = {}
+
+    def long_run() -> None:
+        runner = Client(server.url)
+        try:
+            body = {"code": "import time\ntime.sleep(60)", "timeout": 120}
+            result["run"] = runner.v1("POST", f"/sessions/{s}/run", body, session=s)
+        finally:
+            runner.close()
+
+    thread = threading.Thread(target=long_run)
+    thread.start()
+    try:
+        wait_busy(server.url, {s})
+        started = time.monotonic()
+        deleted = checked(setup.v1("DELETE", f"/sessions/{s}", session=s), 200)
+        thread.join(timeout=30)
+        took = time.monotonic() - started
+    finally:
+        thread.join()
+        setup.close()
+    assert SessionInfo.model_validate(deleted.body).session_id == s
+    assert took < 10, f"the delete and the run took {took:.1f} s: the cell was not cancelled"
+    checked(result["run"], 404, "session_not_found")

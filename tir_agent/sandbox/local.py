@@ -77,6 +77,9 @@ class _Channel(asyncio.Protocol):
         self.counter = 0
         self.rid: int | None = None
         self.limit = proto.reply_limit(0)
+        self.eof_sent = False
+        self.confirmed = False
+        """The supervisor confirmed the close (it killed everything and removed the work dir)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A cast, not an isinstance check: uvloop's transports have the same methods but are not
@@ -90,6 +93,8 @@ class _Channel(asyncio.Protocol):
         try:
             for body in proto.unframe_bodies(self.buffer, self.limit):
                 rid, fields = proto.parse_reply(body)
+                if fields is None:
+                    self.confirmed = True
                 if rid != self.rid:
                     continue  # the reply to a request that was cancelled meanwhile
                 if self.waiter is not None and not self.waiter.done():
@@ -115,6 +120,8 @@ class _Channel(asyncio.Protocol):
     ) -> dict[str, Any] | None:
         """Send a run request ``(timeout, cap, code, mode)``, or the close request (``None``); return
         the result's fields, or ``None`` once the session confirmed its close."""
+        if run is None and self.confirmed:
+            return None
         if self.lost is not None:
             raise self.lost
         assert self.transport is not None
@@ -126,13 +133,24 @@ class _Channel(asyncio.Protocol):
             self.transport.write(proto.run_frame(self.counter, *run))
         else:  # close: half-close our side; the supervisor cleans up and confirms
             self.rid = None
-            self.transport.write_eof()
+            if not self.eof_sent:
+                self.eof_sent = True
+                self.transport.write_eof()
         waiter = self.waiter
         timer = asyncio.get_running_loop().call_later(wait, _expire, waiter)
         try:
             return await waiter
         finally:
             timer.cancel()
+
+    def cancel(self) -> None:
+        """Close the session while a request runs: half-close our side at once (the supervisor
+        kills the running cell, cleans up and confirms) and make the pending request's answer
+        the confirmation (``None``) instead of the cell's result."""
+        self.rid = None
+        if self.transport is not None and self.lost is None and not self.eof_sent:
+            self.eof_sent = True
+            self.transport.write_eof()
 
     def close(self) -> None:
         if self.transport is not None:
@@ -157,6 +175,9 @@ class LocalSession:
         self.executions = 0
         self.last_used = time.monotonic()
         self.busy = False
+        self.cancelled = False
+        """``close()`` cancelled a cell that was running (its ``run`` raised
+        :class:`SandboxClosedError`)."""
 
     @property
     def closed(self) -> bool:
@@ -207,6 +228,8 @@ class LocalSession:
             self.busy = True
             try:
                 fields = await self._request((t, cap, code, mode), t + SLACK)
+                if fields is None and self._closed == "closed":  # close() cancelled the cell
+                    raise SandboxClosedError("the session was closed while this code ran")
                 if fields is None:
                     raise ValueError("the session closed instead of answering")
             except (OSError, TimeoutError, ValueError) as e:
@@ -250,10 +273,16 @@ class LocalSession:
         return result
 
     async def close(self) -> None:
-        """Stop every process of the session and remove its work directory."""
-        async with self._lock:
-            if self._closed is not None:
-                return
+        """Stop every process of the session and remove its work directory. A cell running in
+        it is cancelled at once: its ``run`` raises :class:`SandboxClosedError`."""
+        cancelling = self._closed is None and self.busy
+        if cancelling:
+            self._closed = "closed"
+            self.cancelled = True
+            self._channel.cancel()
+        async with self._lock:  # (a cancelled run returns as soon as the supervisor confirms)
+            if self._closed is not None and not (cancelling and self._closed == "closed"):
+                return  # closed already, or lost while its cancelled cell ended
             self._closed = "closed"
             try:
                 await self._request(None, 10.0)

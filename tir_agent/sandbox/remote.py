@@ -28,7 +28,7 @@ from tir_agent.sandbox import _http
 from tir_agent.sandbox import http_api as api
 from tir_agent.sandbox.result import ExecutionResult
 
-__all__ = ["LOST_NOTE", "RemoteSandbox", "RemoteSession"]
+__all__ = ["LOST_NOTE", "TOO_LARGE_NOTE", "RemoteSandbox", "RemoteSession"]
 
 log = get_logger(__name__)
 
@@ -51,6 +51,12 @@ LOST_NOTE = (
     "of the earlier code are gone. The next code runs in a fresh session: re-run what it needs.\n"
 )
 """``stderr`` of the result of a ``run`` whose session was lost with its server."""
+TOO_LARGE_NOTE = (
+    "This code was not run: it is larger than the sandbox server accepts ({detail}). The "
+    "session is unchanged. Send shorter code: compute large data in the code instead of writing "
+    "it out.\n"
+)
+"""``stderr`` of the result of a ``run`` whose request the server refused as too large (413)."""
 
 
 class _Unavailable(Exception):
@@ -174,6 +180,8 @@ class RemoteSession:
             if response.status >= 500:
                 sandbox._forget(server, sid)
                 return self._lose(f"HTTP {response.status}: {_error_text(response)}")
+            if response.status == 413:
+                return sandbox._too_large(server, response)
             raise sandbox._refused(server, response)
 
     def _lose(self, why: str) -> ExecutionResult:
@@ -349,6 +357,8 @@ class RemoteSandbox:
                 failures.append(f"{server.url} (HTTP {response.status}: {_error_text(response)})")
                 log.warning("remote.run.retry", server=server.url, status=response.status)
                 continue
+            if response.status == 413:
+                return self._too_large(server, response)
             raise self._refused(server, response)
         raise SandboxError("no sandbox server could run the code: " + "; ".join(failures))
 
@@ -533,6 +543,15 @@ class RemoteSandbox:
                 f"sandbox server {server.url} sent a malformed execution result: {e}",
                 status_code=response.status,
             ) from e
+
+    def _too_large(self, server: _Server, response: _http.HTTPResponse) -> ExecutionResult:
+        """A request over the server's body limit: a refused execution the model can act on
+        (like code that raised), not an error that ends the caller's work."""
+        detail = _error_text(response)
+        log.warning("remote.run.too_large", server=server.url, detail=detail)
+        return ExecutionResult(
+            status="error", stderr=TOO_LARGE_NOTE.format(detail=detail), reason="too_large"
+        )
 
     def _refused(self, server: _Server, response: _http.HTTPResponse) -> SandboxServiceError:
         return SandboxServiceError(

@@ -325,7 +325,7 @@ async def run_ipython(service: Service, session_id: str, request: NemoExecuteReq
         except SandboxClosedError:
             if service.stopping:
                 raise
-            if attempt == 0:
+            if attempt == 0 and not entry.session.cancelled:
                 continue  # evicted between the lookup and the run: start it afresh
             result = lost("The sandbox session was closed during this execution", "closed")
         except SandboxError as e:

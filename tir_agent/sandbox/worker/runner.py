@@ -65,7 +65,8 @@ def serve_cells(
         result.update(op="done", pid=me, rid=rid, children=has_children(), wait=waiting)
         result.update(handed)
         if protect:  # processes the cell started do not outlive it (fast mode: S kills them)
-            kill_tree([me], include_roots=False, rounds=50)
+            if has_children():  # (one system call when there are none)
+                kill_tree([me], include_roots=False, rounds=50)
             # This process commits and becomes the holder: threads the cell left running go
             # quiet now, before the supervisor collects the output (not into the next cell's).
             silence()
