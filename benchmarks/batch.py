@@ -64,7 +64,11 @@ def _reply(body: dict[str, Any]) -> bytes:
         finish = "stop"
     else:
         code = json.dumps({"code": "print(6 * 7)\n"})
-        call = {"id": "call_1", "type": "function", "function": {"name": "python_exec", "arguments": code}}
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "python_exec", "arguments": code},
+        }
         message = {"role": "assistant", "content": "Let me compute.", "tool_calls": [call]}
         finish = "tool_calls"
     choice = {"index": 0, "message": message, "finish_reason": finish}
@@ -187,12 +191,11 @@ def _tree_pss_kib(root: int) -> int:
     while todo:
         pid = todo.pop()
         todo += tree.get(pid, [])
-        with contextlib.suppress(OSError, ValueError):
-            with open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Pss:"):
-                        total += int(line.split()[1])
-                        break
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup", "rb") as f:
+            for line in f:
+                if line.startswith(b"Pss:"):
+                    total += int(line.split()[1])
+                    break
     return total
 
 
@@ -347,7 +350,9 @@ def main() -> None:
             argv = generate_argv(base_url, source, work / "out.jsonl", args.concurrency)
             argv[1:3] = ["-m", "cProfile", "-o", args.profile, "-m", "tir_agent.cli"]
             m = run_measured(argv, env)
-            print(f"profiled generate: {args.n / m.wall:.1f} samples/s under cProfile -> {args.profile}")
+            print(
+                f"profiled generate: {args.n / m.wall:.1f} samples/s under cProfile -> {args.profile}"
+            )
             return
         best: dict[str, float] = {"bare": 0.0, "generate": 0.0}
         for r in range(args.rounds):
