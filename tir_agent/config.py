@@ -105,8 +105,8 @@ class RayConfig(BaseModel):
     enabled: bool = False
     """Run the samples on Ray actors instead of in this process (``--ray``)."""
     address: str | None = None
-    """The cluster to join (``ray://head:10001``, ``auto``); ``None`` = ``RAY_ADDRESS`` if set,
-    else a new local cluster that stops with the run."""
+    """The cluster to join, as ``ray.init`` takes it (``10.0.0.5:6379``, ``auto``); ``None`` =
+    ``RAY_ADDRESS`` if set, else a new local cluster that stops with the run."""
     actors: int | None = Field(default=None, gt=0)
     """Actors, each with its own sandbox and ``max_concurrent_requests`` samples in flight;
     ``None`` = one per ``cpus_per_actor`` CPUs of each node (at least one per node)."""

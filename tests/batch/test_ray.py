@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ import pytest
 from tests.batch.server import HTTPModel, ReactiveServer, problems
 from tests.cli.test_crash import finished
 from tir_agent.batch import generate, journal_path
+from tir_agent.batch.cluster import default_actors
+from tir_agent.cli import main
 from tir_agent.config import load_config
 
 ray = pytest.importorskip("ray", reason="the Ray backend is an extra: pip install 'tir-agent[ray]'")
@@ -195,3 +198,28 @@ def test_kill_9_of_the_driver_then_resume(cluster: str, tmp_path: Path) -> None:
         assert counts[names[index]] - seen.get(names[index], 0) == 2, index
     assert f"{n - len(done)} samples generated, {len(done)} kept" in result.stderr
     assert wait_for_cpus(CPUS) and processes_with(marker) == []
+
+
+def test_default_actor_count_is_one_per_cpu_group_of_each_node() -> None:
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 16.0}},
+        {"Alive": True, "Resources": {"CPU": 2.0}},  # a small node still gets one
+        {"Alive": False, "Resources": {"CPU": 64.0}},  # a dead one none
+    ]
+    assert default_actors(nodes, 4) == 5
+    assert default_actors(nodes, 8) == 3
+    assert default_actors([], 4) == 1
+
+
+def test_an_unreachable_cluster_is_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inp = write_input(tmp_path, 2)
+    argv = ["generate", "-i", str(inp), "-o", str(tmp_path / "out.jsonl"), "--model", "m", "++api_key=k",
+            "--ray", f"++ray.address=127.0.0.1:{port}", "--no-progress"]  # fmt: skip
+    assert main(argv) == 2
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -146,6 +147,8 @@ class RaySolver:
             options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
             if config.ray.address is None:
                 options.update(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
+            if config.ray.address is not None:
+                _check_reachable(config.ray.address)
             try:
                 ray.init(address=config.ray.address, **options)
             except ConnectionError as e:
@@ -177,6 +180,20 @@ class RaySolver:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a ``host:port`` nobody listens on (Ray itself retries for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", "local", a ray:// URL: Ray's business
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=10).close()
+    except OSError as e:
+        raise ConfigError(
+            f"cannot reach the Ray cluster at {address} ({e.strerror or e}); check RAY_ADDRESS "
+            "or ray.address (`ray status` on the head node prints the address)"
+        ) from None
 
 
 async def _gather_refs(refs: list[Any]) -> None:
