@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,65 @@ async def _bare(base_url: str, source: Path, target: Path, concurrency: int) -> 
         for row, generation in zip(rows, results, strict=True):
             f.write(json.dumps({**row, "generation": generation}) + "\n")
     await client.close()
+
+
+# -- the breakdown: generate in process with other sandboxes (its own process) -----------------
+
+
+class ReusedSessions:
+    """Hands out sessions of ``box`` again and again WITHOUT resetting them: an upper bound of what
+    a pool of sessions could give. Unsafe (a sample sees the previous sample's state): only here."""
+
+    def __init__(self, box: Any) -> None:
+        self.box = box
+        self.idle: list[Any] = []
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Any]:
+        """A session of the pool, back to the pool afterwards."""
+        session = self.idle.pop() if self.idle else await self.box.open_session()
+        try:
+            yield session
+        finally:
+            self.idle.append(session)
+
+    async def run(self, code: str, **kwargs: Any) -> Any:
+        """One-off code, in a fresh session."""
+        return await self.box.run(code, **kwargs)
+
+
+class NoSandbox:
+    """Answers every cell with ``42`` without running it: the client's cost alone."""
+
+    @contextlib.asynccontextmanager
+    async def session(self) -> AsyncIterator[Any]:
+        """A session that runs nothing."""
+        yield self
+
+    async def run(self, code: str, **kwargs: Any) -> Any:
+        """The output ``print(6 * 7)`` would give."""
+        from tir_agent.sandbox.result import ExecutionResult
+
+        return ExecutionResult(status="completed", stdout="42\n")
+
+    async def close(self) -> None:
+        """Nothing to stop."""
+
+
+async def _variant(name: str, base_url: str, source: Path, target: Path, concurrency: int) -> None:
+    """``generate`` in this process with sandbox ``name``: default, reuse or none."""
+    from tir_agent.batch import generate
+    from tir_agent.config import load_config
+    from tir_agent.sandbox.local import LocalSandbox
+
+    config = load_config(
+        overrides=["model=m", f"server_address={base_url}", "api_key=x", "max_retries=0",
+                   f"max_concurrent_requests={concurrency}"],
+        env={},
+    )  # fmt: skip
+    async with LocalSandbox() as box:
+        sandbox = {"default": box, "reuse": ReusedSessions(box), "none": NoSandbox()}[name]
+        await generate(source, target, config, sandbox=sandbox)  # type: ignore[arg-type]
 
 
 # -- measuring a process -----------------------------------------------------------------------
@@ -325,6 +384,13 @@ def main() -> None:
         "--memory-sizes", default="1000,10000", help="sample counts for peak memory ('' = none)"
     )
     parser.add_argument("--profile", metavar="FILE", help="run generate once under cProfile")
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also run generate in process with the default sandbox, with sessions reused "
+        "without reset (a pool's upper bound; unsafe) and with no sandbox",
+    )
+    parser.add_argument("--variant", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--bare", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -334,6 +400,10 @@ def main() -> None:
 
             uvloop.install()
         asyncio.run(_serve(args.serve))
+        return
+    if args.variant:
+        name, base_url, source, target = args.variant
+        asyncio.run(_variant(name, base_url, Path(source), Path(target), args.concurrency))
         return
     if args.bare:
         base_url, source, target = args.bare
@@ -380,6 +450,23 @@ def main() -> None:
             f"\nbest: bare {best['bare']:.1f} samples/s, generate {best['generate']:.1f} "
             f"samples/s, ratio {ratio:.2f} (goal >= 0.5)"
         )
+        if args.breakdown:
+            print("\nin process, by sandbox (CPU ms per sample: client, sandbox processes):")
+            for r in range(args.rounds):
+                for name in ("default", "reuse", "none"):
+                    out = work / f"{name}.jsonl"
+                    out.unlink(missing_ok=True)
+                    argv = [sys.executable, __file__, "--concurrency", str(args.concurrency),
+                            "--variant", name, base_url, str(source), str(out)]  # fmt: skip
+                    m = run_measured(argv, env)
+                    check_output(out, args.n)
+                    print(
+                        f"round {r + 1} {name:8s} {args.n / m.wall:7.1f} samples/s  "
+                        f"{1e3 * m.cpu_self / args.n:5.1f} client, "
+                        f"{1e3 * m.cpu_children / args.n:5.1f} sandbox; "
+                        f"load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
         sizes = [int(s) for s in args.memory_sizes.split(",") if s]
         peaks: list[tuple[int, float, float]] = []
         for size in sizes:
