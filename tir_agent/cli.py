@@ -1,5 +1,5 @@
-"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``evaluate``, ``export``, ``doctor``,
-``sandbox serve`` and ``sandbox nginx-config``.
+"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``merge``, ``evaluate``, ``export``,
+``doctor``, ``sandbox serve`` and ``sandbox nginx-config``.
 
 Options of ``solve`` and ``generate`` come from :func:`tir_agent.config.load_config`: defaults,
 then ``--config FILE``, then the flags, then ``key=value`` / ``++key=value`` overrides (NeMo-Skills'
