@@ -445,7 +445,7 @@ def main() -> None:
                     f"tree PSS {m.tree_pss:.0f} MiB; load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
-        ratio = best["generate"] / best["bare"]
+        ratio = best["generate"] / best["bare"] if args.rounds else float("nan")
         print(
             f"\nbest: bare {best['bare']:.1f} samples/s, generate {best['generate']:.1f} "
             f"samples/s, ratio {ratio:.2f} (goal >= 0.5)"
