@@ -25,7 +25,6 @@ from tests.batch.server import HTTPModel, ReactiveServer, problems
 from tests.cli.test_crash import finished
 from tir_agent.batch import generate, journal_path
 from tir_agent.batch.cluster import default_actors
-from tir_agent.cli import main
 from tir_agent.config import load_config
 
 ray = pytest.importorskip("ray", reason="the Ray backend is an extra: pip install 'tir-agent[ray]'")
@@ -211,15 +210,17 @@ def test_default_actor_count_is_one_per_cpu_group_of_each_node() -> None:
     assert default_actors([], 4) == 1
 
 
-def test_an_unreachable_cluster_is_a_clear_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_an_unreachable_cluster_is_a_clear_error(tmp_path: Path) -> None:
+    # in a subprocess: this process may be connected to the module's cluster already, and a
+    # process connected to Ray keeps using that connection whatever ray.address says
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     inp = write_input(tmp_path, 2)
-    argv = ["generate", "-i", str(inp), "-o", str(tmp_path / "out.jsonl"), "--model", "m", "++api_key=k",
-            "--ray", f"++ray.address=127.0.0.1:{port}", "--no-progress"]  # fmt: skip
-    assert main(argv) == 2
-    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in capsys.readouterr().err
+    argv = [sys.executable, "-m", "tir_agent.cli", "generate", "-i", str(inp), "-o",
+            str(tmp_path / "out.jsonl"), "--model", "m", "++api_key=k", "--ray", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": f"127.0.0.1:{port}"}
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]

@@ -140,7 +140,10 @@ class RaySolver:
     @classmethod
     @contextlib.asynccontextmanager
     async def start(cls, config: GenerateConfig) -> AsyncIterator[RaySolver]:
-        """Join the cluster (or start a local one), start the actors; stop them on exit."""
+        """Join the cluster (or start a local one), start the actors; stop them on exit.
+
+        A process already connected to Ray (``ray.init`` called before) keeps that connection,
+        whatever ``ray.address`` says, and leaves it open afterwards."""
         ray = _import_ray()
         started = False
         if not ray.is_initialized():
