@@ -142,6 +142,18 @@ async def test_rate_limit_holds_for_the_whole_run(cluster: str, tmp_path: Path) 
     assert elapsed() >= 3.0
 
 
+async def test_chunks_on_ray_merge_like_local_ones(cluster: str, tmp_path: Path) -> None:
+    inp, out = write_input(tmp_path, 7), tmp_path / "out.jsonl"
+    with HTTPModel(ReactiveServer(direct=True)) as model:
+        for k in (1, 0):
+            chunked = config(model, "code_execution=false", "num_chunks=2", f"chunk_id={k}")
+            await generate(inp, out, chunked)
+        counts = dict(model.scripted.per_problem)
+    assert [r["id"] for r in read(out)] == list(range(7))
+    assert set(counts.values()) == {1} and len(counts) == 7
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl"]
+
+
 class _timer:
     """``async with _timer() as elapsed``: seconds spent inside the block, afterwards."""
 
