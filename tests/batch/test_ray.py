@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -37,18 +39,22 @@ CPUS = 4
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
-    """A local Ray cluster for the module; yields its address."""
+    """A local Ray cluster for the module (its files in a temporary directory, removed after);
+    yields its address."""
+    temp = tempfile.mkdtemp(prefix="tir-ray-")  # short: Ray puts unix sockets in it
     ray.init(
         num_cpus=CPUS,
         object_store_memory=80 * 1024**2,
         include_dashboard=False,
         logging_level="warning",
         log_to_driver=False,
+        _temp_dir=temp,
     )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
         ray.shutdown()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def write_input(tmp_path: Path, n: int) -> Path:
