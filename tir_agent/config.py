@@ -17,7 +17,8 @@ mapping with ``inline_args`` (a string of overrides) and ``stage_kwargs`` (a map
 level or under ``stages.<name>`` (``generate_solutions`` is taken when there are several).
 
 Environment variables are read here and nowhere else: ``OPENAI_API_KEY`` (the API key when
-``api_key`` is not set) and ``OPENAI_BASE_URL`` (the endpoint when ``server_address`` is not set).
+``api_key`` is not set), ``OPENAI_BASE_URL`` (the endpoint when ``server_address`` is not set) and
+``RAY_ADDRESS`` (the Ray cluster of ``--ray`` when ``ray.address`` is not set).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "CodeExecutionConfig",
     "GenerateConfig",
     "InferenceConfig",
+    "RayConfig",
     "ServerConfig",
     "config_keys",
     "describe_options",
@@ -93,6 +95,24 @@ class InferenceConfig(BaseModel):
     """Reasoning models only: ``low``, ``medium`` or ``high``."""
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Extra JSON fields for every request (``top_k``, ``repetition_penalty``, ... on vLLM)."""
+
+
+class RayConfig(BaseModel):
+    """Generation spread over Ray actors (``tir-agent generate --ray``, docs/batch.md)."""
+
+    model_config = _FORBID
+
+    enabled: bool = False
+    """Run the samples on Ray actors instead of in this process (``--ray``)."""
+    address: str | None = None
+    """The cluster to join, as ``ray.init`` takes it (``10.0.0.5:6379``, ``auto``); ``None`` =
+    ``RAY_ADDRESS`` if set, else a new local cluster that stops with the run."""
+    actors: int | None = Field(default=None, gt=0)
+    """Actors, each with its own sandbox and ``max_concurrent_requests`` samples in flight;
+    ``None`` = one per ``cpus_per_actor`` CPUs of each node (at least one per node)."""
+    cpus_per_actor: int = Field(default=4, gt=0)
+    """CPUs per actor for the default actor count (the actor's event loop, its sandbox's
+    template and sessions); each actor reserves one Ray CPU."""
 
 
 class GenerateConfig(BaseModel):
@@ -178,7 +198,15 @@ class GenerateConfig(BaseModel):
     random_seeds: list[int] | None = None
     """An explicit list of seeds (instead of ``num_random_seeds``); one output file per seed."""
     max_samples: int | None = Field(default=None, gt=0)
-    """Use only the first N rows of the input."""
+    """Use only the first N rows of the input (of the chunk, with ``num_chunks``)."""
+    num_chunks: int | None = Field(default=None, gt=0)
+    """Split the input into this many contiguous chunks (NeMo-Skills' sharding, with
+    ``chunk_id``): the run does one chunk, into ``<output stem>_chunk_K.jsonl``; the chunks are
+    merged into the output when the last one finishes (or by ``tir-agent merge``)."""
+    chunk_id: int | None = Field(default=None, ge=0)
+    """Which chunk this run does, 0-based (with ``num_chunks``)."""
+    ray: RayConfig = RayConfig()
+    """Generation on a Ray cluster (``--ray``): actors, each with its own sandbox."""
     max_concurrent_requests: int = Field(default=256, gt=0)
     """Samples in flight at once."""
     requests_per_minute: float | None = Field(default=None, gt=0)
@@ -436,6 +464,11 @@ def load_config(
         merged["api_key"] = environ["OPENAI_API_KEY"]
     if merged.get("server_address") is None and environ.get("OPENAI_BASE_URL"):
         merged["server_address"] = environ["OPENAI_BASE_URL"]
+    ray_settings = merged.get("ray")
+    if environ.get("RAY_ADDRESS") and not (
+        isinstance(ray_settings, dict) and ray_settings.get("address") is not None
+    ):
+        _set(merged, "ray.address", environ["RAY_ADDRESS"])
 
     try:
         config = GenerateConfig.model_validate(merged)
@@ -454,6 +487,19 @@ def load_config(
         raise ConfigError(
             "system_message and prompt_suffix apply to prompt templates; with prompt_format=openai "
             "the rows' messages are sent as they are: edit them instead"
+        )
+    if (config.num_chunks is None) != (config.chunk_id is None):
+        raise ConfigError(
+            "num_chunks and chunk_id go together: ++num_chunks=N ++chunk_id=K runs chunk K of N"
+        )
+    if (
+        config.num_chunks is not None
+        and config.chunk_id is not None
+        and config.chunk_id >= config.num_chunks
+    ):
+        raise ConfigError(
+            f"chunk_id={config.chunk_id} is outside 0..{config.num_chunks - 1} "
+            f"(num_chunks={config.num_chunks})"
         )
     if config.override_max_code_executions and config.total_code_executions_in_prompt is None:
         raise ConfigError(

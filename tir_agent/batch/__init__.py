@@ -6,7 +6,9 @@ statistics of REFERENCE.md §7). :class:`AgentSolver` is the solver built on an 
 :func:`generate` the whole ``tir-agent generate`` run.
 
 Modules: ``engine`` (jobs, concurrency, rate limits), ``journal`` (resume and the ordered output),
-``progress`` (bar and plain lines), ``solver`` (the agent as a solver, ``generate``).
+``progress`` (bar and plain lines), ``solver`` (the agent as a solver, ``generate``), ``chunks``
+(NeMo-Skills' ``num_chunks``/``chunk_id`` sharding and the merge), ``cluster`` (``--ray``: the
+samples on Ray actors, imported only then).
 
 Restartability. Every finished sample is appended to a journal beside its output file
 (``<output>.journal``) and flushed at once, as one line ``<row index>\\t<json record>``. A rerun

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 
 from tir_agent._log import get_logger
+from tir_agent.batch.chunks import Chunk
 from tir_agent.batch.journal import InputScan, Journal, output_path, read_rows
 from tir_agent.batch.progress import Progress, _NoProgress
 from tir_agent.errors import AuthenticationError, ModelError, SandboxError
@@ -90,19 +91,28 @@ async def run_batch(
     tokens_per_minute: float | None = None,
     progress: Progress | None = None,
     max_cost: float | None = None,
+    chunk: Chunk | None = None,
 ) -> BatchSummary:
     """Generate every (row, seed) sample of ``input_path`` into ``output`` (see module docs).
 
     ``scan`` comes from :func:`scan_input` over the same file (the rows were validated there).
     With ``max_cost`` (USD), no sample starts once the ``cost`` of the samples in the journals
     (this run's and earlier runs') reaches it; those in flight finish, the journals stay, and a
-    rerun with a higher cap resumes.
+    rerun with a higher cap resumes. With ``chunk``, only that chunk's rows run, into its own
+    files (:mod:`.chunks`).
     """
     progress = progress if progress is not None else _NoProgress()
-    journals = {seed: Journal(output_path(output, seed), scan) for seed in seeds}
+    select = None if chunk is None else chunk.rows
+
+    def target(seed: int | None) -> Path:
+        path = output_path(output, seed)
+        return path if chunk is None else chunk.path(path)
+
+    journals = {seed: Journal(target(seed), scan) for seed in seeds}
     for journal in journals.values():
         journal.load(
-            resume=resume, rows=lambda: (row for _, _, row in read_rows(input_path, max_samples))
+            resume=resume,
+            rows=lambda: (row for _, _, row in read_rows(input_path, max_samples, select)),
         )
     total = scan.rows * len(seeds)
     todo = sum(
@@ -120,7 +130,7 @@ async def run_batch(
     queue: asyncio.Queue[Job | None] = asyncio.Queue(maxsize=2 * concurrency)
 
     async def produce(workers: int) -> None:
-        for index, _, row in read_rows(input_path, max_samples):
+        for index, _, row in read_rows(input_path, max_samples, select):
             for seed, journal in journals.items():
                 if journal.pending(index, retry_errors=retry_errors):
                     await queue.put(Job(index=index, seed=seed, row=row))

@@ -45,20 +45,32 @@ class InputScan:
 
 
 def read_rows(
-    path: Path, max_samples: int | None = None
+    path: Path, max_samples: int | None = None, select: range | None = None
 ) -> Iterator[tuple[int, int, dict[str, Any]]]:
-    """``(row index, line number, row)`` for each non-blank line of a JSONL file, streamed."""
+    """``(row index, line number, row)`` for each non-blank line of a JSONL file, streamed.
+
+    ``select`` keeps only the rows at those positions of the file (a chunk, see
+    :mod:`tir_agent.batch.chunks`); indices then count from the first selected row, and
+    ``max_samples`` applies within the selection (as in NeMo-Skills).
+    """
     try:
         handle = path.open(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"Cannot read input file {path}: {e.strerror or e}") from None
+    start, stop = (0, None) if select is None else (select.start, select.stop)
     with handle:
         index = 0
+        position = -1
         for line_no, line in enumerate(handle, start=1):
             if max_samples is not None and index >= max_samples:
                 return
             if not line.strip():
                 continue
+            position += 1
+            if position < start:
+                continue
+            if stop is not None and position >= stop:
+                return
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
@@ -78,11 +90,13 @@ def scan_input(
     path: Path,
     validate: Callable[[dict[str, Any]], None] | None = None,
     max_samples: int | None = None,
+    select: range | None = None,
 ) -> InputScan:
-    """Check every row (``validate`` raises :class:`ConfigError`) and count and digest them."""
+    """Check every row (``validate`` raises :class:`ConfigError`) and count and digest them
+    (only the rows of ``select``, as :func:`read_rows`)."""
     digest = hashlib.sha256()
     rows = 0
-    for _, line_no, row in read_rows(path, max_samples):
+    for _, line_no, row in read_rows(path, max_samples, select):
         if validate is not None:
             try:
                 validate(row)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -10,8 +11,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import BaseModel
 
+from tir_agent._log import get_logger
+from tir_agent.batch.chunks import Chunk, merge_chunks
 from tir_agent.batch.engine import BatchSummary, Job, SampleOutput, run_batch
-from tir_agent.batch.journal import scan_input
+from tir_agent.batch.journal import output_path, scan_input
 from tir_agent.batch.progress import Progress
 from tir_agent.config import GenerateConfig
 from tir_agent.errors import ConfigError
@@ -20,6 +23,8 @@ from tir_agent.sandbox.config import SandboxConfig
 
 if TYPE_CHECKING:
     from tir_agent.agent import Agent
+
+log = get_logger(__name__)
 
 __all__ = [
     "AgentSolver",
@@ -279,23 +284,68 @@ async def generate(
     tools: Sequence[Any] = (),
 ) -> BatchSummary:
     """``tir-agent generate`` as a function: every row of ``input_path`` (times every seed);
-    ``tools``: the user's functions and MCP servers (rows then carry ``tool_calls``)."""
+    ``tools``: the user's functions and MCP servers (rows then carry ``tool_calls``).
+
+    With ``num_chunks``/``chunk_id`` only that chunk runs, and the chunks are merged into the
+    output(s) once all are done (``outputs`` of the summary are then the merged files, else this
+    chunk's files). With ``ray.enabled`` the samples run on Ray actors (:mod:`.cluster`).
+    """
     source, target = Path(input_path), Path(output)
+    seeds = config.seeds()
+    chunk = None
+    if config.num_chunks is not None and config.chunk_id is not None:
+        chunk = Chunk.of(source, config.num_chunks, config.chunk_id)
+        if config.skip_filled:  # NeMo-Skills: a merged output means every chunk is done
+            merged = [s for s in seeds if _merged(output_path(target, s), chunk)]
+            seeds = [s for s in seeds if s not in merged]
+            if not seeds:
+                return BatchSummary([output_path(target, s) for s in merged], 0, 0, 0, 0)
+    if tools and config.ray.enabled:
+        raise ConfigError(
+            "tools= are not sent to Ray actors: run without --ray, or give the actors the tools "
+            "through a sandbox service or MCP server they can reach"
+        )
     async with open_agent(config, sandbox=sandbox, http_client=http_client, tools=tools) as agent:
         solver = AgentSolver(config, agent)
-        scan = scan_input(source, solver.validate, config.max_samples)
-        return await run_batch(
-            source,
-            target,
-            solver,
-            scan=scan,
-            seeds=config.seeds(),
-            concurrency=config.max_concurrent_requests,
-            max_samples=config.max_samples,
-            resume=config.skip_filled,
-            retry_errors=config.retry_errors,
-            requests_per_minute=config.requests_per_minute,
-            tokens_per_minute=config.tokens_per_minute,
-            progress=progress,
-            max_cost=config.max_cost,
-        )
+        if chunk is not None and not chunk.rows:  # more chunks than rows: this one is empty
+            for seed in seeds:
+                chunk.path(output_path(target, seed)).write_bytes(b"")
+            summary = BatchSummary([chunk.path(output_path(target, s)) for s in seeds], 0, 0, 0, 0)
+        else:
+            select = None if chunk is None else chunk.rows
+            scan = scan_input(source, solver.validate, config.max_samples, select)
+            options: dict[str, Any] = {
+                "scan": scan,
+                "seeds": seeds,
+                "max_samples": config.max_samples,
+                "resume": config.skip_filled,
+                "retry_errors": config.retry_errors,
+                "requests_per_minute": config.requests_per_minute,
+                "tokens_per_minute": config.tokens_per_minute,
+                "progress": progress,
+                "chunk": chunk,
+                "max_cost": config.max_cost,
+            }
+            if config.ray.enabled:
+                from tir_agent.batch.cluster import RaySolver
+
+                async with RaySolver.start(config) as remote:
+                    summary = await run_batch(
+                        source, target, remote, concurrency=remote.concurrency, **options
+                    )
+            else:
+                summary = await run_batch(
+                    source, target, solver, concurrency=config.max_concurrent_requests, **options
+                )
+    if chunk is None:
+        return summary
+    outputs = [output_path(target, s) for s in seeds]
+    if all([merge_chunks(path, chunk.count) for path in outputs]):
+        log.info("chunks.merged", outputs=[str(p) for p in outputs], chunks=chunk.count)
+        return dataclasses.replace(summary, outputs=outputs)
+    return summary
+
+
+def _merged(output: Path, chunk: Chunk) -> bool:
+    """Whether ``output`` was merged from its chunks already (so this chunk is done)."""
+    return output.exists() and not chunk.path(output).exists()
