@@ -64,11 +64,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("scenarios", nargs="*", help="scenario names (default: all)")
     parser.add_argument("--model", default="gpt-4o-mini", help="OpenAI model when a key is set")
+    parser.add_argument(
+        "--base-url",
+        help="an embedded-model server already running (LlamaCppServer().base_url) instead of "
+        "starting one (the model must be the default, served as 'local')",
+    )
     args = parser.parse_args()
     if os.environ.get("OPENAI_API_KEY"):
         asyncio.run(
             record("https://api.openai.com/v1", args.model, OPENAI_CASSETTES, args.scenarios)
         )
+        return
+    if args.base_url:
+        asyncio.run(record(args.base_url, "local", CASSETTES, args.scenarios))
         return
     with LlamaCppServer() as server:
         asyncio.run(record(server.base_url, "local", CASSETTES, args.scenarios))
