@@ -254,6 +254,10 @@ class LlamaCppServer:
             str(self.n_threads),
             "--n_threads_batch",
             str(self.n_threads),
+            # By default a streamed reply is cut short ("[DONE]" without a finish reason) as soon
+            # as another request waits for the one worker: queue requests instead.
+            "--interrupt_requests",
+            "false",
         ]
         started = time.monotonic()
         self._process = _SPAWNER.popen(
