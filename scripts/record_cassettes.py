@@ -80,6 +80,11 @@ def main() -> None:
     parser.add_argument(
         "--responses-model", help="reasoning model of the responses_* scenarios (default o4-mini)"
     )
+    parser.add_argument(
+        "--base-url",
+        help="an embedded-model server already running (LlamaCppServer().base_url) instead of "
+        "starting one (the model must be the default, served as 'local')",
+    )
     args = parser.parse_args()
     if os.environ.get("OPENAI_API_KEY"):
         asyncio.run(
@@ -91,6 +96,9 @@ def main() -> None:
                 args.responses_model,
             )
         )
+        return
+    if args.base_url:
+        asyncio.run(record(args.base_url, "local", CASSETTES, args.scenarios))
         return
     with LlamaCppServer() as server:
         asyncio.run(record(server.base_url, "local", CASSETTES, args.scenarios))

@@ -34,6 +34,7 @@ from tir_agent.errors import AuthenticationError, ConfigError, ContextLengthErro
 from tir_agent.formats.base import Feedback, Format
 from tir_agent.formats.chat_tags import ChatTagsFormat
 from tir_agent.formats.completion_tags import CompletionTagsFormat
+from tir_agent.formats.completion_tools import CompletionToolsFormat
 from tir_agent.formats.native import TOOL_NAME, ToolsFormat
 from tir_agent.formats.parsing import BlockWatcher
 from tir_agent.formats.responses import ResponsesFormat
@@ -83,7 +84,8 @@ class AgentConfig(BaseModel):
     format: Literal["tools", "tags"] = "tools"
     """``tools``: native ``python_exec`` function calls; ``tags``: code between text tags."""
     api: Literal["chat", "completions", "responses"] = "chat"
-    """``chat``: /v1/chat/completions; ``completions``: /v1/completions with a chat template;
+    """``chat``: /v1/chat/completions; ``completions``: /v1/completions with a chat template
+    (with ``tools``: one that renders tools, e.g. ``qwen``; calls are parsed from the text);
     ``responses``: OpenAI's /v1/responses (format ``tools``; reasoning carried across calls)."""
     store: bool = False
     """``api="responses"``: ``False`` keeps nothing at OpenAI (reasoning items come back encrypted
@@ -149,10 +151,10 @@ class AgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> AgentConfig:
-        if self.format == "tools" and self.api == "completions":
+        if self.format == "tools" and self.api == "completions" and self.tool_choice != "auto":
             raise ValueError(
-                "format='tools' needs api='chat' or api='responses'; use format='tags' with "
-                "api='completions'"
+                f"tool_choice={self.tool_choice!r} needs api='chat'; over completions the model "
+                "decides (tool_choice='auto')"
             )
         if self.api == "responses" and self.format != "tools":
             raise ValueError(
@@ -242,6 +244,12 @@ class Agent:
             self.template = get_chat_template(
                 config.chat_template or _default_template(config.tags)
             )
+            if config.format == "tools" and not self.template.renders_tools:
+                raise ConfigError(
+                    f"format='tools' with api='completions' needs a chat template that renders "
+                    f"tools, not {self.template.name!r}: use chat_template='qwen' (Qwen2.5's "
+                    "Hermes-style tool calls) or a model's Jinja template that reads `tools`"
+                )
         self._states_budget = self.prompt.needs_total_code_executions()
         if self._states_budget and (
             config.total_code_executions_in_prompt is None and config.max_code_executions is None
@@ -500,7 +508,18 @@ class _Run:
             default = getattr(agent.template, "default_system", None)  # completions: Qwen's
             messages = offer_tools(messages, functions.plain_definitions(), default)
         self.format: Format
-        if config.api == "completions":
+        if config.api == "completions" and config.format == "tools":
+            params.pop("reasoning_effort", None)
+            template = cast(ChatTemplate, agent.template)
+            self.format = CompletionToolsFormat(
+                messages,
+                agent.tags,
+                params,
+                template,
+                functions=functions.definitions() if functions is not None else None,
+                functions_open=self.functions_open,
+            )
+        elif config.api == "completions":
             params.pop("reasoning_effort", None)
             template = cast(ChatTemplate, agent.template)
             self.format = CompletionTagsFormat(

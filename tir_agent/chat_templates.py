@@ -6,7 +6,9 @@ Built in, byte-exact with the models' own ``tokenizer_config.json`` templates (n
   ``<|im_start|>assistant\\n``; no default system message.
 - ``qwen``: ChatML plus Qwen2.5-Instruct's default system message
   (``You are Qwen, created by Alibaba Cloud. You are a helpful assistant.``) when the conversation
-  has none; tool results are wrapped as Qwen2.5 does (``<tool_response>`` inside a user turn).
+  has none; with ``tools``, Qwen2.5's Hermes-style tool prompt (:mod:`tir_agent.formats.hermes`:
+  the definitions in a ``<tools>`` block of the system message, calls in ``<tool_call>`` tags,
+  results in ``<tool_response>`` inside a user turn), byte-exact with Qwen2.5's own template.
 - ``qwen-math``: ChatML plus Qwen2.5-Math-Instruct's default system message
   (``Please reason step by step, and put your final answer within \\boxed{}.``).
 - ``llama3``: ``<|begin_of_text|>`` then
@@ -20,13 +22,15 @@ environment with ``trim_blocks``/``lstrip_blocks``, loop controls, ``raise_excep
 ``tokenizer_config.json`` (its ``chat_template``, ``bos_token``, ``eos_token``), a ``.jinja`` file, a
 model folder, or a template string.
 
+``render(messages, tools=[...])`` renders function definitions for the templates that know how
+(``qwen``, and Jinja templates that read ``tools``); assistant ``tool_calls`` may carry their
+``arguments`` as the chat API's JSON string or as an object (templates are given objects).
 ``render(..., continue_final_message=True)`` leaves the last (assistant) message open, exactly as
 given (no trim, no end-of-turn marker), so a completion continues that text.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -41,6 +45,7 @@ import jinja2.parser
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from tir_agent.errors import ConfigError
+from tir_agent.formats.hermes import check_tools, normalize_tool_calls, tool_call_text, tools_block
 
 __all__ = [
     "BUILTIN_TEMPLATES",
@@ -95,6 +100,8 @@ class ChatTemplate:
 
     name: str
     stop: tuple[str, ...]
+    renders_tools: bool = False
+    """Whether :meth:`render` can write function definitions (``tools``) into the prompt."""
 
     def __init__(self, name: str, stop: tuple[str, ...]) -> None:
         self.name = name
@@ -106,12 +113,20 @@ class ChatTemplate:
         *,
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> str:
         """The prompt for ``messages``.
 
         ``add_generation_prompt`` opens an assistant turn at the end; ``continue_final_message``
-        instead leaves the last message (an assistant prefix) open, exactly as given.
+        instead leaves the last message (an assistant prefix) open, exactly as given. ``tools``:
+        chat-style function definitions the model may call (templates with
+        :attr:`renders_tools` only).
         """
+        if tools and not self.renders_tools:
+            raise ConfigError(
+                f"the chat template {self.name!r} cannot render tools; use 'qwen' (Qwen2.5's "
+                "Hermes-style tool calls) or a Jinja template that reads `tools`"
+            )
         if continue_final_message:
             if add_generation_prompt:
                 raise ConfigError(
@@ -119,13 +134,17 @@ class ChatTemplate:
                 )
             if not messages:
                 raise ConfigError("continue_final_message needs at least one message")
-        return self._render(messages, add_generation_prompt, continue_final_message)
+        checked = check_tools(tools) if tools is not None else None
+        return self._render(
+            normalize_tool_calls(messages), add_generation_prompt, continue_final_message, checked
+        )
 
     def _render(
         self,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool,
         continue_final_message: bool,
+        tools: list[dict[str, Any]] | None,
     ) -> str:
         raise NotImplementedError
 
@@ -142,20 +161,29 @@ class ChatMLTemplate(ChatTemplate):
         super().__init__(name, ("<|im_end|>",))
         self.default_system = default_system
         self.qwen_tools = qwen_tools
+        self.renders_tools = qwen_tools
 
     def _render(
         self,
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool,
         continue_final_message: bool,
+        tools: list[dict[str, Any]] | None,
     ) -> str:
         parts: list[str] = []
-        if self.default_system is not None and (
-            not messages or messages[0].get("role") != "system"
-        ):
+        has_system = bool(messages) and messages[0].get("role") == "system"
+        if tools:
+            # Qwen2.5: the definitions close the system message (its own, else the default).
+            system = _text(messages[0], 0) if has_system else self.default_system
+            if system is None:
+                system = QWEN_DEFAULT_SYSTEM
+            parts.append(f"<|im_start|>system\n{system}{tools_block(tools)}<|im_end|>\n")
+        elif self.default_system is not None and not has_system:
             parts.append(f"<|im_start|>system\n{self.default_system}<|im_end|>\n")
         last = len(messages) - 1
         for i, message in enumerate(messages):
+            if tools and i == 0 and has_system:
+                continue  # written above, with the tools
             role = _role(message, i)
             content = _text(message, i)
             if self.qwen_tools and role == "tool":
@@ -172,7 +200,7 @@ class ChatMLTemplate(ChatTemplate):
                 parts.append("<|im_start|>assistant")
                 if content:
                     parts.append("\n" + content)
-                parts.extend(_qwen_tool_call(call) for call in message["tool_calls"])
+                parts.extend("\n" + tool_call_text(call) for call in message["tool_calls"])
                 parts.append("<|im_end|>\n")
                 continue
             if continue_final_message and i == last:
@@ -182,18 +210,6 @@ class ChatMLTemplate(ChatTemplate):
         if add_generation_prompt:
             parts.append("<|im_start|>assistant\n")
         return "".join(parts)
-
-
-def _qwen_tool_call(call: Mapping[str, Any]) -> str:
-    function = call.get("function", call)
-    arguments = function.get("arguments", {})
-    if isinstance(arguments, str):
-        # Invalid JSON is shown as the string the model wrote.
-        with contextlib.suppress(ValueError):
-            arguments = json.loads(arguments)
-    name = json.dumps(function.get("name", ""), ensure_ascii=False)[1:-1]
-    args = json.dumps(arguments, ensure_ascii=False)
-    return f'\n<tool_call>\n{{"name": "{name}", "arguments": {args}}}\n</tool_call>'
 
 
 class Llama3Template(ChatTemplate):
@@ -209,6 +225,7 @@ class Llama3Template(ChatTemplate):
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool,
         continue_final_message: bool,
+        tools: list[dict[str, Any]] | None,
     ) -> str:
         parts = [self.bos_token]
         last = len(messages) - 1
@@ -301,6 +318,7 @@ class JinjaChatTemplate(ChatTemplate):
         self.bos_token = bos_token
         self.eos_token = eos_token
         self.template_kwargs = template_kwargs
+        self.renders_tools = "tools" in source
         try:
             self._template = _environment().from_string(source)
         except jinja2.TemplateSyntaxError as e:
@@ -313,6 +331,7 @@ class JinjaChatTemplate(ChatTemplate):
         messages: Sequence[Mapping[str, Any]],
         add_generation_prompt: bool,
         continue_final_message: bool,
+        tools: list[dict[str, Any]] | None,
     ) -> str:
         conversation = [dict(message) for message in messages]
         if continue_final_message:
@@ -326,7 +345,7 @@ class JinjaChatTemplate(ChatTemplate):
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self.bos_token,
                 eos_token=self.eos_token,
-                tools=None,
+                tools=tools,
                 documents=None,
                 **self.template_kwargs,
             )

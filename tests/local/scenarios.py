@@ -1,5 +1,6 @@
 """Exchanges with the real embedded model (the default, Qwen2.5-Coder-0.5B-Instruct Q4_K_M on
-llama.cpp), shared by the live integration tests and the cassette replay.
+llama.cpp): tags and native tools, each over completions and over chat, plain and streamed;
+shared by the live integration tests and the cassette replay.
 
 Each scenario is one solve through the public Agent API with the local model's defaults
 (:func:`tir_agent.local_model.local_agent_options`), greedy decoding and a fixed seed. The
@@ -88,6 +89,8 @@ SCENARIOS = [
     Scenario("chat_tags_streamed", "tags", "chat", _SQUARES, True, _HINTED),
     Scenario("tools", "tools", "chat", _POWER, options=_TOOLS),
     Scenario("tools_streamed", "tools", "chat", _POWER, True, _TOOLS),
+    Scenario("completions_tools", "tools", "completions", _POWER, options=_TOOLS),
+    Scenario("completions_tools_streamed", "tools", "completions", _POWER, True, _TOOLS),
 ]
 RECORDED = [s for s in SCENARIOS if s.known_bug is None]
 OPENAI_ONLY = [

@@ -44,6 +44,8 @@ def test_server_starts_lists_the_model_uses_every_core_and_stops() -> None:
         # llama-cpp-python's own default is half the cores: one thread on a 2-core machine.
         assert argv[argv.index("--n_threads") + 1] == cores
         assert argv[argv.index("--n_threads_batch") + 1] == cores
+        # A waiting request must not cut a streamed reply short (llama-cpp-python's default).
+        assert argv[argv.index("--interrupt_requests") + 1] == "false"
         assert argv[argv.index("--model") + 1] == str(find_gguf())
     finally:
         server.stop()
@@ -69,3 +71,43 @@ def test_no_orphan_when_the_host_is_killed() -> None:
     while alive(server_pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(server_pid), "the llama.cpp server outlived its host"
+
+
+@pytest.mark.timeout(600)  # the second request waits for the whole stream on busy cores
+def test_a_waiting_request_does_not_cut_a_stream_short() -> None:
+    """llama-cpp-python ends a stream early (``[DONE]`` with no finish reason) when another
+    request waits for its one worker, unless started with ``--interrupt_requests false``; the
+    agent streams while the demo or a batch has other requests queued. SmolLM2: loads fast."""
+    import threading
+
+    def post(base_url: str, body: dict[str, object]) -> bytes:
+        request = urllib.request.Request(
+            f"{base_url}/completions",
+            json.dumps(body).encode(),
+            {"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=300) as reply:
+            return bytes(reply.read())
+
+    body = {"prompt": "Count from 1 to 1000:", "max_tokens": 200, "temperature": 0.0, "seed": 0}
+    with LlamaCppServer(model="local:smollm2-135m") as server:
+        chunks: list[dict[str, object]] = []
+
+        ended: list[float] = []
+
+        def stream() -> None:
+            raw = post(server.base_url, {**body, "stream": True}).decode()
+            ended.append(time.monotonic())
+            for line in raw.splitlines():
+                if line.startswith("data: {"):
+                    chunks.append(json.loads(line.removeprefix("data: ")))
+
+        streaming = threading.Thread(target=stream)
+        streaming.start()
+        time.sleep(0.5)  # the stream has started; the next request waits for the one worker
+        sent = time.monotonic()
+        post(server.base_url, {**body, "max_tokens": 4})
+        streaming.join()
+    assert sent < ended[0], "the stream was over before the second request: nothing was tested"
+    reasons = [c["choices"][0]["finish_reason"] for c in chunks]  # type: ignore[index]
+    assert reasons[-1] == "length", f"the stream was cut after {len(chunks)} chunks"

@@ -32,8 +32,12 @@ def test_defaults_build_a_valid_agent(fmt: str, api: str) -> None:
         )
 
 
-def test_tools_defaults_use_chat_even_if_completions_asked() -> None:
-    assert local_agent_options("tools", "completions")["api"] == "chat"
+def test_tools_defaults_go_over_completions_unless_the_model_needs_chat() -> None:
+    # Qwen2.5: its Hermes-style tool prompt rendered by us (tests/local/test_hermes.py);
+    # SmolLM2 needs a named tool_choice, which only the chat API has.
+    assert local_agent_options("tools")["api"] == "completions"
+    assert local_agent_options("tools", "chat")["api"] == "chat"
+    assert local_agent_options("tools", "completions", "local:smollm2-135m")["api"] == "chat"
 
 
 def test_tools_defaults_follow_the_model() -> None:
@@ -97,7 +101,7 @@ def test_agent_local_takes_the_defaults_and_starts_nothing_until_a_solve(
 def test_agent_local_with_a_base_url_uses_that_server() -> None:
     agent = Agent("local", base_url="http://127.0.0.1:9/v1", format="tools")
     assert agent.local_model is None and agent.client.base_url == "http://127.0.0.1:9/v1"
-    assert agent.config.tool_choice == "auto" and agent.config.api == "chat"
+    assert agent.config.tool_choice == "auto" and agent.config.api == "completions"
     assert Agent("gpt-4o-mini", base_url="http://127.0.0.1:9/v1").local_model is None
 
 

@@ -118,7 +118,11 @@ def test_every_recorded_request_is_bounded_and_repeatable() -> None:
             assert 0 < body["max_tokens"] <= 768, path.name
             assert body["temperature"] == 0.0 and body["seed"] == 0
             if interaction["request"]["uri"].endswith("/v1/completions"):
-                assert body["stop"] == ["```\n", "<|im_end|>"]
-                assert body["prompt"].startswith("<|im_start|>user\n")
+                if "<tools>" in body["prompt"]:  # tools over completions: one call per round
+                    assert body["stop"] == ["</tool_call>", "<tool_response>", "<|im_end|>"]
+                    assert body["prompt"].startswith("<|im_start|>system\n")
+                else:
+                    assert body["stop"] == ["```\n", "<|im_end|>"]
+                    assert body["prompt"].startswith("<|im_start|>user\n")
             elif "tools" not in body:
                 assert body["stop"] == ["```\n"]

@@ -1,8 +1,9 @@
 """Hermes-style tool calls that a server returns as text (tir_agent.formats.native).
 
 llama-cpp-python renders Qwen2.5's tool template but does not parse the calls: the replies below
-are the shapes Qwen2.5-Coder-0.5B wrote through it (the ``<tool_call>`` tags are special tokens the
-server drops from the text, so they may or may not be there).
+are the shapes Qwen2.5-Coder-0.5B wrote through it and in completions (the ``<tool_call>`` tags,
+a user-defined token that reaches the text, may or may not be there: the 0.5B mostly writes the
+bare object).
 """
 
 from __future__ import annotations

@@ -89,9 +89,9 @@ def text_tool_calls(text: str, index: int) -> tuple[str, list[ToolCallData]]:
     "arguments": {...}}`` objects, each optionally inside ``<tool_call>`` tags or a code fence.
 
     For a reply that carries no structured tool calls: a server that applies the model's tool
-    template but does not parse its calls (llama-cpp-python, which also drops the ``<tool_call>``
-    special tokens from the text) returns them in ``content``. Returns the text without the calls
-    and the calls (ids ``call_<index>_<n>``).
+    template but does not parse its calls (llama-cpp-python) returns them in ``content``, and a
+    completion (:mod:`tir_agent.formats.completion_tools`) is text. Returns the text without the
+    calls and the calls (ids ``call_<index>_<n>``).
     """
     calls: list[ToolCallData] = []
     kept: list[str] = []
