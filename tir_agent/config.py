@@ -479,8 +479,6 @@ def load_config(
         raise ConfigError(f"Invalid options: {problems}") from None
     if config.random_seeds is not None and config.num_random_seeds is not None:
         raise ConfigError("Set either num_random_seeds or random_seeds, not both")
-    if config.api == "completions" and config.format == "tools":
-        raise ConfigError("api=completions needs format=tags (native tool calls need the chat API)")
     if config.prompt_format == "openai" and (
         config.system_message is not None or config.prompt_suffix
     ):

@@ -134,8 +134,10 @@ def test_invalid_values_name_the_option() -> None:
         load_config(overrides=["total_code_executions_in_prompt=[8, 1]"], env={})
     with pytest.raises(ConfigError, match="override_max_code_executions=true needs"):
         load_config(overrides=["override_max_code_executions=true"], env={})
-    with pytest.raises(ConfigError, match="api=completions needs format=tags"):
-        load_config(overrides=["api=completions"], env={})
+    # tools over completions: the agent renders the tool prompt with a chat template that writes
+    # tools (and says so when the template cannot)
+    c = load_config(overrides=["api=completions"], env={})
+    assert (c.api, c.format) == ("completions", "tools")
     with pytest.raises(ConfigError, match="with prompt_format=openai"):
         load_config(overrides=["prompt_format=openai", "prompt_suffix=x"], env={})
 
