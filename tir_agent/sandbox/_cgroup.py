@@ -218,12 +218,21 @@ def _write(path: str, value: str, *, dir_fd: int | None = None, optional: bool =
 # The host side: one cgroup per sandbox
 
 
-def remove_tree(path: str) -> bool:
-    """Remove a sandbox's cgroup and its session cgroups; False if some still hold processes."""
+def _remove_children(path: str) -> list[str]:
+    """One pass removing the session cgroups in ``path``; the names still holding processes."""
+    left = []
     for entry in os.scandir(path):
         if entry.is_dir(follow_symlinks=False):
-            with contextlib.suppress(OSError):
+            try:
                 os.rmdir(entry.path)
+            except OSError:
+                left.append(entry.name)
+    return left
+
+
+def remove_tree(path: str) -> bool:
+    """Remove a sandbox's cgroup and its session cgroups; False if some still hold processes."""
+    _remove_children(path)
     try:
         os.rmdir(path)
     except OSError:
@@ -252,17 +261,9 @@ class SandboxCgroup:
     def _remove_children(self, wait: float) -> list[str]:
         """Remove the session cgroups (retrying while their last processes exit); the names left."""
         deadline = time.monotonic() + wait
-        while True:
-            left = []
-            for entry in os.scandir(self.path):
-                if entry.is_dir(follow_symlinks=False):
-                    try:
-                        os.rmdir(entry.path)
-                    except OSError:
-                        left.append(entry.name)
-            if not left or time.monotonic() >= deadline:
-                return left
+        while (left := _remove_children(self.path)) and time.monotonic() < deadline:
             time.sleep(0.01)
+        return left
 
     def close(self, wait: float = 5.0) -> None:
         """Remove the whole tree (every session's processes must be gone or going)."""

@@ -347,6 +347,21 @@ def _remove_stale_locks(directory: str) -> None:
             os.close(fd)
 
 
+def _lock_block(path: str) -> int | None:
+    """The uid block lock file ``path``, opened (made if missing) and locked by us, or None when
+    another holds it or it was released (unlinked) between our open and our lock."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    if not _same_file(fd, path):
+        os.close(fd)
+        return None
+    return fd
+
+
 def reserve_uid_block() -> UidBlock:
     """Reserve a free uid block for one sandbox, host-wide: no other sandbox (in this process or
     another) gets it until :meth:`UidBlock.release` or the holder's death. Blocks are tried from a
@@ -357,13 +372,10 @@ def reserve_uid_block() -> UidBlock:
     for i in range(UID_BLOCKS):
         base = UID_BASE + (start + i) % UID_BLOCKS * UID_BLOCK
         path = os.path.join(directory, f"{base}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = _lock_block(path)
+        if fd is None:
             continue
-        if not _same_file(fd, path) or _block_in_use(base):  # released (unlinked) meanwhile
+        if _block_in_use(base):
             os.close(fd)
             continue
         return UidBlock(base, fd, path)
@@ -385,14 +397,11 @@ def remove_stale_cgroups(parent: str) -> list[str]:
         if base == entry.name or not base.isdigit() or not entry.is_dir(follow_symlinks=False):
             continue
         path = os.path.join(directory, f"{base}.lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = _lock_block(path)
+        if fd is None:
             continue  # a live sandbox's (ours included: held through another descriptor)
         try:
-            if _same_file(fd, path) and _cgroup.remove_tree(entry.path):
+            if _cgroup.remove_tree(entry.path):
                 removed.append(entry.path)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
