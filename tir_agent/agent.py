@@ -508,6 +508,7 @@ class _Run:
             default = getattr(agent.template, "default_system", None)  # completions: Qwen's
             messages = offer_tools(messages, functions.plain_definitions(), default)
         self.format: Format
+        definitions = functions.definitions() if functions is not None else None
         if config.api == "completions" and config.format == "tools":
             params.pop("reasoning_effort", None)
             template = cast(ChatTemplate, agent.template)
@@ -516,7 +517,7 @@ class _Run:
                 agent.tags,
                 params,
                 template,
-                functions=functions.definitions() if functions is not None else None,
+                functions=definitions,
                 functions_open=self.functions_open,
             )
         elif config.api == "completions":
@@ -533,7 +534,7 @@ class _Run:
                 config.tool_choice,
                 reasoning_model=agent.client.reasoning,
                 store=config.store,
-                functions=functions.definitions() if functions is not None else None,
+                functions=definitions,
                 functions_open=self.functions_open,
             )
         elif config.format == "tools":
@@ -542,7 +543,7 @@ class _Run:
                 agent.tags,
                 params,
                 config.tool_choice,
-                functions.definitions() if functions is not None else None,
+                definitions,
                 self.functions_open,
             )
         else:

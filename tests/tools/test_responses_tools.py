@@ -9,26 +9,16 @@ the ``openai`` SDK's own Responses types; no API key is available here); the san
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 import pytest
 
 from tests.agent.scripted import Step
 from tests.agent.scripted_responses import ScriptedResponses
+from tests.tools.test_agent_tools import get_temperature
 from tir_agent.agent import Agent
 from tir_agent.sandbox.base import Sandbox
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
-
-
-def get_temperature(city: str, unit: Literal["c", "f"] = "c") -> str:
-    """Current temperature in a city.
-
-    Args:
-        city: The city's name, e.g. "Paris".
-        unit: "c" for Celsius or "f" for Fahrenheit.
-    """
-    return f"21 {unit}" if city == "Paris" else f"unknown city {city}"
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])
