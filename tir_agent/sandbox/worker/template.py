@@ -21,6 +21,7 @@ from typing import NoReturn
 from tir_agent.sandbox import _cgroup, _ipython_cell, isolation
 from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.config import SandboxConfig
+from tir_agent.sandbox.worker import hugepages
 from tir_agent.sandbox.worker.layout import SPARES
 from tir_agent.sandbox.worker.supervisor import supervisor_main
 
@@ -60,6 +61,7 @@ def template_main(argv: list[str]) -> NoReturn:
     compile("x = 1\nx", "<warm>", "exec")
     gc.collect()
     gc.freeze()
+    hugepages.collapse_heap()  # after the last big allocation: fewer entries for every fork
     ctl.send(proto.encode({"op": "ready", "pid": os.getpid(), "failed": failed}))
     signal.signal(signal.SIGCHLD, lambda *_: None)
     spares: list[tuple[int, socket.socket]] = []
