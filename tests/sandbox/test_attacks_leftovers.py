@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from tests.sandbox.conftest import template_interpreter
 from tir_agent.sandbox._mounts import bind_roots
 from tir_agent.sandbox.local import LocalSandbox
 
@@ -54,22 +55,6 @@ async def box(request: pytest.FixtureRequest) -> AsyncIterator[LocalSandbox]:
         yield sandbox
 
 
-def template_pid(box: LocalSandbox) -> int:
-    """Host pid of the template process (below bwrap and the namespace's pid 1)."""
-    assert box._proc is not None
-    todo = [box._proc.pid]
-    while todo:
-        pid = todo.pop(0)
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-        # python -I -c BOOT ... (bwrap's and unshare's command lines hold it further on)
-        if argv[1:3] == [b"-I", b"-c"] and b"template_main" in argv[3]:
-            return pid
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            todo += [int(p) for p in f.read().split()]
-    raise AssertionError("no template process")
-
-
 def bound(box: LocalSandbox) -> list[str]:
     """Host directories the sandbox binds read-only (the interpreter's, the package's)."""
     return bind_roots(box.config)
@@ -88,7 +73,7 @@ def sandbox_wide(box: LocalSandbox) -> dict[str, object]:
     """What the sandbox-wide places hold, seen from the host: files under the template's /tmp,
     /dev/shm and /sandbox (the sandbox's own binds left out), and the System V objects of its IPC
     namespace."""
-    pid = template_pid(box)
+    pid = template_interpreter(box)
     root = f"/proc/{pid}/root"
     roots = bound(box)
     files = {}

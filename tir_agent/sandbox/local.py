@@ -340,6 +340,9 @@ class LocalSandbox:
         """How many times the template died and was started again."""
         self.preload_failures: dict[str, str] = {}
         """Modules of ``config.preload`` that failed to import in the template (name -> error)."""
+        self.huge_pages = 0
+        """2 MiB ranges of the template's heap collapsed into huge pages at its start (0 where
+        the kernel has no ``MADV_COLLAPSE``); see :mod:`tir_agent.sandbox.worker.hugepages`."""
 
     # -- lifecycle
 
@@ -474,6 +477,7 @@ class LocalSandbox:
             await self._stop_template()
             raise SandboxError(f"the sandbox template did not start: {e}") from e
         self.preload_failures = dict(ready.get("failed", {}))
+        self.huge_pages = int(ready.get("huge_pages", 0))
         self._down = None
         self._up.set()
         self._tasks.append(asyncio.create_task(self._watch_template(proc, self._generation)))
@@ -482,6 +486,7 @@ class LocalSandbox:
             mechanism=protections.mechanism,
             active=protections.active(),
             preload_failed=sorted(self.preload_failures),
+            huge_pages=self.huge_pages,
             restarts=self.restarts,
             duration=round(time.perf_counter() - started, 3),
         )

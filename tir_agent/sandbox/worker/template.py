@@ -61,8 +61,10 @@ def template_main(argv: list[str]) -> NoReturn:
     compile("x = 1\nx", "<warm>", "exec")
     gc.collect()
     gc.freeze()
-    hugepages.collapse_heap()  # after the last big allocation: fewer entries for every fork
-    ctl.send(proto.encode({"op": "ready", "pid": os.getpid(), "failed": failed}))
+    huge = hugepages.collapse_heap()  # after the last big allocation: cheaper forks
+    ctl.send(
+        proto.encode({"op": "ready", "pid": os.getpid(), "failed": failed, "huge_pages": huge})
+    )
     signal.signal(signal.SIGCHLD, lambda *_: None)
     spares: list[tuple[int, socket.socket]] = []
     # Supervisors handed out, by slot. A pid is killed only while it is in here: it is then our
