@@ -44,6 +44,7 @@ from tir_agent.sandbox.worker.procs import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_DUMPABLE,
     PR_SET_PDEATHSIG,
+    kill_until_gone,
     parent,
     prctl,
 )
@@ -176,7 +177,17 @@ class Supervisor(CellWatch):
         self.holder = self.runner = 0
         self.purge()
         if self.protections.session_uids:
-            isolation.kill_uid(self.uid)
+            # Nothing of the session can be left outside the subtree purge() cleaned, but we
+            # make sure: every process of the session's memory cgroup (one file to read; no
+            # process can leave it), else of its uid (a scan of all of /proc, several ms with
+            # a few hundred processes).
+            if _cgroup.members() is None:
+                isolation.kill_uid(self.uid)
+            else:
+                me = os.getpid()
+                self.retire(
+                    kill_until_gone(lambda: [p for p in _cgroup.members() or () if p != me], 2000)
+                )
         for pid in list(self.pidfds.values()):
             self.unwatch(pid)
         self.reap()
