@@ -94,7 +94,7 @@ def template_pid(root: int) -> int:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from tir_agent.sandbox.local import LocalSandbox
+    from tir_agent.sandbox.local import LocalSandbox, LocalSession
     from tir_agent.sandbox.pool import SessionPool
 
     options: dict[str, object] = {"max_sessions": args.concurrency}
@@ -108,6 +108,16 @@ async def run(args: argparse.Namespace) -> None:
         assert box._proc is not None
         template = template_pid(box._proc.pid)
         pool = SessionPool(box, args.concurrency) if args.reuse else None
+        resets: list[float] = []
+        if pool is not None:
+            reset = LocalSession.reset
+
+            async def timed(self: LocalSession) -> None:
+                started = time.perf_counter()
+                await reset(self)
+                resets.append(time.perf_counter() - started)
+
+            LocalSession.reset = timed  # type: ignore[method-assign]
 
         async def one() -> None:
             if pool is not None:
@@ -143,6 +153,13 @@ async def run(args: argparse.Namespace) -> None:
 
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
             wall = time.perf_counter() - started
+            if resets:
+                resets.sort()
+                print(
+                    f"reset: median {1e3 * resets[len(resets) // 2]:.1f} ms, p90 "
+                    f"{1e3 * resets[len(resets) * 9 // 10]:.1f} ms",
+                    flush=True,
+                )
             await asyncio.sleep(0.5)  # the last sessions' processes on their way out
             t_own1, t_children1 = stat_times(template)
             host1 = os.times()

@@ -157,13 +157,16 @@ async def test_pool_hands_out_reset_sessions(box: LocalSandbox) -> None:
     async with pool.session() as a:
         await out(a, "x = 'A'")
         first = a
-    async with pool.session() as b:
+    async with pool.session() as b:  # (waits for the reset under way)
         assert b is first  # the same session (supervisor), reset
         assert await out(b, "print('x' in dir())") == "False\n"
     async with pool.session() as c1, pool.session() as c2:
         assert c1 is not c2
+        async with pool.session() as c3:
+            pass
+    assert sum(s.closed for s in (c1, c2, c3)) == 1  # two are kept (size), one closed
     await pool.close()
-    assert first.closed
+    assert first.closed and c1.closed and c2.closed and c3.closed
 
 
 async def test_a_closed_session_cannot_be_reset(box: LocalSandbox) -> None:

@@ -11,6 +11,7 @@ with new channels takes its place, so nothing of one sample is visible to the ne
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -22,37 +23,50 @@ from tir_agent.sandbox.result import ExecutionResult
 class SessionPool:
     """A :class:`~tir_agent.sandbox.base.Sandbox` whose ``session()`` reuses reset sessions.
 
-    ``size`` bounds the idle sessions kept (the rest are closed when their user is done); use the
-    number of samples in flight. The pool does not own ``sandbox``: :meth:`close` closes only
-    the idle sessions.
+    ``size`` bounds the sessions kept for reuse (idle or being reset; more are closed when their
+    user is done): use the number of samples in flight. A finished user's session is reset in
+    the background, so the reset overlaps the next sample's first model call; a user that finds
+    no idle session waits for a reset under way rather than starting a new supervisor. The pool
+    does not own ``sandbox``: :meth:`close` closes only its own sessions.
     """
 
     def __init__(self, sandbox: LocalSandbox, size: int) -> None:
         self.sandbox = sandbox
         self.size = size
         self._idle: list[LocalSession] = []
+        self._resetting: set[asyncio.Task[None]] = set()
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[LocalSession]:
         """A session nobody else uses until the block ends; reset afterwards for the next."""
-        session = None
-        while self._idle and session is None:
-            candidate = self._idle.pop()
-            if not candidate.closed:  # (the sandbox may have evicted or lost it meanwhile)
-                session = candidate
-        if session is None:
-            session = await self.sandbox.open_session()
+        session = await self._acquire()
         try:
             yield session
         finally:
             await self._release(session)
 
+    async def _acquire(self) -> LocalSession:
+        while True:
+            while self._idle:
+                session = self._idle.pop()
+                if not session.closed:  # (the sandbox may have evicted or lost it meanwhile)
+                    return session
+            if not self._resetting:
+                return await self.sandbox.open_session()
+            await asyncio.wait(set(self._resetting), return_when=asyncio.FIRST_COMPLETED)
+
     async def _release(self, session: LocalSession) -> None:
         if session.closed:
             return
-        if len(self._idle) >= self.size or self.sandbox.problem is not None:
+        kept = len(self._idle) + len(self._resetting)
+        if kept >= self.size or self.sandbox.problem is not None:
             await session.close()
             return
+        task = asyncio.create_task(self._reset(session))
+        self._resetting.add(task)
+        task.add_done_callback(self._resetting.discard)
+
+    async def _reset(self, session: LocalSession) -> None:
         try:
             await session.reset()
         except SandboxError:
@@ -72,7 +86,8 @@ class SessionPool:
         )
 
     async def close(self) -> None:
-        """Close the idle sessions (the sandbox stays open)."""
+        """Close the pool's sessions once their resets are done (the sandbox stays open)."""
+        await asyncio.gather(*self._resetting, return_exceptions=True)
         idle, self._idle = self._idle, []
         for session in idle:
             await session.close()
