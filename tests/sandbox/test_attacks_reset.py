@@ -176,3 +176,20 @@ async def test_a_closed_session_cannot_be_reset(box: LocalSandbox) -> None:
     await s.close()
     with pytest.raises(SandboxClosedError):
         await s.reset()
+
+
+async def test_after_a_reset_a_cell_holds_only_its_own_descriptors(
+    box: LocalSandbox, session: LocalSession
+) -> None:
+    """The reset's new sockets (host socket, control socket) reach no session process: a cell
+    holds exactly what it holds in a new session (test_attacks_channels)."""
+    code = (
+        "import os\nfds = []\nfor fd in os.listdir('/proc/self/fd'):\n"
+        "    try:\n        fds.append((int(fd), os.readlink(f'/proc/self/fd/{fd}')))\n"
+        "    except OSError:\n        pass\n"  # listdir's own descriptor, closed by now
+        "sorted(fd for fd, _ in fds)"
+    )
+    expected = [0, 1, 2, 3, 4, 5, 6] if box.config.protect_state else [0, 1, 2, 3, *range(6, 13)]
+    for _ in range(3):
+        await session.reset()
+        assert eval(await out(session, code)) == expected

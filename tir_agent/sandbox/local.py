@@ -323,8 +323,8 @@ class LocalSession:
 
     async def reset(self) -> None:
         """Give the session to its next user: a fresh interpreter, files and channels, as if it
-        were a new session, but without forking a new supervisor (about a third less CPU per
-        session). Nothing of what ran before is visible afterwards: every process of the
+        were a new session, but without forking a new supervisor (a quarter less sandbox CPU
+        per one-cell session here, docs/batch.md). Nothing of what ran before is visible afterwards: every process of the
         session is killed, its namespaces (work dir, ``/tmp``, ``/dev/shm``, System V IPC) go
         with them, and the host's socket is replaced (see docs/batch.md). Raises
         :class:`SandboxError` (and closes the session) if the supervisor does not confirm."""

@@ -1,12 +1,12 @@
 """Sessions of a :class:`~tir_agent.sandbox.local.LocalSandbox` used again, one user at a time.
 
 A batch run opens one session per sample. Opening one costs the sandbox a new supervisor (a
-fork of the template with the math stack mapped, its start, its exit), which is about a third
-of a one-cell sample's sandbox CPU (docs/batch.md). :class:`SessionPool` instead hands a
-finished sample's session to the next sample after :meth:`LocalSession.reset`: every process of
-the session is killed, its files and IPC objects go with its namespaces, and a fresh interpreter
-with new channels takes its place, so nothing of one sample is visible to the next
-(``tests/sandbox/test_attacks_reset.py``).
+fork of the template with the math stack mapped, its start, its exit): 19 of the 41 ms of
+sandbox CPU of a one-cell session measured here, of which a reset still costs 8 (docs/batch.md).
+:class:`SessionPool` instead hands a finished sample's session to the next sample after
+:meth:`LocalSession.reset`: every process of the session is killed, its files and IPC objects
+go with its namespaces, and a fresh interpreter with new channels takes its place, so nothing of
+one sample is visible to the next (``tests/sandbox/test_attacks_reset.py``).
 """
 
 from __future__ import annotations
