@@ -8,6 +8,8 @@ the same session finds nothing of it and gets its own, genuine results. Both mod
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 
@@ -193,3 +195,33 @@ async def test_after_a_reset_a_cell_holds_only_its_own_descriptors(
     for _ in range(3):
         await session.reset()
         assert eval(await out(session, code)) == expected
+
+
+def supervisor_host_pid(box: LocalSandbox, session: LocalSession) -> int:
+    """The host's pid of ``session``'s supervisor (``session.pid`` is its pid in the sandbox)."""
+    assert box._proc is not None
+    todo = [box._proc.pid]
+    while todo:
+        pid = todo.pop()
+        with open(f"/proc/{pid}/status") as f:
+            nspid = next(x for x in f.read().splitlines() if x.startswith("NSpid:")).split()[1:]
+        if len(nspid) > 1 and int(nspid[-1]) == session.pid:
+            return pid
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            todo += [int(p) for p in f.read().split()]
+    raise AssertionError("no supervisor found")
+
+
+async def test_a_session_whose_reset_fails_is_closed(box: LocalSandbox) -> None:
+    """A supervisor that dies (killed from outside here) cannot confirm: the reset raises and
+    the session is closed, never handed out half reset; the sandbox serves new sessions."""
+    from tir_agent.errors import SandboxError
+
+    s = await box.open_session()
+    assert await out(s, "print(1)") == "1\n"
+    os.kill(supervisor_host_pid(box, s), signal.SIGKILL)
+    with pytest.raises(SandboxError, match="could not be reset"):
+        await s.reset()
+    assert s.closed
+    async with box.session() as fresh:
+        assert await out(fresh, "print(2)") == "2\n"
