@@ -211,10 +211,12 @@ class NoSandbox:
 
 
 async def _variant(name: str, base_url: str, source: Path, target: Path, concurrency: int) -> None:
-    """``generate`` in this process with sandbox ``name``: default, reuse or none."""
+    """``generate`` in this process with sandbox ``name``: new (a new session per sample), pool
+    (what ``tir-agent generate`` uses: sessions reset and reused), reuse or none."""
     from tir_agent.batch import generate
     from tir_agent.config import load_config
     from tir_agent.sandbox.local import LocalSandbox
+    from tir_agent.sandbox.pool import SessionPool
 
     config = load_config(
         overrides=["model=m", f"server_address={base_url}", "api_key=x", "max_retries=0",
@@ -222,7 +224,12 @@ async def _variant(name: str, base_url: str, source: Path, target: Path, concurr
         env={},
     )  # fmt: skip
     async with LocalSandbox() as box:
-        sandbox = {"default": box, "reuse": ReusedSessions(box), "none": NoSandbox()}[name]
+        sandbox = {
+            "new": box,
+            "pool": SessionPool(box, concurrency),
+            "reuse": ReusedSessions(box),
+            "none": NoSandbox(),
+        }[name]
         await generate(source, target, config, sandbox=sandbox)  # type: ignore[arg-type]
 
 
@@ -387,8 +394,9 @@ def main() -> None:
     parser.add_argument(
         "--breakdown",
         action="store_true",
-        help="also run generate in process with the default sandbox, with sessions reused "
-        "without reset (a pool's upper bound; unsafe) and with no sandbox",
+        help="also run generate in process with a new session per sample, with the pool of "
+        "reset sessions generate uses, with sessions reused without reset (unsafe) and with "
+        "no sandbox",
     )
     parser.add_argument("--variant", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
@@ -453,7 +461,7 @@ def main() -> None:
         if args.breakdown:
             print("\nin process, by sandbox (CPU ms per sample: client, sandbox processes):")
             for r in range(args.rounds):
-                for name in ("default", "reuse", "none"):
+                for name in ("new", "pool", "reuse", "none"):
                     out = work / f"{name}.jsonl"
                     out.unlink(missing_ok=True)
                     argv = [sys.executable, __file__, "--concurrency", str(args.concurrency),

@@ -19,7 +19,6 @@ from tir_agent.batch.progress import Progress
 from tir_agent.config import GenerateConfig
 from tir_agent.errors import ConfigError
 from tir_agent.sandbox.base import Sandbox
-from tir_agent.sandbox.config import SandboxConfig
 
 if TYPE_CHECKING:
     from tir_agent.agent import Agent
@@ -239,10 +238,13 @@ async def open_agent(
     http_client: Any = None,
     tools: Sequence[Any] = (),
 ) -> AsyncIterator[Agent]:
-    """An agent for ``config`` (with a sandbox of ``config.sandbox`` when it is not the default:
-    a :class:`~tir_agent.sandbox.RemoteSandbox` when ``sandbox.url`` is set, else a local one);
-    the agent and any sandbox made here are closed on exit."""
+    """An agent for ``config`` (unless ``sandbox`` is given, with a sandbox of
+    ``config.sandbox``: a :class:`~tir_agent.sandbox.RemoteSandbox` when ``sandbox.url`` is set,
+    else a :class:`~tir_agent.sandbox.LocalSandbox` whose sessions are reset and reused by the
+    samples through a :class:`~tir_agent.sandbox.pool.SessionPool`); the agent and any sandbox
+    made here are closed on exit."""
     own: Any = None
+    pool: Any = None
     if sandbox is None and config.sandbox.url is not None:
         from tir_agent.sandbox.remote import RemoteSandbox
 
@@ -257,11 +259,15 @@ async def open_agent(
             ),
         )
         sandbox = cast(Sandbox, own)
-    elif sandbox is None and config.sandbox != SandboxConfig.model_validate({}):
+    elif sandbox is None:
         from tir_agent.sandbox.local import LocalSandbox
+        from tir_agent.sandbox.pool import SessionPool
 
+        # A sample's session is reset and handed to the next sample instead of closed: that
+        # saves a new supervisor per sample (docs/batch.md, "What a sample costs").
         own = LocalSandbox(config.sandbox)
-        sandbox = cast(Sandbox, own)
+        pool = SessionPool(own, config.max_concurrent_requests)
+        sandbox = cast(Sandbox, pool)
     try:
         agent = build_agent(config, sandbox=sandbox, http_client=http_client, tools=tools)
         try:
@@ -269,6 +275,8 @@ async def open_agent(
         finally:
             await agent.aclose()
     finally:
+        if pool is not None:
+            await pool.close()
         if own is not None:
             await own.close()
 

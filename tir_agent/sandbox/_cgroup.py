@@ -321,6 +321,24 @@ def enter(pid: int) -> None:
             continue
 
 
+def members() -> list[int] | None:
+    """In a supervisor: the processes in its session cgroup (every process of the session: none
+    can leave it), or None without a session cgroup."""
+    if _fd < 0:
+        return None
+    try:
+        fd = os.open(f"s{os.getpid()}/cgroup.procs", os.O_RDONLY, dir_fd=_fd)
+    except FileNotFoundError:
+        return None  # (no holder entered it: the caller falls back to its uid)
+    try:
+        data = b""
+        while chunk := os.read(fd, 1 << 16):
+            data += chunk
+    finally:
+        os.close(fd)
+    return [int(x) for x in data.split()]
+
+
 def discard(pid: int) -> None:
     """In the template: supervisor ``pid`` is gone; remove its cgroup once it is empty."""
     if _fd >= 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import select
 import signal
 import socket
 import time
@@ -24,6 +25,25 @@ from tir_agent.sandbox.worker.channels import Frames, await_assignment, send, si
 from tir_agent.sandbox.worker.layout import FD_CTL, FD_ERR_SAVED, FD_HOST, FD_LAST, FD_OUT_SAVED
 from tir_agent.sandbox.worker.procs import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from tir_agent.sandbox.worker.runner import serve_cells
+
+
+def _await_reparenting(old: int) -> None:
+    """Wait until our parent ``old`` (the holder we replaced and killed) is gone. On its pidfd,
+    not by polling: its exit (tearing down its memory) takes milliseconds, more under load, and
+    dozens of sessions polling every 0.2 ms meanwhile kept the cores busy (issue #14)."""
+    try:
+        fd = os.pidfd_open(old)
+    except OSError:
+        fd = -1  # gone already (or no pidfds)
+    try:
+        while os.getppid() == old:
+            if fd >= 0:
+                select.select([fd], [], [], 0.1)
+            else:
+                time.sleep(0.0002)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def holder_main(
@@ -86,8 +106,7 @@ def holder_main(
             old = me
             continue
         if old:  # off the critical path: wait to be reparented, then die with the supervisor
-            while os.getppid() == old:
-                time.sleep(0.0002)
+            _await_reparenting(old)
             prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
             old = 0
         while True:

@@ -44,6 +44,7 @@ from tir_agent.sandbox.worker.procs import (
     PR_SET_CHILD_SUBREAPER,
     PR_SET_DUMPABLE,
     PR_SET_PDEATHSIG,
+    kill_until_gone,
     parent,
     prctl,
 )
@@ -56,6 +57,7 @@ class Supervisor(CellWatch):
     def __init__(self, config: SandboxConfig, protections: isolation.Protections) -> None:
         super().__init__(config)
         self.host = socket.socket(socket.AF_UNIX)  # replaced by assign()
+        self.control: socket.socket | None = None  # the host's requests to us alone (reset)
         self.protections = protections
         self.uid = os.getuid()
         self.workdir = ""
@@ -72,12 +74,20 @@ class Supervisor(CellWatch):
         for fd in (self.ctl.fileno(), self.wake_r):
             self.poll.register(fd, select.POLLIN)
 
-    def assign(self, host: socket.socket, slot: int, protect: bool) -> None:
-        """Become the supervisor of session ``slot`` (the holder was forked ahead of time)."""
+    def assign(
+        self, host: socket.socket, slot: int, protect: bool, control: socket.socket | None = None
+    ) -> None:
+        """Become the supervisor of session ``slot`` (the holder was forked ahead of time).
+        ``control`` is the host's socket to the supervisor alone (no session process holds it):
+        the host asks for a :meth:`reset` there."""
         self.host.close()
         self.host = host  # blocking: the runners share its file description and read from it
         # only the host's half-close (session close) wakes us
         self.poll.register(host.fileno(), select.POLLRDHUP)
+        if control is not None:
+            control.setblocking(False)
+            self.control = control
+            self.poll.register(control.fileno(), select.POLLIN)
         self.protect = protect
         if not protect:
             self.poll.register(self.token.timer, select.POLLIN)
@@ -148,10 +158,36 @@ class Supervisor(CellWatch):
 
     def kill_everything(self) -> None:
         """Kill every process of the session (and its uid's), forget them."""
+        # The holder and the runner first, waiting for their exits on their pidfds: tearing
+        # down their memory takes a few ms, and the sweeps below would poll /proc meanwhile.
+        waiting = select.poll()
+        left = set()
+        for fd, pid in self.pidfds.items():
+            if pid in (self.holder, self.runner):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+                waiting.register(fd, select.POLLIN)
+                left.add(fd)
+        deadline = time.monotonic() + 1.0
+        while left and time.monotonic() < deadline:
+            with contextlib.suppress(InterruptedError):
+                for fd, _ in waiting.poll((deadline - time.monotonic()) * 1000 + 1):
+                    waiting.unregister(fd)
+                    left.discard(fd)
         self.holder = self.runner = 0
         self.purge()
         if self.protections.session_uids:
-            isolation.kill_uid(self.uid)
+            # Nothing of the session can be left outside the subtree purge() cleaned, but we
+            # make sure: every process of the session's memory cgroup (one file to read; no
+            # process can leave it), else of its uid (a scan of all of /proc, several ms with
+            # a few hundred processes).
+            if _cgroup.members() is None:
+                isolation.kill_uid(self.uid)
+            else:
+                me = os.getpid()
+                self.retire(
+                    kill_until_gone(lambda: [p for p in _cgroup.members() or () if p != me], 2000)
+                )
         for pid in list(self.pidfds.values()):
             self.unwatch(pid)
         self.reap()
@@ -313,6 +349,65 @@ class Supervisor(CellWatch):
         self.spawn_holder()
         self.send_assignment()
 
+    def on_control(self) -> None:
+        """The host's requests on the control socket: ``reset`` (the only one)."""
+        assert self.control is not None
+        try:
+            data = self.control.recv(proto.MAX_PACKET)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the host dropped it (it closes the session on the other socket)
+            self.poll.unregister(self.control.fileno())
+            self.control.close()
+            self.control = None
+            return
+        try:
+            op = proto.decode(data).get("op")
+        except ValueError:
+            op = None
+        if op == "reset":
+            self.reset()
+
+    def reset(self) -> None:
+        """Hand the session to its next user (the host's pool of sessions): nothing of this one
+        stays. Every process of the session is killed (its uid's too) and reaped, so its mount
+        and IPC namespaces (work dir, ``/tmp``, ``/dev/shm``, System V objects) go with them;
+        output left in the pipes is discarded; the holder's control channel and the host's
+        session socket are new ones (what the old processes wrote into them is never read);
+        the new holder is forked from this supervisor, which never ran user code, and makes
+        fresh namespaces, exactly as a new session's. The host gets the new socket in the
+        reply. Only the uid (the slot's), this process and its memory cgroup are kept."""
+        self.running = None
+        self.rid = None
+        self.deadline = self.grace_deadline = self.died_wait = 0.0
+        self.takeover_due = False
+        self.kill_everything()
+        with contextlib.suppress(OSError):
+            isolation.remove_workdir(self.workdir)  # (with session_files it went already)
+        self.watch_pipes(False)
+        for stream in (self.out, self.err):  # every writer is dead: empty them
+            with contextlib.suppress(OSError):
+                while os.read(stream.fd, 1 << 16):
+                    pass
+        self.lost_notice = ""
+        self.poll.unregister(self.ctl.fileno())
+        self.ctl.close()
+        self.ctl_child.close()
+        self.ctl, self.ctl_child = proto.control_channel()
+        self.poll.register(self.ctl.fileno(), select.POLLIN)
+        self.poll.unregister(self.host.fileno())
+        self.host.close()
+        self.host, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.poll.register(self.host.fileno(), select.POLLRDHUP)
+        self.spawn_holder()
+        self.send_assignment()
+        assert self.control is not None
+        with contextlib.suppress(OSError):
+            socket.send_fds(self.control, [proto.encode({"op": "reset"})], [theirs.fileno()])
+        theirs.close()
+
     def check_deadline(self) -> None:
         """Act on the running cell's deadlines (timeout, soft interrupt's grace, death report)."""
         if self.running is None:
@@ -350,6 +445,9 @@ class Supervisor(CellWatch):
             fds = {fd for fd, _ in events}
             if self.host.fileno() in fds:  # the host closed the session
                 self.shutdown(reply=True)
+            if self.control is not None and self.control.fileno() in fds:
+                self.on_control()
+                continue  # (a reset replaced the descriptors these events were about)
             watched = dict(self.pidfds)
             if self.ctl.fileno() in fds:
                 self.on_ctl()
@@ -391,7 +489,7 @@ def supervisor_main(
     supervisor.spawn_holder()
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(link, proto.MAX_PACKET, 1)
+            data, fds, _, _ = socket.recv_fds(link, proto.MAX_PACKET, 2)
             break
         except InterruptedError:
             continue
@@ -400,7 +498,12 @@ def supervisor_main(
         os._exit(0)
     request = proto.decode(data)
     link.close()
-    supervisor.assign(socket.socket(fileno=fds[0]), int(request["slot"]), bool(request["protect"]))
+    supervisor.assign(
+        socket.socket(fileno=fds[0]),
+        int(request["slot"]),
+        bool(request["protect"]),
+        socket.socket(fileno=fds[1]) if len(fds) > 1 else None,
+    )
     if os.environ.get("TIR_AGENT_SANDBOX_PROFILE"):
         import cProfile
 

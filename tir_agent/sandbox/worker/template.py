@@ -103,14 +103,19 @@ def template_main(argv: list[str]) -> NoReturn:
                 spares.append(_spawn_spare(ctl, spares, config, protections))
             pid, link = spares.pop(0)
             host_end, session_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            # the session's control socket: the supervisor's alone (resets, see supervisor.py)
+            host_ctl, session_ctl = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             assignment = {"slot": request["slot"], "protect": request["protect"]}
-            socket.send_fds(link, [proto.encode(assignment)], [session_end.fileno()])
+            ends = [session_end.fileno(), session_ctl.fileno()]
+            socket.send_fds(link, [proto.encode(assignment)], ends)
             link.close()
             session_end.close()
+            session_ctl.close()
             sessions[int(request["slot"])] = pid
             reply = proto.encode({"op": "new", "pid": pid, "id": request.get("id")})
-            socket.send_fds(ctl, [reply], [host_end.fileno()])
+            socket.send_fds(ctl, [reply], [host_end.fileno(), host_ctl.fileno()])
             host_end.close()
+            host_ctl.close()
 
 
 def _spawn_spare(
