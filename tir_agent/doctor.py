@@ -146,11 +146,20 @@ def check_models() -> list[Check]:
         label = f"  local:{name}" + (" (default)" if name == weights.DEFAULT_MODEL else "")
         state, detail = weights.status(name, full=False)
         if state == "verified":
-            text = f"{spec.title}, {spec.license}: verified (sha256, GGUF metadata) {detail}"
+            text = (
+                f"{spec.title}, {spec.license} ({spec.role}): verified (sha256, GGUF metadata) "
+                + detail
+            )
             checks.append(Check(label, "pass", text, required=False))
         elif state == "missing":
             checks.append(
-                Check(label, "warn", f"{spec.title}: not installed", detail, required=False)
+                Check(
+                    label,
+                    "warn",
+                    f"{spec.title} ({spec.role}): not installed",
+                    detail,
+                    required=False,
+                )
             )
         else:
             fix = f"Delete the file and reinstall: {spec.install}"

@@ -107,6 +107,7 @@ def test_embedded_models_verified_missing_or_refused(
         return weights.ModelSpec(
             name=name,
             title=f"Tiny {name}",
+            role=f"{name} role",
             file_name=f"{name}.gguf",
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
@@ -122,6 +123,8 @@ def test_embedded_models_verified_missing_or_refused(
     rows = {c.name.strip(): c for c in check_models()}
     assert rows["local:good (default)"].status == "pass"
     assert "verified (sha256, GGUF metadata)" in rows["local:good (default)"].detail
+    assert "(good role)" in rows["local:good (default)"].detail  # what each model is for
+    assert "(gone role): not installed" in rows["local:gone"].detail
     assert rows["local:gone"].status == "warn" and rows["local:gone"].fix == "fetch gone"
     bad = rows["local:bad"]
     assert bad.status == "fail" and "refusing to use it" in bad.detail and not bad.failed

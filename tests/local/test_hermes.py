@@ -9,6 +9,7 @@ byte for byte what it renders, for any function definitions, not only ``python_e
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -219,3 +220,13 @@ def test_prompt_turns_are_sent_as_written_between_system_and_user() -> None:
     first[2]["tool_calls"][0]["function"]["name"] = "changed"
     second = prompt.build_messages({"problem": "6*7?"})
     assert second[2]["tool_calls"][0]["function"]["name"] == "python_exec"  # copies, not shared
+
+
+def test_the_written_example_of_the_tools_prompt_names_no_roles() -> None:
+    """Written with "Assistant:" / "Tool:" lines, the system message's example made the 0.5B end
+    its turn at once, empty, in half of the problems (docs/local-model.md): the example shows
+    the call and its response as the chat template writes them, without role labels."""
+    system = load_prompt("generic/tool-calling-fewshot").build_messages({"problem": "x"})[0]
+    example = system["content"].split("Example.", 1)[1]
+    assert "<tool_call>" in example and "<tool_response>" in example
+    assert not re.search(r"^\s*(Assistant|Tool|User)\s*:", example, flags=re.MULTILINE)

@@ -80,6 +80,7 @@ def tiny(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[ModelSpec, Pa
     spec = ModelSpec(
         name="tiny",
         title="Tiny Test",
+        role="for tests",
         file_name="tiny.gguf",
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
