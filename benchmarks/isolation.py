@@ -101,21 +101,6 @@ def without_session_protections(p: isolation.Protections) -> isolation.Protectio
     )
 
 
-def template_pid(sandbox: LocalSandbox) -> int:
-    """Host pid of the template (``python -I -c BOOT``, below bwrap and its pid 1)."""
-    assert sandbox._proc is not None
-    todo = [sandbox._proc.pid]
-    while todo:
-        pid = todo.pop(0)
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-        if argv[1:3] == [b"-I", b"-c"] and b"template_main" in argv[3]:
-            return pid
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            todo += [int(p) for p in f.read().split()]
-    raise RuntimeError("no template process")
-
-
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of ``pid`` and of all its children it has reaped (closed sessions, spares)."""
     with open(f"/proc/{pid}/stat") as f:
@@ -129,7 +114,8 @@ async def one_round(on: bool, protect: bool, n_new: int, n_warm: int) -> tuple[f
     sandbox._protections = detected if on else without_session_protections(detected)
     async with sandbox:
         new = []
-        template = template_pid(sandbox)
+        template = sandbox.template_pid
+        assert template is not None
         await asyncio.sleep(0.3)  # spares in place
         cpu = tree_cpu_seconds(template)
         for _ in range(n_new):

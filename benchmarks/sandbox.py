@@ -85,11 +85,6 @@ def uss_kib(pid: int) -> int:
     return total
 
 
-def cmdline(pid: int) -> str:
-    with open(f"/proc/{pid}/cmdline", "rb") as f:
-        return f.read().replace(b"\0", b" ").decode(errors="replace")
-
-
 async def measure_mode(protect: bool, n_warm: int, n_new: int, seconds: float) -> dict[str, float]:
     mode = "protect_state=True " if protect else "protect_state=False"
     print(f"\n[{mode}]")
@@ -141,9 +136,8 @@ async def measure_mode(protect: bool, n_warm: int, n_new: int, seconds: float) -
         out["rate"] = rate
 
         await asyncio.sleep(0.3)  # idle: pre-forked runners are in place
-        assert sandbox._proc is not None
-        tree = descendants(sandbox._proc.pid)
-        zygote = next(p for p in tree if cmdline(p).startswith(sandbox.config.python))  # topmost
+        zygote = sandbox.template_pid
+        assert zygote is not None
         supervisors = _children(zygote)
         per_session = [sum(uss_kib(p) for p in [sv, *descendants(sv)]) for sv in supervisors]
         procs = statistics.median([1 + len(descendants(sv)) for sv in supervisors])

@@ -84,15 +84,6 @@ def descendants(root: int) -> list[int]:
     return found
 
 
-def template_pid(root: int) -> int:
-    """The template: the ``python`` process below the sandbox's bwrap process ``root``."""
-    for pid in descendants(root):
-        with contextlib.suppress(OSError):
-            if "python" in os.readlink(f"/proc/{pid}/exe"):
-                return pid
-    raise RuntimeError("no template found")
-
-
 async def run(args: argparse.Namespace) -> None:
     from tir_agent.sandbox.local import LocalSandbox, LocalSession
     from tir_agent.sandbox.pool import SessionPool
@@ -105,8 +96,8 @@ async def run(args: argparse.Namespace) -> None:
     if args.no_preload:
         options["preload"] = ()
     async with LocalSandbox(**options) as box:  # type: ignore[arg-type]
-        assert box._proc is not None
-        template = template_pid(box._proc.pid)
+        template = box.template_pid
+        assert template is not None
         pool = SessionPool(box, args.concurrency) if args.reuse else None
         resets: list[float] = []
         if pool is not None:

@@ -58,22 +58,6 @@ def template_pid(mark: str) -> int:
     raise AssertionError(f"no template process marked {mark}")
 
 
-def template_interpreter(box: LocalSandbox) -> int:
-    """Host pid of ``box``'s template interpreter (``python -I -c BOOT``), below bwrap and the
-    namespace's pid 1, whose command lines hold the same text; its sessions are its children."""
-    assert box._proc is not None
-    todo = [box._proc.pid]
-    while todo:
-        pid = todo.pop(0)
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read().split(b"\0")
-        if argv[1:3] == [b"-I", b"-c"] and b"template_main" in argv[3]:
-            return pid
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            todo += [int(p) for p in f.read().split()]
-    raise AssertionError("no template process")
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def fast() -> AsyncIterator[LocalSandbox]:
     """protect_state=False: cells run in the session's interpreter itself."""

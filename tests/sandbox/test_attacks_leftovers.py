@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from tests.sandbox.conftest import template_interpreter
 from tir_agent.sandbox._mounts import bind_roots
 from tir_agent.sandbox.local import LocalSandbox
 
@@ -73,7 +72,8 @@ def sandbox_wide(box: LocalSandbox) -> dict[str, object]:
     """What the sandbox-wide places hold, seen from the host: files under the template's /tmp,
     /dev/shm and /sandbox (the sandbox's own binds left out), and the System V objects of its IPC
     namespace."""
-    pid = template_interpreter(box)
+    pid = box.template_pid
+    assert pid is not None
     root = f"/proc/{pid}/root"
     roots = bound(box)
     files = {}

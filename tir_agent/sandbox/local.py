@@ -434,6 +434,28 @@ class LocalSandbox:
         return self._down
 
     @property
+    def template_pid(self) -> int | None:
+        """Host pid of the template interpreter (``python -I -c BOOT``, below the bwrap or
+        unshare processes whose command lines hold the same text), or ``None`` when it is not
+        running. Its children are the sessions' supervisors: for monitoring and benchmarks."""
+        proc = self._proc
+        if proc is None or proc.returncode is not None:
+            return None
+        todo = [proc.pid]
+        while todo:
+            pid = todo.pop(0)
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+                if argv[1:3] == [b"-I", b"-c"] and b"template_main" in argv[3]:
+                    return pid
+                with open(f"/proc/{pid}/task/{pid}/children") as f:
+                    todo += [int(p) for p in f.read().split()]
+            except OSError:  # gone meanwhile
+                continue
+        return None
+
+    @property
     def healthy(self) -> bool:
         """Whether the sandbox can run code right now (:attr:`problem` is ``None``)."""
         return self.problem is None
