@@ -161,7 +161,10 @@ def cpu_seconds(pid: int) -> float:
 
 async def watchdog_cost(seconds: float) -> None:
     print("\n[memory watchdog CPU time, 32 sessions]")
-    async with LocalSandbox(max_sessions=None, idle_timeout=None) as sandbox:
+    # the watchdog runs only where it is asked for or there is no memory cgroup
+    async with LocalSandbox(
+        max_sessions=None, idle_timeout=None, memory_enforcement="watchdog"
+    ) as sandbox:
         sessions = [await sandbox.open_session() for _ in range(32)]
         for s in sessions:
             await s.run("import numpy")
