@@ -7,8 +7,9 @@ not pay for the ``openai`` SDK or math-verify unless they use them).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from tir_agent._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -148,18 +149,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'tir_agent' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
-
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 if TYPE_CHECKING:
     from tir_agent.agent import Agent, AgentConfig
