@@ -46,12 +46,8 @@ def collapse_supported() -> str | None:
     probe.write(b"x" * len(probe))
     address = ctypes.addressof(ctypes.c_char.from_buffer(probe))
     aligned = (address + hugepages.HUGE_PAGE - 1) & ~(hugepages.HUGE_PAGE - 1)
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    ok = libc.madvise(aligned, hugepages.HUGE_PAGE, hugepages.MADV_COLLAPSE) == 0
-    error = ctypes.get_errno()
-    del address
-    return None if ok else f"MADV_COLLAPSE refused ({os.strerror(error)}): needs Linux 6.1+"
+    error = hugepages.collapse(aligned)
+    return None if not error else f"MADV_COLLAPSE refused ({os.strerror(error)}): needs Linux 6.1+"
 
 
 def test_collapse_heap_maps_anonymous_memory_in_huge_pages() -> None:
