@@ -228,6 +228,8 @@ async def test_closing_a_session_cancels_its_running_cell_at_once(protect: bool)
         await asyncio.sleep(0.5)
         baseline = len(processes_with(mark))
         s = await sandbox.open_session()
+        if protect:  # (a session's first cell runs in its holder: this one runs in a runner)
+            await s.run("x = 1")
         code = (
             "import subprocess, sys, time\n"
             f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {mark!r}])\n"

@@ -3,8 +3,8 @@
 A cell is *running* from its ``start`` (or the supervisor's takeover, in fast mode) until its
 runner's ``done``, its timeout, or its runner's death; :meth:`CellWatch.finish_done` and
 :meth:`CellWatch.fail_running` turn each of these into the one result the host gets, with the
-state kept, rolled back (protected mode: the holder still has the state from before the cell) or
-lost.
+state kept, rolled back (protected mode: the holder still has the state from before the cell, or
+the cell was a new holder's first and a fresh interpreter is that state) or lost.
 """
 
 from __future__ import annotations
@@ -187,7 +187,10 @@ class CellWatch(SessionProcesses):
         self.died_wait = 0.0
         cap = int(request["cap"])
         duration = time.monotonic() - self.started
-        if self.protect and not forged:
+        # The holder ran the session's first cell itself (holder.py): the state before the
+        # cell was a fresh interpreter, and a new holder is that state again.
+        fresh = self.protect and not forged and runner == self.holder
+        if self.protect and not forged and not fresh:
             self.purge((runner,))
         else:
             self.kill_everything()
@@ -195,7 +198,7 @@ class CellWatch(SessionProcesses):
         self.unwatch(runner)
         if self.runner == runner:
             self.runner = 0
-        holder_alive = self.protect and self.holder != 0 and alive(self.holder)
+        holder_alive = fresh or (self.protect and self.holder != 0 and alive(self.holder))
         if timed_out:
             notice, reason, result_status = (
                 proto.timeout_text(float(request["timeout"])),
@@ -217,6 +220,8 @@ class CellWatch(SessionProcesses):
         else:
             state, note = "lost", proto.LOST_NOTE
             self.restart(then)
+        if fresh:
+            self.restart("")
         stderr = join(stderr, notice)
         if self.config.state_notes:
             stderr += note

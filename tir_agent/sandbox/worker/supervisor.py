@@ -63,6 +63,8 @@ class Supervisor(CellWatch):
         self.workdir = ""
         self.takeover_due = False
         self.ctl, self.ctl_child = proto.control_channel()
+        self.fresh = False
+        """The holder has not run a cell: its state is a fresh interpreter (set by spawn)."""
         self.wake_r, wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(wake_w, False)
@@ -152,6 +154,7 @@ class Supervisor(CellWatch):
         _cgroup.enter(pid)  # the session's memory cgroup (no-op without one)
         self.holder = pid
         self.runner = 0
+        self.fresh = True  # (protected mode: it may run the first cell itself, see holder.py)
         self.watch(pid)
         if DEBUG:
             debug(f"spawned holder {pid}")
@@ -276,8 +279,14 @@ class Supervisor(CellWatch):
             # a fork of the holder, or one the supervisor inherited (its holder is gone), or
             # one already gone itself (a cell that ends the runner at once: the holder reaps
             # it before we read this, then reports its exit; a dead process can do no harm)
+            if sender == holder:  # a new holder runs its session's first cell itself, once
+                if not self.fresh or running is not None or runner:
+                    return False
+                self.fresh = False
+                self.runner = sender
+                return True
             up = parent(sender)
-            if running is not None or sender == holder or up not in (holder, os.getpid(), 0):
+            if running is not None or up not in (holder, os.getpid(), 0):
                 return False
             if runner and runner != holder:
                 self.unwatch(runner)

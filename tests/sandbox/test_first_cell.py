@@ -1,0 +1,96 @@
+"""Protected mode runs a session's first cell in its holder, without a copy of the interpreter:
+the state before that cell is a fresh interpreter, which a new holder is again. So a first cell
+that times out or crashes rolls back like any other, and later cells run in runners."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tir_agent.sandbox.local import LocalSandbox
+from tir_agent.sandbox.protocol import ROLLED_BACK_NOTE
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SESSION_PROCESSES = (
+    "import os\n"
+    "mine = [p for p in os.listdir('/proc')\n"
+    "        if p.isdigit() and os.stat(f'/proc/{p}').st_uid == os.getuid()]\n"
+    "print(len(mine))"
+)
+"""How many processes run as the session's uid (its holder and runner; not its supervisor)."""
+
+
+async def test_the_first_cell_runs_in_the_holder_and_later_ones_in_runners(
+    protected: LocalSandbox,
+) -> None:
+    async with protected.session() as s:
+        # the holder runs the first cell itself: it is the session's only process
+        assert (await s.run(SESSION_PROCESSES)).stdout == "1\n"
+        # then the holder keeps that state and a runner, its copy, runs the next cell
+        assert (await s.run(SESSION_PROCESSES)).stdout == "2\n"
+        assert (await s.run(SESSION_PROCESSES)).stdout == "2\n"
+
+
+FAILURES = {
+    "timeout": ("while True: pass", "timeout", "timeout", "Execution timed out after 1 seconds\n"),
+    "exit": ("import os\nos._exit(3)", "error", "exit", ""),
+    "segfault": ("import ctypes\nctypes.string_at(0)", "error", "crash", ""),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+async def test_a_failed_first_cell_rolls_back_to_a_fresh_interpreter(
+    protected: LocalSandbox, failure: str
+) -> None:
+    code, status, reason, notice = FAILURES[failure]
+    async with protected.session() as s:
+        r = await s.run(f"x = 2\nprint('partial', flush=True)\n{code}", timeout=1)
+        assert (r.status, r.reason, r.state) == (status, reason, "rolled_back")
+        assert r.stdout == "partial\n"
+        if notice:
+            assert r.stderr == notice + ROLLED_BACK_NOTE
+        assert r.stderr.endswith(ROLLED_BACK_NOTE)
+        r = await s.run("'x' in globals()")
+        assert (r.stdout, r.state, r.stderr) == ("False\n", "kept", "")
+        # the fresh interpreter's first cell is again one that can roll back, and after it
+        # the runners roll back to the state it left
+        r = await s.run("import os\nos._exit(1)")
+        assert r.state == "rolled_back"
+        await s.run("x = 1")
+        r = await s.run("x = 5\nimport os\nos._exit(1)")
+        assert r.state == "rolled_back"
+        assert (await s.run("x")).stdout == "1\n"
+
+
+async def test_a_failed_first_cell_is_undone_with_its_files(protected: LocalSandbox) -> None:
+    """With sessions' own file systems, the fresh interpreter comes with a fresh one: the first
+    cell's files go too (a later cell's rollback keeps the files it wrote)."""
+    assert protected.protections.session_files
+    exists = "import os\nprint(os.path.exists('kept.txt'), os.path.exists('/tmp/kept.txt'))"
+    async with protected.session() as s:
+        code = "open('kept.txt', 'w').write('hi')\nopen('/tmp/kept.txt', 'w').write('hi')\n"
+        r = await s.run(code + "while True: pass", timeout=1)
+        assert r.state == "rolled_back"
+        assert (await s.run(exists)).stdout == "False False\n"
+        r = await s.run(code + "while True: pass", timeout=1)
+        assert r.state == "rolled_back"
+        assert (await s.run(exists)).stdout == "True True\n"
+
+
+async def test_a_thread_left_by_the_first_cell_goes_quiet(protected: LocalSandbox) -> None:
+    """The holder that committed its first cell writes nowhere, as a committed runner."""
+    async with protected.session() as s:
+        await s.run(
+            "import threading, time\n"
+            "def chatter():\n"
+            "    while True:\n"
+            "        print('noise', flush=True)\n"
+            "        time.sleep(0.01)\n"
+            "threading.Thread(target=chatter, daemon=True).start()\n"
+            "time.sleep(0.05)"
+        )
+        await asyncio.sleep(0.2)
+        r = await s.run("import time\ntime.sleep(0.2)\nprint('clean')")
+        assert (r.stdout, r.stderr, r.state) == ("clean\n", "", "kept")
