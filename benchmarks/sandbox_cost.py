@@ -14,7 +14,8 @@ and reports the CPU per session of
 
 Variants: ``--fast`` (``protect_state=False``), ``--watchdog``
 (``memory_enforcement='watchdog'``), ``--no-preload``, ``--reuse`` (sessions taken from
-a ``SessionPool``, reset between uses).
+a ``SessionPool``, reset between uses), ``--fork-ahead`` (``fork_ahead=True``: a runner is
+forked after each cell for a next one; by default not, as ``tir-agent generate`` does).
 
 Run: ``python benchmarks/sandbox_cost.py -n 300 --perf /tmp/cost.data`` (root, ``perf``).
 """
@@ -95,6 +96,7 @@ async def run(args: argparse.Namespace) -> None:
         options["memory_enforcement"] = "watchdog"
     if args.no_preload:
         options["preload"] = ()
+    options["fork_ahead"] = args.fork_ahead
     async with LocalSandbox(**options) as box:  # type: ignore[arg-type]
         template = box.template_pid
         assert template is not None
@@ -321,6 +323,9 @@ def main() -> None:
     parser.add_argument("--no-preload", action="store_true", help="preload=()")
     parser.add_argument(
         "--reuse", action="store_true", help="sessions from a SessionPool, reset between uses"
+    )
+    parser.add_argument(
+        "--fork-ahead", action="store_true", help="fork_ahead=True (generate: False)"
     )
     parser.add_argument("--perf", metavar="FILE", help="record with perf and break it down")
     parser.add_argument("--analyse", metavar="FILE", help="break down a --perf FILE again")

@@ -265,7 +265,12 @@ async def open_agent(
 
         # A sample's session is reset and handed to the next sample instead of closed: that
         # saves a new supervisor per sample (docs/batch.md, "What a sample costs").
-        own = LocalSandbox(config.sandbox)
+        # A sample's last cell is followed by no other: unless told otherwise, a runner is
+        # forked when a cell comes rather than ahead of one that may never come (ditto).
+        sandbox_config = config.sandbox
+        if "fork_ahead" not in sandbox_config.model_fields_set:
+            sandbox_config = sandbox_config.model_copy(update={"fork_ahead": False})
+        own = LocalSandbox(sandbox_config)
         pool = SessionPool(own, config.max_concurrent_requests)
         sandbox = cast(Sandbox, pool)
     try:

@@ -23,6 +23,12 @@ class SandboxConfig(BaseModel):
     protect_state: bool = True
     """Run each cell in a forked copy of the session so a timeout or crash rolls back to the state
     before that cell instead of losing the session. Costs a fork per execution (see docs)."""
+    fork_ahead: bool = True
+    """Protected mode: fork the runner of a session's next cell as soon as a cell ends (off that
+    cell's path, while the model thinks), or (``False``) only when the next cell arrives: each
+    cell after the first then waits for its fork (a few ms), but no copy is made for a cell that
+    never comes, such as after a batch sample's last cell. ``tir-agent generate`` uses ``False``
+    unless it is set (docs/batch.md)."""
     state_notes: bool = True
     """Append a line to ``stderr`` telling the model when state was rolled back or lost."""
     memory_limit: int | None = Field(4 * GiB, gt=0)

@@ -7,8 +7,9 @@ runners. One module per process, and the pieces they share::
         │                  processes.py    (the cell it watches; the session's processes)
         └── holder H       holder.py       confined (own uid, rlimits, seccomp); holds the state
             └── runner C   runner.py       protect_state=True: a fork of H that runs the next
-                           cells.py        cell; on success it becomes the new holder, on
-                                           timeout/crash S kills it and H forks again
+                           cells.py        cell (H runs the session's first cell itself); on
+                                           success it becomes the new holder, on timeout/crash
+                                           S kills it and H forks again
 
 Shared: ``layout.py`` (descriptor numbers, timing), ``channels.py`` (the session processes' ends
 of their channels), ``direct.py`` and ``token.py`` (two hops: who answers a cell, runner or

@@ -87,6 +87,12 @@ def holder_main(
     while True:  # protected: this process holds the state and only forks runners
         me = os.getpid()
         send(ctl, {"op": "holder", "pid": me})
+        if not config.fork_ahead:  # fork when the next cell comes (or the host closes)
+            if old:
+                _await_reparenting(old)
+                prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                old = 0
+            select.select([frames.sock], [], [])
         while True:
             try:
                 pid = os.fork()

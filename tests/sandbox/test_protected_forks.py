@@ -1,13 +1,17 @@
-"""Protected mode runs a session's first cell in its holder, without a copy of the interpreter:
-the state before that cell is a fresh interpreter, which a new holder is again. So a first cell
-that times out or crashes rolls back like any other, and later cells run in runners."""
+"""Which copies of the interpreter protected mode makes. A session's first cell runs in its
+holder, without a copy: the state before that cell is a fresh interpreter, which a new holder is
+again. So a first cell that times out or crashes rolls back like any other, and later cells run
+in runners, forked as soon as a cell ends or (``fork_ahead=False``) when the next one comes."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 
 import pytest
 
+from tests.sandbox.conftest import LIGHT
 from tir_agent.sandbox.local import LocalSandbox
 from tir_agent.sandbox.protocol import ROLLED_BACK_NOTE
 
@@ -94,3 +98,38 @@ async def test_a_thread_left_by_the_first_cell_goes_quiet(protected: LocalSandbo
         await asyncio.sleep(0.2)
         r = await s.run("import time\ntime.sleep(0.2)\nprint('clean')")
         assert (r.stdout, r.stderr, r.state) == ("clean\n", "", "kept")
+
+
+def session_processes(uid: int) -> int:
+    """How many processes run as ``uid`` (host view)."""
+    count = 0
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            with contextlib.suppress(OSError):  # (gone meanwhile)
+                count += os.stat(f"/proc/{entry}").st_uid == uid
+    return count
+
+
+async def settled(uid: int, expected: int) -> int:
+    """The session's process count once it is ``expected`` (or after 3 s)."""
+    for _ in range(150):
+        if session_processes(uid) == expected:
+            break
+        await asyncio.sleep(0.02)
+    return session_processes(uid)
+
+
+@pytest.mark.parametrize("ahead", [True, False])
+async def test_the_next_runner_is_forked_ahead_or_on_demand(ahead: bool) -> None:
+    async with LocalSandbox(protect_state=True, fork_ahead=ahead, **LIGHT) as box:
+        async with box.session() as s:
+            uid = int((await s.run("import os\nprint(os.getuid())")).stdout)
+            # between cells: the holder, and the runner of the next cell if forked ahead
+            assert await settled(uid, 1 + ahead) == 1 + ahead
+            await s.run("x = 1")
+            assert await settled(uid, 1 + ahead) == 1 + ahead
+            r = await s.run("import time\nx = 2\ntime.sleep(5)", timeout=0.5)
+            assert r.state == "rolled_back"
+            assert await settled(uid, 1 + ahead) == 1 + ahead
+            assert (await s.run("x")).stdout == "1\n"
+        assert await settled(uid, 0) == 0
