@@ -3,8 +3,9 @@ runners. One module per process, and the pieces they share::
 
     template (zygote)      template.py     imports config.preload once, gc.freeze(), keeps spares
     └── supervisor S       supervisor.py   privileged, never runs user code; subreaper; answers
-        │                  cellwatch.py    the host for cells it takes over, enforces the timeout
-        │                  processes.py    (the cell it watches; the session's processes)
+        │                  control.py      the host for cells it takes over, enforces the timeout
+        │                  cellwatch.py    (the session's control messages; the cell it watches;
+        │                  processes.py    the session's processes)
         └── holder H       holder.py       confined (own uid, rlimits, seccomp); holds the state
             └── runner C   runner.py       protect_state=True: a fork of H that runs the next
                            cells.py        cell (H runs the session's first cell itself); on
