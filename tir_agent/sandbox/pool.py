@@ -12,6 +12,7 @@ one sample is visible to the next (``tests/sandbox/test_attacks_reset.py``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -35,6 +36,9 @@ class SessionPool:
         self.size = size
         self._idle: list[LocalSession] = []
         self._resetting: set[asyncio.Task[None]] = set()
+        self._waiters: collections.deque[asyncio.Future[LocalSession | None]] = collections.deque()
+        """Users waiting for a reset under way, first come first served: each finished reset
+        wakes one (with the session, or ``None`` if the reset failed: it looks again)."""
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[LocalSession]:
@@ -53,7 +57,18 @@ class SessionPool:
                     return session
             if not self._resetting:
                 return await self.sandbox.open_session()
-            await asyncio.wait(set(self._resetting), return_when=asyncio.FIRST_COMPLETED)
+            waiter: asyncio.Future[LocalSession | None] = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                given = await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():  # handed a session meanwhile
+                    self._hand(waiter.result())
+                else:
+                    self._waiters.remove(waiter)
+                raise
+            if given is not None and not given.closed:
+                return given
 
     async def _release(self, session: LocalSession) -> None:
         if session.closed:
@@ -64,14 +79,29 @@ class SessionPool:
             return
         task = asyncio.create_task(self._reset(session))
         self._resetting.add(task)
-        task.add_done_callback(self._resetting.discard)
 
     async def _reset(self, session: LocalSession) -> None:
+        ready: LocalSession | None = session
         try:
             await session.reset()
         except SandboxError:
-            return  # (reset closed it)
-        self._idle.append(session)
+            ready = None  # (reset closed it)
+        finally:
+            # no longer under way before anyone is woken: a user woken for a failed reset
+            # opens a session of its own when no other reset is left to wait for
+            self._resetting.discard(asyncio.current_task())  # type: ignore[arg-type]
+        self._hand(ready)
+
+    def _hand(self, session: LocalSession | None) -> None:
+        """Give a reset session (``None``: a failed reset) to the first waiting user, else keep
+        it idle."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(session)
+                return
+        if session is not None:
+            self._idle.append(session)
 
     async def run(
         self,
