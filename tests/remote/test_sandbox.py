@@ -304,3 +304,35 @@ async def test_code_over_the_servers_size_limit_is_a_refused_execution(
         with pytest.raises(SandboxServiceError, match="422") as caught:  # other refusals raise
             await s.run("1", timeout=10**6)
         assert caught.value.status_code == 422
+
+
+async def test_ipython_cells_run_on_the_server_as_in_a_local_session(
+    servers: tuple[ServerProcess, ...],
+) -> None:
+    """``ipython`` and ``traceback_verbosity`` reach the server: the same cells give what a
+    LocalSession gives them."""
+    from tir_agent.sandbox.local import LocalSandbox
+
+    cells: list[tuple[str, dict[str, object]]] = [
+        ("x = 5\nx", {"ipython": True}),
+        ("x", {}),  # plain Python: no value shown
+        ("1/0", {"ipython": True}),
+        ("1/0", {"ipython": True, "traceback_verbosity": "Minimal"}),
+        ("1/0", {}),
+    ]
+    async with RemoteSandbox(servers[0].url) as remote, LocalSandbox(preload=()) as local:
+        rs, ls = await remote.open_session(), await local.open_session()
+        for code, options in cells:
+            r = await rs.run(code, **options)  # type: ignore[arg-type]
+            expected = await ls.run(code, **options)  # type: ignore[arg-type]
+            assert (r.status, r.stdout, r.stderr) == (
+                expected.status,
+                expected.stdout,
+                expected.stderr,
+            ), (code, options)
+        with pytest.raises(ConfigError, match="ipython=True"):
+            await rs.run("1", traceback_verbosity="Minimal")
+        with pytest.raises(ConfigError, match="not one of"):
+            await rs.run("1", ipython=True, traceback_verbosity="Loud")  # type: ignore[arg-type]
+        await rs.close()
+        await ls.close()

@@ -26,6 +26,7 @@ from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxClosedError, SandboxError, SandboxServiceError
 from tir_agent.sandbox import _http
 from tir_agent.sandbox import http_api as api
+from tir_agent.sandbox.protocol import TRACEBACK_VERBOSITIES, TracebackVerbosity
 from tir_agent.sandbox.result import ExecutionResult
 
 __all__ = ["LOST_NOTE", "TOO_LARGE_NOTE", "RemoteSandbox", "RemoteSession"]
@@ -146,10 +147,27 @@ class RemoteSession:
         *,
         timeout: float | None = None,
         max_output_characters: int | None = None,
+        ipython: bool = False,
+        traceback_verbosity: TracebackVerbosity | None = None,
     ) -> ExecutionResult:
-        """Run one cell in this session; ``None`` means the client's default, else the server's."""
+        """Run one cell in this session; ``None`` means the client's default, else the server's.
+        ``ipython`` and ``traceback_verbosity`` as :meth:`LocalSession.run
+        <tir_agent.sandbox.local.LocalSession.run>` (the server runs the cell so)."""
         sandbox = self._sandbox
         body, wait = sandbox._run_body(code, timeout, max_output_characters)
+        if traceback_verbosity is not None and not ipython:
+            raise ConfigError(
+                "traceback_verbosity applies to IPython cells only: pass ipython=True as well"
+            )
+        if traceback_verbosity not in (None, *TRACEBACK_VERBOSITIES):
+            raise ConfigError(
+                f"traceback_verbosity {traceback_verbosity!r} is not one of "
+                f"{', '.join(TRACEBACK_VERBOSITIES)}"
+            )
+        if ipython:
+            body["ipython"] = True
+            if traceback_verbosity is not None:
+                body["traceback_verbosity"] = traceback_verbosity
         async with self._lock:
             if self._closed:
                 raise SandboxClosedError("the remote sandbox session was closed")
