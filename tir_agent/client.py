@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import hashlib
+import json
 import logging
 import random
 import re
@@ -26,6 +27,7 @@ import openai
 from tir_agent import errors
 from tir_agent._log import get_logger
 from tir_agent.formats.base import ModelReply, ModelRequest, ToolCallData
+from tir_agent.formats.replies import chat_reply, completion_reply, finish_reason, matched_stop
 from tir_agent.formats.responses import reply_from_response, stream_response
 from tir_agent.pacing import Pacer, pacer_for
 from tir_agent.turn import Usage
@@ -283,34 +285,26 @@ class ModelClient:
             raw_response = await client.responses.with_raw_response.create(**params)
             pacer.observe(raw_response.headers)
             return reply_from_response(raw_response.parse())
-        if api == "chat":
-            raw = await client.chat.completions.with_raw_response.create(**params)
-            pacer.observe(raw.headers)
-            completion = raw.parse()
-            choice = completion.choices[0]
-            message = choice.message
-            calls = [
-                ToolCallData(tc.id, tc.function.name, tc.function.arguments)
-                for tc in message.tool_calls or ()
-                if tc.type == "function"
-            ]
-            extra = message.model_extra or {}
-            reasoning = extra.get("reasoning_content") or extra.get("reasoning")
-            text = message.content or ""
-        else:
-            raw_text = await client.completions.with_raw_response.create(**params)
-            pacer.observe(raw_text.headers)
-            completion = raw_text.parse()  # type: ignore[assignment]
-            choice = completion.choices[0]  # type: ignore[assignment]
-            calls, reasoning, text = [], None, choice.text  # type: ignore[attr-defined]
-        return ModelReply(
-            text=text,
-            finish_reason=_finish(choice.finish_reason),
-            usage=usage_from(completion.usage),
-            tool_calls=calls,
-            matched_stop=_matched_stop(choice),
-            reasoning=reasoning if isinstance(reasoning, str) else None,
+        # The SDK's plain post, not chat.completions.create: the same JSON body and errors,
+        # without the typed-dict walk of every request and the model tree of every reply
+        # (tir_agent.formats.replies says why).
+        body = dict(params)
+        extra = body.pop("extra_body", None)
+        response = await client.post(
+            "/chat/completions" if api == "chat" else "/completions",
+            body=body,
+            options={"extra_json": extra} if extra else {},
+            cast_to=httpx2.Response,
         )
+        pacer.observe(response.headers)
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            raise errors.ModelError(
+                f"the model endpoint's reply is not JSON: {response.text[:200]!r}; check that "
+                "base_url points at an OpenAI-compatible /v1 endpoint"
+            ) from None
+        return chat_reply(data) if api == "chat" else completion_reply(data)
 
     async def _stream(
         self,
@@ -381,7 +375,7 @@ class ModelClient:
             usage = await self._counter.usage(self._http(), params, generated)
         return ModelReply(
             text="".join(text),
-            finish_reason=_finish(finish),
+            finish_reason=finish_reason(finish),
             usage=usage,
             tool_calls=[ToolCallData(*calls[i]) for i in sorted(calls)],
             matched_stop=matched,
@@ -389,18 +383,6 @@ class ModelClient:
         )
 
 
-_FINISH = frozenset({"stop", "length", "tool_calls", "content_filter", "function_call"})
-
-
-def _finish(value: Any) -> Any:
-    """The finish reason if it is a standard one (servers invent others, e.g. ``eos``)."""
-    if value in _FINISH:
-        return value
-    return None if value is None else "stop"
-
-
 def _matched_stop(choice: Any) -> str | int | None:
-    """vLLM's ``stop_reason`` or SGLang's ``matched_stop``, when the server reports one."""
-    extra = choice.model_extra or {}
-    value = extra.get("stop_reason", extra.get("matched_stop"))
-    return value if isinstance(value, str | int) else None
+    """vLLM's ``stop_reason`` or SGLang's ``matched_stop`` of a streamed SDK choice."""
+    return matched_stop(choice.model_extra or {})

@@ -57,3 +57,22 @@ async def test_silent_when_info_is_off(fmt: Harness, caplog: pytest.LogCaptureFi
     with capture_logs() as events:
         await fmt.solve(agent, "p")
     assert not [e for e in events if e["event"] == "model.call"]
+
+
+async def test_events_below_the_level_are_not_built(caplog: pytest.LogCaptureFixture) -> None:
+    """An event the stdlib logger would drop never reaches structlog's processors (which render
+    it at a cost), whatever the level method; one at or above the level does."""
+    from tir_agent._log import get_logger
+
+    log = get_logger("tir_agent.test_levels")
+    caplog.set_level(logging.WARNING, logger="tir_agent.test_levels")
+    with capture_logs() as events:
+        log.debug("quiet.debug")
+        log.info("quiet.info", sample=1)
+        log.warning("loud.warning")
+        log.error("loud.error")
+    assert [e["event"] for e in events] == ["loud.warning", "loud.error"]
+    caplog.set_level(logging.DEBUG, logger="tir_agent.test_levels")
+    with capture_logs() as events:
+        log.debug("now.debug")
+    assert [(e["event"], e["log_level"]) for e in events] == [("now.debug", "debug")]
