@@ -223,7 +223,7 @@ async def _variant(name: str, base_url: str, source: Path, target: Path, concurr
                    f"max_concurrent_requests={concurrency}"],
         env={},
     )  # fmt: skip
-    async with LocalSandbox() as box:
+    async with LocalSandbox(fork_ahead=False) as box:  # (as generate makes it)
         sandbox = {
             "new": box,
             "pool": SessionPool(box, concurrency),
