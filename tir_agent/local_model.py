@@ -61,7 +61,7 @@ def default_threads() -> int:
 
 
 SPIN_COUNT = 1000
-"""``GOMP_SPINCOUNT`` of the server: how long (in busy-wait iterations, some 20 us here) a
+"""``GOMP_SPINCOUNT`` of the server: how long (in busy-wait iterations: microseconds) a
 llama.cpp thread spins at a barrier before it sleeps. libgomp's default (300,000, milliseconds)
 made the demo 5-20x slower on a shared 2-core machine (docs/local-model.md)."""
 
@@ -75,9 +75,9 @@ def server_environment(environ: Mapping[str, str] | None = None) -> dict[str, st
     graph, some 600 times per token of the 0.5B. A thread that arrives first spins, by libgomp's
     default for milliseconds; when the other thread has lost its core to another process, the
     spinning one burns its own core meanwhile and the scheduler then favours the processes that
-    slept. With a spin of ~20 us (enough for the two threads' usual imbalance) the waiting thread
-    sleeps instead: measured with the 0.5B beside other jobs (load average 55-120), 31-117 ms per
-    token against 400-1,400 ms with the default.
+    slept. With a short spin the waiting thread sleeps instead: measured with the 0.5B beside
+    other jobs (load average 5-120, benchmarks/local_decode.py), 31-141 ms per token against
+    403-1,373 ms with the default.
     """
     env = dict(os.environ if environ is None else environ)
     if "GOMP_SPINCOUNT" not in env and "OMP_WAIT_POLICY" not in env:
