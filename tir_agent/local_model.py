@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
@@ -57,6 +58,31 @@ def default_threads() -> int:
     """The CPUs this process may run on: llama.cpp's server would otherwise use one thread
     for generation (llama-cpp-python's default is half the cores), 2-3x slower on 2 cores."""
     return max(len(os.sched_getaffinity(0)), 1)
+
+
+SPIN_COUNT = 1000
+"""``GOMP_SPINCOUNT`` of the server: how long (in busy-wait iterations: microseconds) a
+llama.cpp thread spins at a barrier before it sleeps. libgomp's default (300,000, milliseconds)
+made the demo 5-20x slower on a shared 2-core machine (docs/local-model.md)."""
+
+
+def server_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the llama.cpp server: ``environ`` (default ``os.environ``), with a
+    short OpenMP spin (:data:`SPIN_COUNT`) unless it sets ``GOMP_SPINCOUNT`` or
+    ``OMP_WAIT_POLICY`` itself.
+
+    llama.cpp (built with OpenMP) meets every thread at a barrier after each operation of the
+    graph, some 600 times per token of the 0.5B. A thread that arrives first spins, by libgomp's
+    default for milliseconds; when the other thread has lost its core to another process, the
+    spinning one burns its own core meanwhile and the scheduler then favours the processes that
+    slept. With a short spin the waiting thread sleeps instead: measured with the 0.5B beside
+    other jobs (load average 5-120, benchmarks/local_decode.py), 31-141 ms per token against
+    403-1,373 ms with the default.
+    """
+    env = dict(os.environ if environ is None else environ)
+    if "GOMP_SPINCOUNT" not in env and "OMP_WAIT_POLICY" not in env:
+        env["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    return env
 
 
 def local_agent_options(
@@ -265,6 +291,7 @@ class LlamaCppServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=self._log,
+            env=server_environment(),
             preexec_fn=_die_with_parent,
         )
         atexit.register(self.stop)

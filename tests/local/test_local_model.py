@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import alive
-from tir_agent.local_model import LlamaCppServer, find_gguf
+from tir_agent.local_model import SPIN_COUNT, LlamaCppServer, find_gguf
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,10 @@ def test_server_starts_lists_the_model_uses_every_core_and_stops() -> None:
         # A waiting request must not cut a streamed reply short (llama-cpp-python's default).
         assert argv[argv.index("--interrupt_requests") + 1] == "false"
         assert argv[argv.index("--model") + 1] == str(find_gguf())
+        # A short OpenMP spin at llama.cpp's barriers (docs/local-model.md), unless set by us.
+        environ = Path(f"/proc/{server.pid}/environ").read_bytes().decode().split("\0")
+        if "GOMP_SPINCOUNT" not in os.environ and "OMP_WAIT_POLICY" not in os.environ:
+            assert f"GOMP_SPINCOUNT={SPIN_COUNT}" in environ
     finally:
         server.stop()
     with pytest.raises(OSError):
