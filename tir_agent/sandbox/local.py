@@ -242,15 +242,7 @@ class LocalSession:
         )
         if t <= 0 or cap < 0:
             raise ConfigError("timeout must be > 0 and max_output_characters >= 0")
-        if traceback_verbosity is not None and not ipython:
-            raise ConfigError(
-                "traceback_verbosity applies to IPython cells only: pass ipython=True as well"
-            )
-        if traceback_verbosity not in (None, *proto.TRACEBACK_VERBOSITIES):
-            raise ConfigError(
-                f"traceback_verbosity {traceback_verbosity!r} is not one of "
-                f"{', '.join(proto.TRACEBACK_VERBOSITIES)}"
-            )
+        proto.check_cell_options(ipython, traceback_verbosity)
         mode = proto.cell_mode(ipython, traceback_verbosity or "Plain")
         async with self._lock:
             if self._closed is not None:

@@ -26,6 +26,8 @@ import socket
 import struct
 from typing import Any, Literal
 
+from tir_agent.errors import ConfigError
+
 HEADER = struct.Struct(">I")
 """Length prefix of a host <-> session frame."""
 
@@ -121,6 +123,20 @@ RUN = struct.Struct(">QdQB")
 TracebackVerbosity = Literal["Plain", "Context", "Verbose", "Minimal"]
 """IPython's traceback modes, as NeMo-Skills' ``traceback_verbosity`` names them."""
 TRACEBACK_VERBOSITIES: tuple[TracebackVerbosity, ...] = ("Plain", "Context", "Verbose", "Minimal")
+
+
+def check_cell_options(ipython: bool, traceback_verbosity: str | None) -> None:
+    """Refuse (:class:`~tir_agent.errors.ConfigError`) a ``traceback_verbosity`` without
+    ``ipython`` or one IPython does not know: the checks of ``run`` in every session class."""
+    if traceback_verbosity is not None and not ipython:
+        raise ConfigError(
+            "traceback_verbosity applies to IPython cells only: pass ipython=True as well"
+        )
+    if traceback_verbosity not in (None, *TRACEBACK_VERBOSITIES):
+        raise ConfigError(
+            f"traceback_verbosity {traceback_verbosity!r} is not one of "
+            f"{', '.join(TRACEBACK_VERBOSITIES)}"
+        )
 
 
 def cell_mode(ipython: bool, traceback_verbosity: str = "Plain") -> int:

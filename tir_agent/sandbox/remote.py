@@ -26,7 +26,7 @@ from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxClosedError, SandboxError, SandboxServiceError
 from tir_agent.sandbox import _http
 from tir_agent.sandbox import http_api as api
-from tir_agent.sandbox.protocol import TRACEBACK_VERBOSITIES, TracebackVerbosity
+from tir_agent.sandbox.protocol import TracebackVerbosity, check_cell_options
 from tir_agent.sandbox.result import ExecutionResult
 
 __all__ = ["LOST_NOTE", "TOO_LARGE_NOTE", "RemoteSandbox", "RemoteSession"]
@@ -155,15 +155,7 @@ class RemoteSession:
         <tir_agent.sandbox.local.LocalSession.run>` (the server runs the cell so)."""
         sandbox = self._sandbox
         body, wait = sandbox._run_body(code, timeout, max_output_characters)
-        if traceback_verbosity is not None and not ipython:
-            raise ConfigError(
-                "traceback_verbosity applies to IPython cells only: pass ipython=True as well"
-            )
-        if traceback_verbosity not in (None, *TRACEBACK_VERBOSITIES):
-            raise ConfigError(
-                f"traceback_verbosity {traceback_verbosity!r} is not one of "
-                f"{', '.join(TRACEBACK_VERBOSITIES)}"
-            )
+        check_cell_options(ipython, traceback_verbosity)
         if ipython:
             body["ipython"] = True
             if traceback_verbosity is not None:
