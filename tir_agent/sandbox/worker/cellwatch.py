@@ -188,9 +188,9 @@ class CellWatch(SessionProcesses):
         cap = int(request["cap"])
         duration = time.monotonic() - self.started
         # The holder ran the session's first cell itself (holder.py): the state before the
-        # cell was a fresh interpreter, and a new holder is that state again.
+        # cell was a fresh interpreter, and a new holder (the restart below) is that state again.
         fresh = self.protect and not forged and runner == self.holder
-        if self.protect and not forged and not fresh:
+        if self.protect and not forged:
             self.purge((runner,))
         else:
             self.kill_everything()
@@ -198,7 +198,8 @@ class CellWatch(SessionProcesses):
         self.unwatch(runner)
         if self.runner == runner:
             self.runner = 0
-        holder_alive = fresh or (self.protect and self.holder != 0 and alive(self.holder))
+        # the state from before the cell is still there (or, fresh, is made again)
+        restorable = fresh or (self.protect and self.holder != 0 and alive(self.holder))
         if timed_out:
             notice, reason, result_status = (
                 proto.timeout_text(float(request["timeout"])),
@@ -212,9 +213,9 @@ class CellWatch(SessionProcesses):
             result_status = "error"
         # a restart before this cell (protected mode) was not reported yet: it is now
         notice = join(self.lost_notice, notice) if self.lost_notice else notice
-        if holder_alive and not self.lost_notice:
+        if restorable and not self.lost_notice:
             state, note = "rolled_back", proto.ROLLED_BACK_NOTE
-        elif holder_alive:
+        elif restorable:
             state, note = "lost", proto.LOST_NOTE
             self.lost_notice = ""
         else:
