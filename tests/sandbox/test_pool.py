@@ -57,17 +57,22 @@ async def test_users_take_turns_on_one_reset_session(
     assert opened[0].closed
 
 
-async def test_a_cancelled_waiter_loses_no_session(
-    box: LocalSandbox, opened: list[LocalSession]
-) -> None:
+async def waiting_for_a_reset(box: LocalSandbox) -> tuple[SessionPool, asyncio.Task[LocalSession]]:
+    """A pool of one session, used (``x = 1``) and being reset, and a user waiting for it."""
     pool = SessionPool(box, 1)
     async with pool.session() as s:
         await s.run("x = 1")
-    # its reset is under way: a user waits for it; cancel that user while it waits
     waiter = asyncio.create_task(pool._acquire())
     await asyncio.sleep(0)
     assert pool._waiters and not waiter.done()
-    waiter.cancel()
+    return pool, waiter
+
+
+async def test_a_cancelled_waiter_loses_no_session(
+    box: LocalSandbox, opened: list[LocalSession]
+) -> None:
+    pool, waiter = await waiting_for_a_reset(box)
+    waiter.cancel()  # while it waits
     with pytest.raises(asyncio.CancelledError):
         await waiter
     async with pool.session() as s:  # the reset session goes to the next user
@@ -79,13 +84,8 @@ async def test_a_cancelled_waiter_loses_no_session(
 async def test_a_waiter_of_a_failed_reset_opens_a_session(
     box: LocalSandbox, opened: list[LocalSession]
 ) -> None:
-    pool = SessionPool(box, 1)
-    async with pool.session() as s:
-        await s.run("x = 1")
-    # the session is being reset; it is closed under the reset's feet: the reset fails
-    waiter = asyncio.create_task(pool._acquire())
-    await asyncio.sleep(0)
-    await opened[0].close()
+    pool, waiter = await waiting_for_a_reset(box)
+    await opened[0].close()  # under the reset's feet: the reset fails
     got = await asyncio.wait_for(waiter, 30)
     assert got is not opened[0] and not got.closed
     assert len(opened) == 2
