@@ -12,8 +12,11 @@ tool result is in the conversation). In the same run we measure:
 Both are timed as whole processes (start to exit, what a user waits for), alternating in
 ``--rounds`` rounds so a busy machine slows both alike; the best round of each counts. Then
 ``generate`` runs over ``--memory-sizes`` samples and its peak memory is reported: the peak RSS
-of the ``tir-agent`` process (``wait4``) and the peak PSS of its whole process tree (the sandbox's
-template and sessions, sampled every 0.5 s).
+of the ``tir-agent`` process (``wait4``) and the peak of its whole process tree (the sandbox's
+template and sessions) as the kernel charged it to a memory cgroup around the run (cgroup v1;
+also the peak of its PSS sampled every 0.5 s, a noisier cross-check). Each run also reports the
+CPU of the whole machine per sample (``/proc/stat``, every process and kernel thread): the bare
+SDK is bound by its one event loop (one core busy), ``generate`` by both cores.
 
 Run: ``python benchmarks/batch.py`` (defaults: 2,000 samples, concurrency 64, memory at 1k and
 10k samples). ``--profile FILE`` runs ``generate`` once under cProfile instead.
@@ -27,6 +30,7 @@ import contextlib
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -148,12 +152,12 @@ async def _bare(base_url: str, source: Path, target: Path, concurrency: int) -> 
             {"role": "system", "content": "Solve with Python."},
             {"role": "user", "content": rows[i]["problem"]},
         ]
-        first = await client.chat.completions.create(model="m", messages=messages, tools=[TOOL])  # type: ignore[arg-type]
+        first = await client.chat.completions.create(model="m", messages=messages, tools=[TOOL])  # type: ignore[arg-type,list-item]
         message = first.choices[0].message
         messages.append(message.model_dump(exclude_none=True))
         for call in message.tool_calls or ():
             messages.append({"role": "tool", "tool_call_id": call.id, "content": "42\n"})
-        second = await client.chat.completions.create(model="m", messages=messages, tools=[TOOL])  # type: ignore[arg-type]
+        second = await client.chat.completions.create(model="m", messages=messages, tools=[TOOL])  # type: ignore[arg-type,list-item]
         results[i] = second.choices[0].message.content
 
     async def worker() -> None:
@@ -274,9 +278,24 @@ class Measured:
     rss: float
     """Peak RSS of the process, MiB."""
     tree_pss: float
-    """Peak PSS of the process and its descendants (sampled), MiB."""
+    """Peak PSS of the process and its descendants (sampled every 0.5 s), MiB. A cross-check:
+    the walk over ~130 processes is not atomic (they fork, fault and exit while it reads them),
+    so its maximum grows with the number of samples taken, that is with the run's length."""
+    tree_windows: list[float]
+    """Peak memory of the process and its descendants as charged by the kernel (the run's
+    memory cgroup, see :func:`run_cgroups`), MiB, in each ``WINDOW`` of the run (about: they
+    are read between two PSS samples; the last one shorter); empty without a v1 memory hierarchy."""
+
+    @property
+    def tree_peak(self) -> float:
+        """Peak memory of the whole tree over the run, MiB (NaN if not measured)."""
+        return max(self.tree_windows, default=float("nan"))
+
     cpu_self: float
     """CPU seconds of the process itself (user + system)."""
+    machine: float
+    """CPU seconds the whole machine was busy during the run (``/proc/stat``: every process,
+    the model server and kernel threads included)."""
     cpu_children: float
     """CPU seconds of its descendants (the sandbox's processes): the process's cpuacct cgroup
     less its own time; NaN where no cgroup can be made (not root, no cgroup v1 cpuacct)."""
@@ -292,44 +311,95 @@ def _exit_cpu(pid: int) -> tuple[float, float]:
 
 
 CPUACCT = Path("/sys/fs/cgroup/cpuacct")
+MEMORY = Path("/sys/fs/cgroup/memory")
+WINDOW = 5.0
+"""The tree's peak memory is read (and the kernel's peak reset) every 5 s:
+the peaks of successive windows of a long run show whether memory grows with the samples done,
+or only reaches a higher maximum because a longer run has more windows to reach it in."""
 
 
 @contextlib.contextmanager
-def cpu_cgroup() -> Iterator[Path | None]:
-    """A fresh cpuacct cgroup (v1) for one run, removed afterwards; None where we cannot."""
-    group = CPUACCT / f"tir-bench-{os.getpid()}-{time.monotonic_ns()}"
+def run_cgroups() -> Iterator[tuple[Path | None, Path | None]]:
+    """Fresh cgroups (v1) for one run: (cpuacct, memory), each None where we cannot make it;
+    removed afterwards.
+
+    The memory cgroup is made below this process's own (where ``LocalSandbox`` makes the
+    sessions' memory cgroups too: below the cgroup of the process that starts it), so with
+    ``memory.use_hierarchy`` its ``memory.max_usage_in_bytes`` is the kernel's own peak of
+    everything the run's processes are charged for, taken at every charge: their anonymous
+    memory (a page shared copy-on-write counts once), the files they write, their kernel memory.
+    """
+    groups: list[Path | None] = []
+    own = _own_memory_cgroup()
+    for parent, prefix in ((CPUACCT, "tir-bench"), (own, "tir-bench-mem")):
+        group = None if parent is None else parent / f"{prefix}-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            if group is not None:
+                group.mkdir()
+        except OSError:
+            group = None
+        groups.append(group)
     try:
-        group.mkdir()
-    except OSError:
-        yield None
-        return
-    try:
-        yield group
+        yield groups[0], groups[1]
     finally:
-        with contextlib.suppress(OSError):
-            group.rmdir()
+        for group in groups:
+            if group is None:
+                continue
+            # the sandbox removes its sessions' cgroups below ours as it closes: wait for that
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    group.rmdir()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        print(f"left behind: {group}", file=sys.stderr)
+                        break
+                    time.sleep(0.05)
+
+
+def _own_memory_cgroup() -> Path | None:
+    """This process's directory in the v1 memory hierarchy, if it uses hierarchical
+    accounting; None otherwise (cgroup v2 only, or not mounted)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                own = MEMORY / path.lstrip("/")
+                if (own / "memory.use_hierarchy").read_text().strip() == "1":
+                    return own
+    return None
 
 
 def run_measured(argv: list[str], env: dict[str, str]) -> Measured:
     """Run ``argv`` and measure it (wall time, memory, CPU of the process and its tree)."""
-    with tempfile.TemporaryFile("w+") as err, cpu_cgroup() as group:
-        procs = None if group is None else str(group / "cgroup.procs")
+    with tempfile.TemporaryFile("w+") as err, run_cgroups() as (group, memory):
+        procs = [str(g / "cgroup.procs") for g in (group, memory) if g is not None]
 
         def enter() -> None:
-            if procs is not None:
-                Path(procs).write_text(str(os.getpid()))
+            for path in procs:
+                Path(path).write_text(str(os.getpid()))
 
-        started = time.perf_counter()
+        started, busy = time.perf_counter(), _machine_busy()
         proc = subprocess.Popen(
             argv, env=env, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=enter
         )
         peak_tree = 0
         stop = threading.Event()
 
+        windows: list[float] = []
+        peak_file = None if memory is None else memory / "memory.max_usage_in_bytes"
+
         def sample() -> None:
             nonlocal peak_tree
+            window_end = time.monotonic() + WINDOW
             while not stop.wait(0.5):
                 peak_tree = max(peak_tree, _tree_pss_kib(proc.pid))
+                if peak_file is not None and time.monotonic() >= window_end:
+                    window_end += WINDOW
+                    with contextlib.suppress(OSError):  # the peak of the window, then a new one
+                        windows.append(int(peak_file.read_text()) / 2**20)
+                        peak_file.write_text("0")
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -344,7 +414,9 @@ def run_measured(argv: list[str], env: dict[str, str]) -> Measured:
                 time.sleep(0.05)
             total = int((group / "cpuacct.usage").read_text()) / 1e9
             cpu_children = max(0.0, total - cpu_self)
-        wall = time.perf_counter() - started
+        if peak_file is not None:
+            windows.append(int(peak_file.read_text()) / 2**20)
+        wall, busy = time.perf_counter() - started, _machine_busy() - busy
         stop.set()
         sampler.join()
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -352,7 +424,16 @@ def run_measured(argv: list[str], env: dict[str, str]) -> Measured:
         text = err.read()
     if proc.returncode != 0:
         raise SystemExit(f"{argv[:4]} failed with {proc.returncode}:\n{text[-3000:]}")
-    return Measured(wall, usage.ru_maxrss / 1024, peak_tree / 1024, cpu_self, cpu_children)
+    return Measured(
+        wall, usage.ru_maxrss / 1024, peak_tree / 1024, windows, cpu_self, busy, cpu_children
+    )
+
+
+def _machine_busy() -> float:
+    """CPU seconds all cores have spent busy (not idle or waiting for I/O) since boot."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def write_input(path: Path, n: int) -> Path:
@@ -449,8 +530,10 @@ def main() -> None:
                 print(
                     f"round {r + 1} {name:8s} {rate:7.1f} samples/s  ({m.wall:.1f} s; CPU ms per "
                     f"sample: {1e3 * m.cpu_self / args.n:.1f} client, "
-                    f"{1e3 * m.cpu_children / args.n:.1f} sandbox; peak RSS {m.rss:.0f} MiB, "
-                    f"tree PSS {m.tree_pss:.0f} MiB; load {os.getloadavg()[0]:.1f})",
+                    f"{1e3 * m.cpu_children / args.n:.1f} sandbox, "
+                    f"{1e3 * m.machine / args.n:.1f} machine; peak RSS {m.rss:.0f} MiB, "
+                    f"tree {m.tree_peak:.0f} MiB (PSS sampled {m.tree_pss:.0f}); "
+                    f"load {os.getloadavg()[0]:.1f})",
                     flush=True,
                 )
         ratio = best["generate"] / best["bare"] if args.rounds else float("nan")
@@ -476,24 +559,35 @@ def main() -> None:
                         flush=True,
                     )
         sizes = [int(s) for s in args.memory_sizes.split(",") if s]
-        peaks: list[tuple[int, float, float]] = []
+        peaks: list[tuple[int, float, float, float]] = []
+        windows: list[float] = []
         for size in sizes:
             sized = write_input(work / f"in-{size}.jsonl", size)
             out = work / f"mem-{size}.jsonl"
             m = run_measured(generate_argv(base_url, sized, out, args.concurrency), env)
             check_output(out, size)
-            peaks.append((size, m.rss, m.tree_pss))
+            peaks.append((size, m.rss, m.tree_peak, m.tree_pss))
+            windows = m.tree_windows
             print(
-                f"generate {size:6d} samples: peak RSS {m.rss:.0f} MiB, tree PSS "
-                f"{m.tree_pss:.0f} MiB, {size / m.wall:.1f} samples/s, load "
-                f"{os.getloadavg()[0]:.1f}",
+                f"generate {size:6d} samples: peak RSS {m.rss:.0f} MiB, tree {m.tree_peak:.0f} "
+                f"MiB (PSS sampled {m.tree_pss:.0f}), {size / m.wall:.1f} samples/s, load "
+                f"{os.getloadavg()[0]:.1f}; tree peak of each {WINDOW:.0f} s: "
+                + " ".join(f"{w:.0f}" for w in m.tree_windows),
                 flush=True,
             )
         if len(peaks) >= 2:
-            (n0, rss0, tree0), (n1, rss1, tree1) = peaks[0], peaks[-1]
+            (n0, rss0, tree0, pss0), (n1, rss1, tree1, pss1) = peaks[0], peaks[-1]
             print(
-                f"peak RSS {n1} vs {n0} samples: {rss1 / rss0:.2f}x; tree PSS: {tree1 / tree0:.2f}x "
-                "(goal: within 10%)"
+                f"peak {n1} vs {n0} samples: RSS of tir-agent {rss1 / rss0:.2f}x, its tree "
+                f"{tree1 / tree0:.2f}x (goal: within 10%); PSS sampled {pss1 / pss0:.2f}x"
+            )
+        steady = windows[1:-1]  # without the start (sessions still opening) and the last bit
+        if len(steady) >= 6:
+            third = len(steady) // 3
+            first, last = statistics.median(steady[:third]), statistics.median(steady[-third:])
+            print(
+                f"growth within the {sizes[-1]}-sample run: median window peak {first:.0f} MiB "
+                f"in its first third, {last:.0f} MiB in its last ({last / first:.2f}x)"
             )
     print(f"load average after: {os.getloadavg()}")
 
