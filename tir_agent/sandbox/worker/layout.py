@@ -1,13 +1,16 @@
 """The descriptor layout of a session's processes and the timing constants of the sandbox.
 
 Holders and runners find their channels at fixed descriptor numbers: the supervisor puts them
-there when it forks the holder (:meth:`Supervisor.spawn_holder`), and the holder closes
-everything else before user code runs.
+there when it forks the holder (:meth:`Supervisor.spawn_holder`, with :func:`place`), and the
+holder closes everything else before user code runs.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+from collections.abc import Sequence
 
 FD_CTL = 3
 """In holders and runners: the supervisor channel."""
@@ -46,6 +49,29 @@ the supervisor, which then drains its output and answers the host."""
 PIPE_SIZE = 1 << 20
 """Capacity of the output pipes (a cell can write this much between two drains)."""
 F_SETPIPE_SZ = 1031
+
+
+def place(stdout: int, stderr: int, channels: Sequence[tuple[int, int]]) -> None:
+    """In a new holder (just forked by its supervisor): /dev/null on fd 0, the output pipes'
+    write ends ``stdout`` and ``stderr`` on 1 and 2, each ``(descriptor, number)`` of
+    ``channels`` at its number, and nothing else open."""
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.dup2(stdout, 1)
+    os.dup2(stderr, 2)
+    # out of the way first: a source may sit on a target number
+    moved = [(fcntl.fcntl(fd, fcntl.F_DUPFD, 64), number) for fd, number in channels]
+    for source, number in moved:
+        os.dup2(source, number)
+    # Nothing else of the supervisor reaches the session: not the spare's link to the
+    # template, not the supervisor's own ends (they may sit on the numbers not placed here).
+    placed = {number for _, number in channels}
+    for fd in range(3, FD_LAST + 1):
+        if fd not in placed:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    os.closerange(FD_LAST + 1, 1 << 16)
+
 
 DEBUG = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
 """``TIR_AGENT_SANDBOX_DEBUG=1``: supervisors trace their decisions on stderr."""

@@ -11,7 +11,6 @@ processes").
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import select
 import signal
@@ -22,17 +21,14 @@ from typing import NoReturn
 from tir_agent.sandbox import _cgroup, isolation
 from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.config import SandboxConfig
+from tir_agent.sandbox.worker import layout
 from tir_agent.sandbox.worker.control import ControlMessages
 from tir_agent.sandbox.worker.holder import holder_main
 from tir_agent.sandbox.worker.layout import (
     DEBUG,
     FD_CTL,
     FD_ERR_R,
-    FD_ERR_SAVED,
-    FD_HOST,
-    FD_LAST,
     FD_OUT_R,
-    FD_OUT_SAVED,
     FD_SIBLINGS,
     FD_TIMER,
     FD_TOKEN_R,
@@ -120,32 +116,19 @@ class Supervisor(ControlMessages):
             try:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                devnull = os.open(os.devnull, os.O_RDONLY)
-                os.dup2(devnull, 0)
-                os.dup2(self.out_w, 1)
-                os.dup2(self.err_w, 2)
-                # out of the way first: a source may sit on a target number
-                sources = [
-                    fcntl.fcntl(fd, fcntl.F_DUPFD, 64)
-                    for fd in (
-                        self.ctl_child.fileno(),
-                        self.token.r,
-                        self.token.w,
-                        self.token.timer,
-                        self.out.fd,
-                        self.err.fd,
-                        self.children_fd,
-                    )
-                ]
-                targets = (FD_CTL, FD_TOKEN_R, FD_TOKEN_W, FD_TIMER, FD_OUT_R, FD_ERR_R)
-                for source, target in zip(sources, (*targets, FD_SIBLINGS), strict=True):
-                    os.dup2(source, target)
-                # Nothing else of ours reaches the session: not the spare's link to the
-                # template, not the supervisor's own ends (they may sit on 4-6 here).
-                for fd in (FD_OUT_SAVED, FD_ERR_SAVED, FD_HOST):
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-                os.closerange(FD_LAST + 1, 1 << 16)
+                layout.place(
+                    self.out_w,
+                    self.err_w,
+                    [
+                        (self.ctl_child.fileno(), FD_CTL),
+                        (self.token.r, FD_TOKEN_R),
+                        (self.token.w, FD_TOKEN_W),
+                        (self.token.timer, FD_TIMER),
+                        (self.out.fd, FD_OUT_R),
+                        (self.err.fd, FD_ERR_R),
+                        (self.children_fd, FD_SIBLINGS),
+                    ],
+                )
                 holder_main(self.config, self.protections, self.token.shm)
             finally:
                 os._exit(70)
