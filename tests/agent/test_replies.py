@@ -87,9 +87,8 @@ CHAT_BODIES = [
         }
     ),
     _chat(body__usage={"prompt_tokens": 7, "completion_tokens": 9, "prompt_tokens_details": None}),
-    _chat(  # a call without "type": the SDK's union typed it as nothing, so it was not a call
+    _chat(  # (a call without "type": test_a_tool_call_without_its_type_is_still_a_call)
         message__tool_calls=[
-            {"id": "a", "function": {"name": "python_exec", "arguments": "{}"}},
             {"id": "b", "type": "custom", "custom": {"name": "x", "input": "y"}},
             {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}},
         ]
@@ -279,3 +278,34 @@ async def test_a_reply_that_is_not_a_completion_is_a_model_error(
     with pytest.raises(ModelError, match=r"not JSON|no choices") as caught:
         await client.request(ModelRequest("chat", {"messages": MESSAGES[:2]}))
     assert ("html" in str(caught.value)) == isinstance(reply, bytes)
+
+
+async def test_a_tool_call_without_its_type_is_still_a_call() -> None:
+    """Some OpenAI-compatible servers leave ``"type"`` out of a tool call. The SDK's models typed
+    such a call as nothing, and it was dropped without a word (the model's code never ran and
+    its reply read as a final answer); it is a function call, as the streamed path reads it. A
+    call of another type is not ours."""
+    function = {"name": "python_exec", "arguments": '{"code": "print(1)"}'}
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": "a", "function": function},
+                        {"id": "b", "type": None, "function": function},
+                        {"id": "c", "type": "custom", "custom": {"name": "x", "input": "y"}},
+                        {"id": "d", "type": "custom", "function": function},
+                    ],
+                },
+            }
+        ]
+    }
+    reply = chat_reply(body)
+    assert reply.tool_calls == [
+        ToolCallData("a", "python_exec", '{"code": "print(1)"}'),
+        ToolCallData("b", "python_exec", '{"code": "print(1)"}'),
+    ]

@@ -98,7 +98,9 @@ def chat_reply(data: Any) -> ModelReply:
         _tool_call(tc, function)
         for tc in message.get("tool_calls") or ()
         if isinstance(tc, Mapping)
-        and tc.get("type") == "function"  # as before: the SDK's models typed calls by "type"
+        # typed calls of other kinds ("custom") are not ours; a call without its "type" (some
+        # servers leave it out) is a function call, as the streamed deltas read it
+        and tc.get("type") in ("function", None)
         and isinstance(function := tc.get("function"), Mapping)
     ]
     reasoning = message.get("reasoning_content") or message.get("reasoning")
