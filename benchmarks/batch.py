@@ -332,6 +332,8 @@ def run_cgroups() -> Iterator[tuple[Path | None, Path | None]]:
     groups: list[Path | None] = []
     own = _own_memory_cgroup()
     for parent, prefix in ((CPUACCT, "tir-bench"), (own, "tir-bench-mem")):
+        if parent is not None:
+            _remove_stale(parent, prefix)
         group = None if parent is None else parent / f"{prefix}-{os.getpid()}-{time.monotonic_ns()}"
         try:
             if group is not None:
@@ -356,6 +358,22 @@ def run_cgroups() -> Iterator[tuple[Path | None, Path | None]]:
                         print(f"left behind: {group}", file=sys.stderr)
                         break
                     time.sleep(0.05)
+
+
+def _remove_stale(parent: Path, prefix: str) -> None:
+    """Remove the cgroups a killed run of this benchmark left below ``parent`` (named
+    ``<prefix>-<pid>-<ns>`` after a process that is gone), with whatever its sandbox made below
+    them, deepest first; a group that still has processes stays."""
+    with contextlib.suppress(OSError):
+        for entry in parent.iterdir():
+            rest = entry.name.removeprefix(prefix + "-").split("-")
+            if entry.name == rest[0] or len(rest) != 2 or not rest[0].isdigit():
+                continue
+            if Path(f"/proc/{rest[0]}").exists() or not entry.is_dir():
+                continue
+            for root, _, _ in sorted(os.walk(entry), key=lambda w: -w[0].count("/")):
+                with contextlib.suppress(OSError):
+                    os.rmdir(root)
 
 
 def _own_memory_cgroup() -> Path | None:
