@@ -12,8 +12,8 @@ runners. One module per process, and the pieces they share::
                                            success it becomes the new holder, on timeout/crash
                                            S kills it and H forks again
 
-Shared: ``layout.py`` (descriptor numbers, timing), ``channels.py`` (the session processes' ends
-of their channels), ``direct.py`` and ``token.py`` (two hops: who answers a cell, runner or
+Shared: ``layout.py`` (descriptor numbers and placement, timing), ``channels.py`` (the session
+processes' ends of their channels), ``direct.py`` and ``token.py`` (two hops: who answers a cell, runner or
 supervisor), ``output.py`` (reading the output pipes under the cap), ``verdicts.py`` (what a
 result says about a crash), ``procs.py`` (prctl, the process tree, killing), ``timers.py``.
 
