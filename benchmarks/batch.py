@@ -432,11 +432,11 @@ def run_measured(argv: list[str], env: dict[str, str]) -> Measured:
                 time.sleep(0.05)
             total = int((group / "cpuacct.usage").read_text()) / 1e9
             cpu_children = max(0.0, total - cpu_self)
-        if peak_file is not None:
-            windows.append(int(peak_file.read_text()) / 2**20)
         wall, busy = time.perf_counter() - started, _machine_busy() - busy
         stop.set()
-        sampler.join()
+        sampler.join()  # (before the last window: it must not reset the peak after it)
+        if peak_file is not None:
+            windows.append(int(peak_file.read_text()) / 2**20)
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read()
