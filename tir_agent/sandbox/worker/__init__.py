@@ -13,9 +13,10 @@ runners. One module per process, and the pieces they share::
                                            S kills it and H forks again
 
 Shared: ``layout.py`` (descriptor numbers and placement, timing), ``channels.py`` (the session
-processes' ends of their channels), ``direct.py`` and ``token.py`` (two hops: who answers a cell, runner or
-supervisor), ``output.py`` (reading the output pipes under the cap), ``verdicts.py`` (what a
-result says about a crash), ``procs.py`` (prctl, the process tree, killing), ``timers.py``.
+processes' ends of their channels), ``direct.py`` and ``token.py`` (two hops: who answers a
+cell, runner or supervisor), ``output.py`` (reading the output pipes under the cap),
+``verdicts.py`` (what a result says about a crash), ``procs.py`` (prctl, the process tree,
+killing), ``timers.py``.
 
 Runners read the requests straight from the session socket (shared with S). Protected mode
 (three hops): they tell S ``start`` and ``done`` on the control channel; S drains the output and
