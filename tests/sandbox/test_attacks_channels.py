@@ -165,7 +165,8 @@ async def test_forged_messages_from_a_thread_after_its_cell(box: LocalSandbox) -
 
 async def test_no_descriptor_of_the_template_reaches_a_cell(box: LocalSandbox) -> None:
     """A cell holds exactly the descriptors its mode needs: stdio, the control channel, the
-    host's socket (and in fast mode the token pipe, timer, output pipes and children list)."""
+    host's socket, the token pipe, timer, output pipes and children list (two hops), and in
+    protected mode the holder's saved output pipes."""
     async with box.session() as s:
         code = (
             "import os\nfds = []\nfor fd in os.listdir('/proc/self/fd'):\n"
@@ -177,7 +178,7 @@ async def test_no_descriptor_of_the_template_reaches_a_cell(box: LocalSandbox) -
         fds = eval(r.stdout)
         if box.config.protect_state:
             # 4 and 5: the holder's saved output pipes (the same pipes as 1 and 2)
-            assert fds == [0, 1, 2, 3, 4, 5, 6]
+            assert fds == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
         else:
             assert fds == [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12]
         # after a restart of the interpreter too

@@ -191,7 +191,7 @@ async def test_after_a_reset_a_cell_holds_only_its_own_descriptors(
         "    except OSError:\n        pass\n"  # listdir's own descriptor, closed by now
         "sorted(fd for fd, _ in fds)"
     )
-    expected = [0, 1, 2, 3, 4, 5, 6] if box.config.protect_state else [0, 1, 2, 3, *range(6, 13)]
+    expected = [0, 1, 2, 3, *range(4 if box.config.protect_state else 6, 13)]
     for _ in range(3):
         await session.reset()
         assert eval(await out(session, code)) == expected

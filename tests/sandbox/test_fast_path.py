@@ -1,5 +1,5 @@
-"""Fast mode's two hops: the runner answers short cells itself; the supervisor takes over cells
-that run long, leave processes behind, lose their token or die while answering."""
+"""Two hops, in both modes: the runner answers short cells itself; the supervisor takes over
+cells that run long, leave processes behind, lose their token or die while answering."""
 
 from __future__ import annotations
 
@@ -12,15 +12,28 @@ import pytest_asyncio
 
 from tests.sandbox.conftest import LIGHT, marker, processes_with
 from tir_agent.sandbox.local import LocalSandbox, LocalSession
-from tir_agent.sandbox.protocol import LOST_NOTE
+from tir_agent.sandbox.protocol import LOST_NOTE, ROLLED_BACK_NOTE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def box() -> AsyncIterator[LocalSandbox]:
+async def fast() -> AsyncIterator[LocalSandbox]:
     async with LocalSandbox(protect_state=False, env={"MARK": marker()}, **LIGHT) as sandbox:
         yield sandbox
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def protected() -> AsyncIterator[LocalSandbox]:
+    async with LocalSandbox(protect_state=True, env={"MARK": marker()}, **LIGHT) as sandbox:
+        yield sandbox
+
+
+@pytest.fixture(params=["fast", "protected"])
+def box(request: pytest.FixtureRequest) -> LocalSandbox:
+    """Both modes: protected runners (forks of the holder) answer their cells too."""
+    sandbox: LocalSandbox = request.getfixturevalue(request.param)
+    return sandbox
 
 
 def host_pid(sandbox: LocalSandbox, session: LocalSession) -> int:
@@ -41,7 +54,31 @@ def wake_ups(pid: int) -> int:
         return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
 
 
-async def test_short_cells_do_not_wake_the_supervisor(box: LocalSandbox) -> None:
+def bytes_read(pid: int) -> int:
+    """What ``pid`` read through ``read`` calls: the output pipes, among other things (not its
+    sockets: ``recv`` is not counted). Its main thread's count: the process's would include
+    the reads of the children it reaped (in protected mode, old holders that answered cells)."""
+    with open(f"/proc/{pid}/task/{pid}/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+async def test_short_cells_are_answered_by_their_runner(box: LocalSandbox) -> None:
+    """The supervisor does not read a short cell's output: the runner drains it and answers
+    (three hops: the supervisor read all 1.2 MB below)."""
+    async with box.session() as s:
+        await s.run("print(1)")
+        supervisor = host_pid(box, s)
+        before = bytes_read(supervisor)
+        for i in range(24):
+            r = await s.run(f"print({i} * 'x' + 50_000 * 'y')", max_output_characters=60_000)
+            assert (r.status, r.stdout) == ("completed", i * "x" + 50_000 * "y" + "\n")
+        # a cell delayed past the 5 ms takeover on a loaded machine is read by the supervisor
+        assert bytes_read(supervisor) - before < 12 * 50_000
+
+
+async def test_short_cells_do_not_wake_the_supervisor(fast: LocalSandbox) -> None:
+    """Fast mode: nor is it woken (protected mode: it hears of each new runner and holder)."""
+    box = fast
     async with box.session() as s:
         await s.run("print(1)")
         supervisor = host_pid(box, s)
@@ -72,11 +109,16 @@ async def test_a_timeout_shorter_than_the_takeover_delay(box: LocalSandbox) -> N
     async with box.session() as s:
         await s.run("x = 1")
         started = time.monotonic()
-        r = await s.run("while True:\n    pass", timeout=0.002)
+        r = await s.run("x = 2\nwhile True:\n    pass", timeout=0.002)
         assert time.monotonic() - started < 2
-        assert (r.status, r.state) == ("timeout", "kept")
-        assert r.stderr == "Execution timed out after 0.002 seconds\n"
-        assert (await s.run("x")).stdout == "1\n"
+        if box.config.protect_state:
+            assert (r.status, r.state) == ("timeout", "rolled_back")
+            assert r.stderr == "Execution timed out after 0.002 seconds\n" + ROLLED_BACK_NOTE
+            assert (await s.run("x")).stdout == "1\n"
+        else:  # the soft interrupt: the interpreter and what the cell did are kept
+            assert (r.status, r.state) == ("timeout", "kept")
+            assert r.stderr == "Execution timed out after 0.002 seconds\n"
+            assert (await s.run("x")).stdout == "2\n"
 
 
 @pytest.mark.parametrize(
@@ -125,9 +167,17 @@ async def test_a_runner_dying_right_after_its_cell_is_answered(box: LocalSandbox
             if r.status == "completed":  # answered before the thread struck
                 assert r.stdout == "done\n"
             else:
-                assert (r.status, r.state, r.reason) == ("error", "lost", "exit")
+                # protected: the supervisor took the cell over (it ran past 5 ms) before the
+                # thread struck, so the holder still has the state from before it
+                lost = r.state == "lost" or not box.config.protect_state
+                assert (r.status, r.state, r.reason) == (
+                    "error",
+                    "lost" if lost else "rolled_back",
+                    "exit",
+                )
                 assert r.stderr.endswith(
-                    "The interpreter exited with code 3 during this execution.\n" + LOST_NOTE
+                    "The interpreter exited with code 3 during this execution.\n"
+                    + (LOST_NOTE if lost else ROLLED_BACK_NOTE)
                 )
             await asyncio.sleep(0.05)
             r = await s.run("print('alive')")
@@ -154,5 +204,36 @@ async def test_cells_ending_around_the_takeover_are_answered_once_with_their_out
                 code = f"print('a{i}', flush=True)\n{code}\ntime.sleep(0.03)\nprint('b')"
             r = await s.run(code, timeout=0.5)
             out = f"a{i}\n{i}\nb\n" if i % 20 == 19 else f"{i}\n"
-            assert (r.status, r.stdout, r.stderr) == ("completed", out, f"e{i}")
+            assert (r.status, r.stdout, r.stderr) == ("completed", out, f"e{i}"), r
         assert time.monotonic() - started > 0.5
+
+
+@pytest.mark.parametrize(
+    "steal",
+    [
+        "_ = os.read(7, 4096)",  # the token: the supervisor finds no cell to take over
+        # the takeover timer: the supervisor is never woken
+        "import ctypes\nctypes.CDLL(None).timerfd_settime(9, 0, (ctypes.c_long * 4)(), None)",
+    ],
+    ids=["token", "timer"],
+)
+async def test_a_cell_that_hides_from_its_supervisor_still_times_out(
+    box: LocalSandbox, steal: str
+) -> None:
+    """The host asks the supervisor to time out a cell it has had no answer to 1 s past its
+    timeout; before, such a cell ran until the host gave up on the whole session (timeout +
+    10 s: the session was lost)."""
+    async with box.session() as s:
+        await s.run("x = 1")
+        started = time.monotonic()
+        r = await s.run(f"import os\nx = 2\n{steal}\nwhile True:\n    pass", timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert (r.status, r.reason) == ("timeout", "timeout"), r
+        assert r.stderr.startswith("Execution timed out after 0.5 seconds\n")
+        if box.config.protect_state:
+            assert r.state == "rolled_back"
+            assert (await s.run("x")).stdout == "1\n"
+        else:  # the interpreter was killed: a fresh one
+            assert r.state == "lost"
+            r = await s.run("'x' in globals()")
+            assert (r.stdout, r.state) == ("False\n", "kept"), r

@@ -119,10 +119,3 @@ def test_control_messages_a_runner_would_not_send_are_rejected(change: dict[str,
     assert proto.valid_done(DONE)
     assert proto.valid_done({**DONE, "record": [3, 10, 0.5, 12.0], "lost": "why\n"})
     assert not proto.valid_done({**DONE, **change})
-
-
-def test_start_messages_are_checked() -> None:
-    start = {"op": "start", "rid": 1, "cap": 10, "timeout": 2}
-    assert proto.checked_start(start) == {"rid": 1, "cap": 10, "timeout": 2.0}
-    for change in ({"rid": None}, {"cap": -1}, {"timeout": 0}, {"timeout": float("inf")}):
-        assert proto.checked_start({**start, **change}) is None

@@ -16,7 +16,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,6 +44,11 @@ START_TIMEOUT = 120.0
 
 SLACK = 10.0
 """Seconds the host waits beyond an execution's timeout before declaring the session broken."""
+
+OVERDUE = 1.0
+"""Seconds past an execution's timeout after which the host, still without an answer, asks the
+session's supervisor to time the cell out (it does when it was not watching the cell: a cell
+can take its own token or disarm its takeover timer, docs/sandbox.md)."""
 
 
 def _expire(waiter: asyncio.Future[dict[str, Any] | None]) -> None:
@@ -138,10 +143,15 @@ class _Channel(asyncio.Protocol):
             self.waiter.set_exception(exc)
 
     async def request(
-        self, run: tuple[float, int, str, int] | None, wait: float
+        self,
+        run: tuple[float, int, str, int] | None,
+        wait: float,
+        overdue: Callable[[int, float, int], None] | None = None,
     ) -> dict[str, Any] | None:
         """Send a run request ``(timeout, cap, code, mode)``, or the close request (``None``); return
-        the result's fields, or ``None`` once the session confirmed its close."""
+        the result's fields, or ``None`` once the session confirmed its close. ``overdue(rid,
+        timeout, cap)`` is called if the run has no answer :data:`OVERDUE` seconds after its
+        timeout."""
         if run is None and self.confirmed:
             return None
         if self.lost is not None:
@@ -159,11 +169,17 @@ class _Channel(asyncio.Protocol):
                 self.eof_sent = True
                 self.transport.write_eof()
         waiter = self.waiter
-        timer = asyncio.get_running_loop().call_later(wait, _expire, waiter)
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(wait, _expire, waiter)
+        late = None
+        if run is not None and overdue is not None:
+            late = loop.call_later(run[0] + OVERDUE, overdue, self.counter, run[0], run[1])
         try:
             return await waiter
         finally:
             timer.cancel()
+            if late is not None:
+                late.cancel()
 
     def cancel(self) -> None:
         """Close the session while a request runs: half-close our side at once (the supervisor
@@ -217,7 +233,17 @@ class LocalSession:
     async def _request(
         self, run: tuple[float, int, str, int] | None, wait: float
     ) -> dict[str, Any] | None:
-        return await self._channel.request(run, wait)
+        return await self._channel.request(run, wait, self._overdue)
+
+    def _overdue(self, rid: int, timeout: float, cap: int) -> None:
+        """No answer to request ``rid`` :data:`OVERDUE` seconds past its timeout: ask the
+        supervisor to time it out (the supervisor, not the session's processes, reads this
+        socket; it ignores this when it watches the cell itself)."""
+        if self._control is None:
+            return
+        message = {"op": "expire", "rid": rid, "timeout": timeout, "cap": cap}
+        with contextlib.suppress(OSError):
+            self._control.send(proto.encode(message))
 
     async def run(
         self,

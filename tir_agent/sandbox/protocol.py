@@ -6,13 +6,13 @@ Three channels, all Unix sockets:
   the host's end of the new session's channel as an ``SCM_RIGHTS`` file descriptor.
 * host <-> session: ``SOCK_STREAM``, frames of a 4-byte big-endian length and a fixed binary body
   (:func:`run_frame`, :func:`result_frame`; results may be large). Requests are read by the
-  session's runner, replies come from the runner (fast mode, a cell that ended normally) or the
-  supervisor (everything else).
+  session's runner, replies come from the runner (a cell that ended normally and quickly) or
+  the supervisor (everything else).
 * supervisor <-> holder/runner: ``SOCK_SEQPACKET``, one JSON object per packet (the control
   channel, :func:`control_channel`). Every process of the session holds the session's end, so
   user code can write anything there: the supervisor learns who sent a packet from the kernel
   (:func:`sender_pid`), never from its ``pid`` field, and checks every field
-  (:func:`checked_start`, :func:`valid_done`). Replies name the addressed runner (``to``).
+  (:func:`valid_done`). Replies name the addressed runner (``to``).
 
 This module stays free of heavy imports: it is loaded by the template before forking.
 """
@@ -84,13 +84,13 @@ def _number(value: object) -> bool:
     return type(value) in (int, float) and math.isfinite(value)  # type: ignore[arg-type]
 
 
-def checked_start(message: Message) -> Message | None:
-    """The request of a runner's ``start`` (``rid``, ``cap``, ``timeout``) if its fields are
-    what a runner sends, else None."""
+def checked_expire(message: Message) -> Message | None:
+    """The host's ``expire`` (``rid``, ``timeout``, ``cap`` of a request it has had no answer
+    to) if its fields are valid, else None."""
     rid, cap, timeout = message.get("rid"), message.get("cap"), message.get("timeout")
-    if type(rid) is not int or type(cap) is not int or cap < 0:
+    if type(rid) is not int or type(cap) is not int or rid <= 0 or cap < 0:
         return None
-    if not _number(timeout) or timeout <= 0:  # type: ignore[operator]
+    if not _number(timeout) or not 0 < timeout < 1e9:  # type: ignore[operator]
         return None
     return {"rid": rid, "cap": cap, "timeout": float(timeout)}  # type: ignore[arg-type]
 

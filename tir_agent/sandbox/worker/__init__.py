@@ -9,7 +9,7 @@ runners. One module per process, and the pieces they share::
         └── holder H       holder.py       confined (own uid, rlimits, seccomp); holds the state
             └── runner C   runner.py       protect_state=True: a fork of H that runs the next
                            cells.py        cell (H runs the session's first cell itself); on
-                                           success it becomes the new holder, on timeout/crash
+                           prefault.py     success it becomes the new holder, on timeout/crash
                                            S kills it and H forks again
 
 Shared: ``layout.py`` (descriptor numbers and placement, timing), ``channels.py`` (the session
@@ -18,11 +18,13 @@ cell, runner or supervisor), ``output.py`` (reading the output pipes under the c
 ``verdicts.py`` (what a result says about a crash), ``procs.py`` (prctl, the process tree,
 killing), ``timers.py``.
 
-Runners read the requests straight from the session socket (shared with S). Protected mode
-(three hops): they tell S ``start`` and ``done`` on the control channel; S drains the output and
-writes the result. Fast mode (two hops, :class:`~.direct.Direct`): a cell that ends within
-:data:`~.layout.TAKEOVER` without leaving processes behind is answered by the runner itself, and
-S sleeps through it; a token pipe decides, race-free, whether the runner or S answers each cell.
+Runners read the requests straight from the session socket (shared with S) and, in both modes,
+answer the host themselves (two hops, :class:`~.direct.Direct`) when their cell ends within
+:data:`~.layout.TAKEOVER` without leaving processes behind; S sleeps through such a cell (in
+protected mode it hears of each new runner and holder). A token pipe decides, race-free,
+whether the runner or S answers each cell; S drains the output of the cells it takes over,
+enforces their timeout and answers. A protected runner that waited for its cell leaves the
+next one the pages it wrote, to copy while idle (``prefault.py``).
 
 With ``protect_state=False`` the holder runs the cells itself (no fork per execution); a timeout
 first raises an exception in the cell (soft interrupt), then kills the holder and S forks a fresh

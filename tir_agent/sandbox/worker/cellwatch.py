@@ -1,10 +1,12 @@
 """The cell a supervisor watches: its output, its deadlines, and the result it gets.
 
-A cell is *running* from its ``start`` (or the supervisor's takeover, in fast mode) until its
-runner's ``done``, its timeout, or its runner's death; :meth:`CellWatch.finish_done` and
-:meth:`CellWatch.fail_running` turn each of these into the one result the host gets, with the
-state kept, rolled back (protected mode: the holder still has the state from before the cell, or
-the cell was a new holder's first and a fresh interpreter is that state) or lost.
+A cell is *running* (watched by the supervisor) from the supervisor's takeover, a ``done``
+handing it over, the runner's death or the host's ``expire``, until its runner's ``done``, its
+timeout, or its runner's death; :meth:`CellWatch.finish_done` and :meth:`CellWatch.fail_running`
+turn each of these into the one result the host gets, with the state kept, rolled back
+(protected mode: the holder still has the state from before the cell, or the cell was a new
+holder's first and a fresh interpreter is that state) or lost. A short cell that ends normally
+is never watched: its runner answers it (see :class:`~.direct.Direct`).
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ class CellWatch(SessionProcesses):
         self.died_wait = 0.0
         self.started = 0.0
         self.rid: object = None
+        self.expired: proto.Message | None = None
+        """The host's ``expire`` (see :meth:`overdue`), until the event loop acts on it."""
+        self.unsure = False
+        """The runner died while it answered the running cell itself (see :meth:`adopt`): the
+        host may have that answer, so the state is restarted and the next cell says why."""
         self.lost_notice = ""
         """Why the session's interpreter was restarted between cells (reported with the next
         cell's result, then cleared; in fast mode it goes to the new holder with its assignment)."""
@@ -91,6 +98,7 @@ class CellWatch(SessionProcesses):
         self.next_drain = self.started + DRAIN_INTERVAL
         self.deadline = self.started + float(request["timeout"])
         self.grace_deadline = self.died_wait = 0.0
+        self.unsure = False
 
     def watch_pipes(self, on: bool) -> None:
         if on != self.pipes_watched:
@@ -187,11 +195,16 @@ class CellWatch(SessionProcesses):
         self.died_wait = 0.0
         cap = int(request["cap"])
         duration = time.monotonic() - self.started
+        keep = not forged and not self.unsure
+        if self.unsure and not then:
+            then = describe_exit(status, during=False)[0]
+        self.unsure = False
         # The holder ran the session's first cell itself (holder.py): the state before the
         # cell was a fresh interpreter, and a new holder (the restart below) is that state again.
-        fresh = self.protect and not forged and runner == self.holder
-        if self.protect and not forged:
+        fresh = self.protect and keep and runner == self.holder
+        if self.protect and keep:
             self.purge((runner,))
+            self.token.reset()  # the cell's record and timer (nobody else may use them now)
         else:
             self.kill_everything()
         stdout, out_cut, stderr, err_cut = self.collect(cap)
@@ -199,7 +212,7 @@ class CellWatch(SessionProcesses):
         if self.runner == runner:
             self.runner = 0
         # the state from before the cell is still there (or, fresh, is made again)
-        restorable = fresh or (self.protect and self.holder != 0 and alive(self.holder))
+        restorable = fresh or (self.protect and keep and self.holder != 0 and alive(self.holder))
         if timed_out:
             notice, reason, result_status = (
                 proto.timeout_text(float(request["timeout"])),
@@ -240,21 +253,34 @@ class CellWatch(SessionProcesses):
             }
         )
 
+    def overdue(self, request: proto.Message) -> None:
+        """The host has had no answer to its request well past the cell's timeout (see
+        ``LocalSession.run``) and we watch no cell: the runner runs one we never heard of (its
+        cell took the token out of the pipe or disarmed the takeover timer). Time it out now,
+        as if we had watched it from the start: the runner is killed, and in protected mode
+        the holder still has the state from before the cell."""
+        if self.running is not None or not self.runner:
+            return  # we watch a cell (our own deadline applies), or no runner has one
+        if DEBUG:
+            debug(f"overdue {request} runner={self.runner}")
+        timeout = float(request["timeout"])
+        self.begin({**request, "start": time.monotonic() - timeout})
+        self.fail_running(self.runner, timed_out=True)
+
     def on_exit(self, pid: int) -> None:
         """A watched process (holder or runner) ended."""
         if DEBUG:
             debug(f"exit {pid} holder={self.holder} runner={self.runner}")
         self.unwatch(pid)
         self.reap()
-        then = ""
-        if not self.protect and self.running is None and pid == self.runner and self.adopt():
-            then = describe_exit(self.statuses.get(pid), during=False)[0]
+        if self.running is None and pid == self.runner:
+            self.adopt()  # it died in a short cell, before the supervisor took it over
         if self.running is not None and pid == self.runner:
             if self.protect and self.holder and alive(self.holder):
                 self.died_wait = time.monotonic() + 1.0  # the holder reports the exit status
             else:
                 status = self.statuses.pop(pid, None)
-                self.fail_running(pid, timed_out=False, status=status, then=then)
+                self.fail_running(pid, timed_out=False, status=status)
             return
         if self.running is None and pid in (self.holder, self.runner):
             others = [p for p in (self.holder, self.runner) if p and p != pid]
@@ -266,9 +292,9 @@ class CellWatch(SessionProcesses):
             self.restart(describe_exit(status, during=False)[0])
 
     def adopt(self) -> bool:
-        """Fast mode, the runner is dying or about to be killed: take over the cell it runs,
-        if any (its record is in the token pipe; or in the shared page while the runner
-        answers it: then True, the host may already have the runner's answer)."""
+        """The runner is dying or about to be killed: take over the cell it runs, if any (its
+        record is in the token pipe; or in the shared page while the runner answers it: then
+        True and :attr:`unsure`, the host may already have the runner's answer)."""
         # garbage in the pipe (written by a thread between cells) is no cell
         request = self.token.request_of(self.token.take())
         uncertain = False
@@ -277,4 +303,5 @@ class CellWatch(SessionProcesses):
             uncertain = request is not None
         if request is not None:
             self.begin(request)
+            self.unsure = uncertain
         return uncertain

@@ -1,5 +1,5 @@
 """The supervisor's half that reads the session's control channel: the messages holders and
-runners send (``ready``, ``holder``, ``start``, ``done``, ``died``) and what each may say when.
+runners send (``ready``, ``holder``, ``done``, ``died``) and what each may say when.
 
 The sender of each message is who the kernel says it is (``SCM_CREDENTIALS``), never a pid in
 the message; anything the protocol does not allow from that sender at that moment can only come
@@ -28,6 +28,22 @@ class ControlMessages(CellWatch):
     """The supervisor's end of the session's control channel."""
     fresh: bool
     """The holder has not run a cell: its state is a fresh interpreter."""
+    claimed: bytes = b""
+    """The token :meth:`take_over` took, until it knows which runner's cell that is."""
+
+    def take_over(self) -> None:
+        """The takeover timer fired: take the running cell's token, if its runner has not.
+        Which process runs it is learnt first: everything the session's processes sent before
+        the record was written is in the channel now (protected mode: the runner that
+        committed the previous cell and the new runner, whose ``holder`` and ``ready`` would
+        otherwise arrive while this cell counts as theirs)."""
+        self.claimed = self.token.take()
+        if not self.claimed:
+            return
+        self.on_ctl()
+        record, self.claimed = self.claimed, b""
+        if record and self.running is None:
+            self.begin(self.token.request_of(record) or self.token.default_request())
 
     def on_ctl(self) -> None:
         """Messages of the session's processes. The sender is who the kernel says it is
@@ -89,26 +105,23 @@ class ControlMessages(CellWatch):
             self.runner = sender
             self.watch(sender)
             return True
-        if op == "holder" and self.protect:  # a committed runner took over the state
-            if sender == holder:
-                return True
-            if sender != runner or running is not None:
+        if op == "holder" and self.protect:  # a cell committed, the sender holds the state
+            if sender != holder and (sender != runner or running is not None):
                 return False
-            self.holder, self.runner = runner, 0
-            return True
-        if op == "start" and self.protect:
-            request = proto.checked_start(message)
-            if sender != runner or running is not None or request is None:
-                return False
-            self.begin(request)
+            self.holder, self.runner = sender, 0 if sender == runner else runner
+            # the first cell since a restart was answered, with the notice: it is told
+            self.lost_notice = ""
             return True
         if op == "done":
             if sender != runner or not proto.valid_done(message):
                 return False
-            if running is None and not self.protect and "record" in message:
-                # fast mode: the runner won the token but the cell left processes behind (or
-                # the cell took the token itself): sweep, collect and answer
+            if running is None and "record" in message:
+                # the runner won the token but the cell left processes behind (or the cell
+                # took the token itself, or take_over has it and reads this first): sweep,
+                # collect and answer
                 record = proto.RECORD.pack(*message["record"])
+                if self.claimed[: len(record)] == record:
+                    self.claimed = b""
                 self.begin(self.token.request_of(record) or self.token.default_request())
             if self.running is not None and self.running.get("rid") == 0:
                 # we took the cell over by a record the cell garbled: the runner knows its id
@@ -121,7 +134,9 @@ class ControlMessages(CellWatch):
             pid, status = message.get("pid"), message.get("status")
             if sender != holder or type(pid) is not int or type(status) is not int:
                 return False
-            if running is not None and pid == runner:
+            if running is None and pid == runner:
+                self.adopt()  # it died in a short cell, before the supervisor took it over
+            if self.running is not None and pid == runner:
                 self.fail_running(pid, timed_out=False, status=status)
             return True  # (about a runner already dealt with: nothing to do)
         return False
@@ -132,9 +147,10 @@ class ControlMessages(CellWatch):
         running cell, or else the next one, reports the state as lost."""
         if DEBUG:
             debug("forged control message")
-        uncertain = not self.protect and self.running is None and self.adopt()
+        uncertain = self.running is None and self.adopt()  # a short cell the runner runs
         if self.running is not None:
             then = forged_text(during=False) if uncertain else ""
+            self.unsure = False  # (the forgery is the reason given)
             self.fail_running(self.runner, timed_out=False, forged=True, then=then)
         else:
             self.restart(forged_text(during=False))

@@ -26,7 +26,7 @@ from tir_agent.sandbox.worker.verdicts import join
 
 
 class Direct:
-    """Fast mode, two hops: the runner answers the host itself when its cell ends normally.
+    """Two hops: the runner answers the host itself when its cell ends normally.
 
     Who answers a cell is decided by a token: when a cell starts, the runner writes the cell's
     record (:data:`protocol.RECORD`, atomic: smaller than ``PIPE_BUF``) into a pipe it shares
@@ -42,10 +42,15 @@ class Direct:
     or orphans below the supervisor), the runner hands the cell over: the supervisor sweeps them
     and answers. While the runner writes its answer, the record also sits in a shared memory
     page, so a supervisor that sees the runner die then still answers that request.
+
+    ``family``: the processes the supervisor may have as children besides leftovers of the
+    cell: this runner in fast mode (and for a protected holder's own first cell); in protected
+    mode the holder it was forked from and the holder that one replaced (it may still be
+    exiting).
     """
 
-    def __init__(self, me: int, shm: mmap.mmap, lost: str, notes: bool) -> None:
-        self.me = str(me).encode()
+    def __init__(self, shm: mmap.mmap, lost: str, notes: bool, family: frozenset[int]) -> None:
+        self.family = frozenset(str(pid).encode() for pid in family)
         self.shm = shm
         self.lost = lost
         """Why the interpreter was restarted before its first cell (see ``Supervisor.restart``):
@@ -79,18 +84,29 @@ class Direct:
 
     def alone(self) -> bool:
         """Whether the cell left no process behind: no child of ours, no orphan below the
-        supervisor (its children are exactly this runner)."""
+        supervisor (its children are all of :attr:`family`)."""
         if has_children():
             return False
         try:
-            return os.pread(FD_SIBLINGS, 4096, 0).split() == [self.me]
+            siblings = os.pread(FD_SIBLINGS, 4096, 0).split()
         except OSError:
             return False
+        return bool(siblings) and all(pid in self.family for pid in siblings)
 
     def answer(
-        self, sock: socket.socket, rid: int, timeout: float, cap: int, result: proto.Message
+        self,
+        sock: socket.socket,
+        rid: int,
+        timeout: float,
+        cap: int,
+        result: proto.Message,
+        *,
+        settle: bool = True,
     ) -> None:
-        """Drain this cell's output and send the result to the host."""
+        """Drain this cell's output and send the result to the host. ``settle=False``: the
+        record stays in the shared page until :meth:`settle` (a protected runner commits
+        first: a supervisor that sees it die before then knows the host may have an answer
+        for a state that is not there)."""
         budget = proto.byte_budget(cap)
         self.out.start(budget)
         self.err.start(budget)
@@ -120,9 +136,10 @@ class Direct:
         )
         with contextlib.suppress(OSError):
             sock.sendall(frame)
-        self.shm[: proto.RECORD.size] = proto.ZERO_RECORD
         # after the answer (off the critical path): no supervisor wake-up at TAKEOVER
         timers.settime(FD_TIMER, self.off)
+        if settle:
+            self.settle()
 
     def hand_over(self) -> dict[str, Any]:
         """The fields for ``done``: the cell's record (a supervisor that does not own the cell,

@@ -10,6 +10,7 @@ holder, and one that times out or crashes is killed while this process keeps the
 from __future__ import annotations
 
 import contextlib
+import functools
 import mmap
 import os
 import select
@@ -22,7 +23,7 @@ from tir_agent.sandbox import isolation
 from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.worker.cells import Runner
 from tir_agent.sandbox.worker.channels import Frames, await_assignment, send
-from tir_agent.sandbox.worker.layout import FD_CTL, FD_ERR_SAVED, FD_HOST, FD_LAST, FD_OUT_SAVED
+from tir_agent.sandbox.worker.layout import FD_CTL, FD_ERR_SAVED, FD_HOST, FD_OUT_SAVED
 from tir_agent.sandbox.worker.procs import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from tir_agent.sandbox.worker.runner import serve_cells
 
@@ -67,14 +68,10 @@ def holder_main(
     except BaseException as e:
         os.write(2, f"session start failed: {e!r}\n".encode())
         os._exit(70)
+    lost = str(assignment.get("lost") or "")
     if not protect:
-        lost = str(assignment.get("lost") or "")
-        serve_cells(
-            runner, ctl, frames, protect=False, shm=shm, lost=lost, notes=config.state_notes
-        )
+        serve_cells(runner, ctl, frames, shm, lost=lost, notes=config.state_notes)
         os._exit(0)
-    os.closerange(FD_HOST + 1, FD_LAST + 1)  # the fast mode's descriptors
-    shm.close()
     # Runners get the supervisor's pipes back on fd 1 and 2 from these.
     os.dup2(1, FD_OUT_SAVED)
     os.dup2(2, FD_ERR_SAVED)
@@ -82,7 +79,7 @@ def holder_main(
     # interpreter, which the supervisor makes again (a new holder) if the cell times out or
     # crashes. One fork and one exit fewer per session, and none on the first cell's path.
     # A committed cell leaves this process silenced (threads it left running go quiet).
-    serve_cells(runner, ctl, frames, protect=True)
+    serve_cells(runner, ctl, frames, shm, commit=_stay, lost=lost, notes=config.state_notes)
     old = 0
     while True:  # protected: this process holds the state and only forks runners
         me = os.getpid()
@@ -106,12 +103,11 @@ def holder_main(
                 # no pid namespace takes us down with the host: die with the holder (a cell
                 # that kills its holder then loses the session, instead of outliving the host)
                 prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-            serve_cells(runner, ctl, frames, protect=True)  # (silenced us before its done)
-            # committed: this runner becomes the holder; the old one goes (S may be faster).
-            # Our parent-death signal is re-armed for the supervisor once we are reparented.
-            prctl(PR_SET_PDEATHSIG, 0)
-            with contextlib.suppress(OSError):
-                os.kill(me, signal.SIGKILL)
+            family = frozenset(p for p in (me, old) if p)
+            serve_cells(
+                runner, ctl, frames, shm, commit=functools.partial(_replace, me), family=family
+            )
+            # committed: this runner is the holder now (S may notice the old one's exit first)
             old = me
             continue
         if old:  # off the critical path: wait to be reparented, then die with the supervisor
@@ -128,3 +124,15 @@ def holder_main(
                 status = -1
                 break
         send(ctl, {"op": "died", "pid": pid, "status": status})
+
+
+def _stay() -> None:
+    """A holder's own first cell commits: it holds the state already."""
+
+
+def _replace(holder: int) -> None:
+    """A runner's cell commits: the runner becomes the holder and the old one goes. Our
+    parent-death signal is re-armed for the supervisor once we are reparented."""
+    prctl(PR_SET_PDEATHSIG, 0)
+    with contextlib.suppress(OSError):
+        os.kill(holder, signal.SIGKILL)

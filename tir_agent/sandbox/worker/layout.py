@@ -41,6 +41,11 @@ SPIN = 0.0002
 """Seconds a runner polls for the next cell before sleeping, when the last cell followed its
 predecessor within that time (back-to-back cells skip a wake-up)."""
 
+PACED = 0.002
+"""Protected mode: a runner that waited at least this many seconds for its cell is in the
+agent's pattern (cells with pauses between them): it leaves the next runner the list of pages
+to copy while idle (see ``prefault``); cells back to back skip that work."""
+
 DRAIN_INTERVAL = 0.005
 """Seconds between drains of a running cell's output pipes (until a flood is detected)."""
 TAKEOVER = DRAIN_INTERVAL

@@ -85,8 +85,7 @@ class Supervisor(ControlMessages):
             self.control = control
             self.poll.register(control.fileno(), select.POLLIN)
         self.protect = protect
-        if not protect:
-            self.poll.register(self.token.timer, select.POLLIN)
+        self.poll.register(self.token.timer, select.POLLIN)
         if self.protections.session_uids:
             self.uid = isolation.session_uid(slot, self.protections)
         self.workdir = os.path.join(self.protections.workspace_root, f"s{slot}")
@@ -102,7 +101,10 @@ class Supervisor(ControlMessages):
             "protect": self.protect,
             "lost": self.lost_notice,
         }
-        if not self.protect:  # the holder answers its first cell itself (see Direct)
+        # The holder may answer its first cell itself (see Direct): the notice goes with the
+        # assignment. Protected mode keeps it here too until that cell commits (``holder``):
+        # should the cell fail instead, the state was lost before it, not rolled back.
+        if not self.protect:
             self.lost_notice = ""
         socket.send_fds(self.ctl, [proto.encode(message)], [self.host.fileno()])
 
@@ -227,26 +229,31 @@ class Supervisor(ControlMessages):
         self.spawn_holder()
         self.send_assignment()
 
-    def on_control(self) -> None:
-        """The host's requests on the control socket: ``reset`` (the only one)."""
+    def on_control(self) -> bool:
+        """The host's requests on the control socket: ``reset``, and ``expire`` (noted for
+        :meth:`~.cellwatch.CellWatch.overdue`). True after a reset."""
         assert self.control is not None
         try:
             data = self.control.recv(proto.MAX_PACKET)
         except (BlockingIOError, InterruptedError):
-            return
+            return False
         except OSError:
             data = b""
         if not data:  # the host dropped it (it closes the session on the other socket)
             self.poll.unregister(self.control.fileno())
             self.control.close()
             self.control = None
-            return
+            return False
         try:
-            op = proto.decode(data).get("op")
+            message = proto.decode(data)
         except ValueError:
-            op = None
-        if op == "reset":
+            message = {}
+        if message.get("op") == "reset":
             self.reset()
+            return True
+        if message.get("op") == "expire":
+            self.expired = proto.checked_expire(message)
+        return False
 
     def reset(self) -> None:
         """Hand the session to its next user (the host's pool of sessions): nothing of this one
@@ -323,8 +330,7 @@ class Supervisor(ControlMessages):
             fds = {fd for fd, _ in events}
             if self.host.fileno() in fds:  # the host closed the session
                 self.shutdown(reply=True)
-            if self.control is not None and self.control.fileno() in fds:
-                self.on_control()
+            if self.control is not None and self.control.fileno() in fds and self.on_control():
                 continue  # (a reset replaced the descriptors these events were about)
             watched = dict(self.pidfds)
             if self.ctl.fileno() in fds:
@@ -336,7 +342,7 @@ class Supervisor(ControlMessages):
                 with contextlib.suppress(OSError):
                     os.read(self.wake_r, 4096)
                 self.reap()
-            if self.token.timer in fds:  # fast mode: a cell runs past TAKEOVER, take it over
+            if self.token.timer in fds:  # a cell runs past TAKEOVER: take it over
                 with contextlib.suppress(OSError):
                     os.read(self.token.timer, 8)
                 self.takeover_due = True
@@ -348,12 +354,13 @@ class Supervisor(ControlMessages):
             if self.takeover_due and self.running is None:
                 # (after the previous cell's done, should both come in one wake-up)
                 self.takeover_due = False
-                request = self.token.claim()
-                if request is not None:
-                    self.begin(request)
+                self.take_over()
             if self.running is not None:
                 self.drain_running()
             self.check_deadline()
+            if self.expired is not None:  # (after the takeover: a cell we watch is no case)
+                self.overdue(self.expired)
+                self.expired = None
 
 
 def supervisor_main(

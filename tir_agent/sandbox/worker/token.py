@@ -33,12 +33,6 @@ class Token:
         self.shm[: proto.RECORD.size] = proto.ZERO_RECORD
         timers.settime(self.timer, timers.itimerspec(0))
 
-    def claim(self) -> proto.Message | None:
-        """Take the token of the running cell; the cell's request, or None when there is none
-        (no cell, or the runner took it)."""
-        data = self.take()
-        return (self.request_of(data) or self.default_request()) if data else None
-
     def take(self) -> bytes:
         """Whatever is in the token pipe (empty if nothing)."""
         try:
