@@ -59,7 +59,7 @@ def test_the_pages_a_runner_wrote_are_found_and_copied_ahead_for_the_next() -> N
     def runner() -> dict[str, object]:
         region[3 * prefault.PAGE] = 7  # the "cell" writes two pages
         region[10 * prefault.PAGE] = 8
-        prefault.remember(paced=True)
+        prefault.remember(True, faulted=prefault.STALE + 1)
         found = prefault._written
         mine = {"3": covered(found, page[3]), "10": covered(found, page[10])}
         mine["5"] = covered(found, page[5])  # only read: not this runner's
@@ -85,10 +85,24 @@ def test_the_pages_a_runner_wrote_are_found_and_copied_ahead_for_the_next() -> N
 
 def test_cells_back_to_back_leave_nothing_to_copy() -> None:
     def runner() -> dict[str, object]:
-        prefault.remember(paced=False)
+        prefault._written = [(0, prefault.PAGE)]
+        prefault.remember(False, faulted=1000)
         return {"left": len(prefault._written)}
 
     assert in_child(runner) == {"left": 0}
+
+
+def test_a_list_that_spared_its_cell_the_faults_is_passed_on_unscanned() -> None:
+    inherited = [(4096, prefault.PAGE)]  # not this process's: a scan would not list it
+
+    def runner() -> dict[str, object]:
+        prefault._written = list(inherited)
+        prefault.remember(True, faulted=prefault.STALE)
+        kept = prefault._written == inherited
+        prefault.remember(True, faulted=prefault.STALE + 1)  # it missed: scanned anew
+        return {"kept": kept, "rescanned": prefault._written != inherited}
+
+    assert in_child(runner) == {"kept": True, "rescanned": True}
 
 
 def test_a_request_that_comes_stops_the_copying() -> None:

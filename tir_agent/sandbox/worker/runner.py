@@ -55,6 +55,7 @@ def serve_cells(
         if request is None:
             os._exit(0)  # the host closed the session
         rid, timeout, cap, mode, code = request
+        faults = prefault.faults() if protect else 0
         direct.begin(rid, timeout, cap)
         result = runner.execute(code, cap, mode)
         if os.getpid() != me:  # a process the cell forked got here: it is not the runner
@@ -67,7 +68,7 @@ def serve_cells(
             # the record stays in the shared page until we hold the state (see Direct.answer).
             silence()
             direct.answer(frames.sock, rid, timeout, cap, result, settle=False)
-            prefault.remember(paced=came - waited >= PACED)
+            prefault.remember(came - waited >= PACED, prefault.faults() - faults)
             commit()
             direct.settle()
             return
@@ -88,6 +89,6 @@ def serve_cells(
         if waiting:
             await_ack(ctl, me)
         if commit is not None:
-            prefault.remember(paced=came - waited >= PACED)
+            prefault.remember(came - waited >= PACED, prefault.faults() - faults)
             commit()
             return
