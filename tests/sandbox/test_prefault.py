@@ -118,3 +118,28 @@ def test_a_request_that_comes_stops_the_copying() -> None:
         return {"asked": len(calls)}
 
     assert in_child(runner) == {"asked": 1}
+
+
+def test_a_large_array_written_once_is_not_copied_ahead_whole() -> None:
+    """At most REGION_LIMIT pages of one mapping: a page copied ahead looks written to the next
+    scan, so a filled array would otherwise be copied by every later runner."""
+    big = mmap.mmap(-1, 4 * prefault.REGION_LIMIT * prefault.PAGE, flags=mmap.MAP_PRIVATE)
+    small = mmap.mmap(-1, 4 * prefault.PAGE, flags=mmap.MAP_PRIVATE)
+    big.write(b"\x01" * len(big))
+    small.write(b"\x01" * len(small))
+    big_at = ctypes.addressof(ctypes.c_char.from_buffer(big))
+    small_at = ctypes.addressof(ctypes.c_char.from_buffer(small))
+
+    def runner() -> dict[str, object]:
+        big.seek(0)
+        big.write(b"\x02" * len(big))  # every page of the array
+        small[0] = 2
+        found = prefault.written()
+        in_big = sum(
+            length // prefault.PAGE
+            for start, length in found
+            if big_at <= start < big_at + len(big)
+        )
+        return {"big": in_big, "small": covered(found, small_at)}
+
+    assert in_child(runner) == {"big": prefault.REGION_LIMIT, "small": True}

@@ -28,9 +28,12 @@ MADV_POPULATE_WRITE = 23
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PRESENT = 1 << 63
 EXCLUSIVE = 1 << 56
-LIMIT = 4096
-"""At most this many pages are copied ahead (16 MiB): a cell that wrote a large array once
-does not make every later runner copy it."""
+LIMIT = 1024
+"""At most this many pages are copied ahead (4 MiB; a cell's path writes 150-500), and at most
+:data:`REGION_LIMIT` of one mapping. A page copied ahead counts as written at the next scan
+(the kernel tells no difference), so a large array a cell filled once would otherwise be
+copied by every later runner."""
+REGION_LIMIT = 128
 
 _written: list[tuple[int, int]] = []
 
@@ -75,7 +78,7 @@ def populate(stop: Callable[[], bool]) -> None:
 
 def written() -> list[tuple[int, int]]:
     """``(address, length)`` of the runs of pages this process has to itself (written or
-    allocated since the fork) in its private writable mappings, at most :data:`LIMIT` pages;
+    allocated since the fork) in its private writable mappings, within :data:`LIMIT`;
     empty without numpy (one vector operation with it; in pure Python the scan of ~30,000
     entries would cost more than it saves)."""
     np: Any = sys.modules.get("numpy")
@@ -96,13 +99,18 @@ def written() -> list[tuple[int, int]]:
         os.close(fd)
     flags = np.frombuffer(b"".join(chunks), dtype=np.uint64)
     want = np.uint64(PRESENT | EXCLUSIVE)
-    found = np.flatnonzero((flags & want) == want)[:LIMIT]
+    found = np.flatnonzero((flags & want) == want)
     if not len(found):
         return []
     # page index -> address: the region each falls in, by the regions' first indexes
     starts = np.array([start for start, _ in regions], dtype=np.int64)
     firsts = np.cumsum([0] + [len(chunk) // 8 for chunk in chunks])[:-1]
     region = np.searchsorted(firsts, found, side="right") - 1
+    # at most REGION_LIMIT per region (its first ones), LIMIT in all
+    _, first_of, counts = np.unique(region, return_index=True, return_counts=True)
+    rank = np.arange(len(found)) - np.repeat(first_of, counts)
+    keep = np.flatnonzero(rank < REGION_LIMIT)[:LIMIT]
+    found, region = found[keep], region[keep]
     addresses = starts[region] + (found - firsts[region]) * PAGE
     breaks = np.flatnonzero(np.diff(addresses) != PAGE) + 1
     run_starts = np.concatenate(([0], breaks))
