@@ -1,11 +1,11 @@
 """Attacks on the channels between the sandbox's own processes (issue 12, class 1).
 
 A cell runs in a process that holds descriptors of the session's channels: the control channel
-to its supervisor (fd 3), the host's session socket (fd 6) and, in fast mode, the token pipe,
-the takeover timer and the output pipes. Nothing a cell writes there may be believed about
-anything outside its own session: the supervisor derives who is talking from the kernel
-(``SCM_CREDENTIALS``), only ever kills processes below itself, and ends the session's
-interpreter (``state="lost"``) when it hears anything inconsistent. The template and the other
+to its supervisor (fd 3), the host's session socket (fd 6), the token pipe, the takeover timer
+and the output pipes (both modes: runners answer short cells themselves). Nothing a cell writes
+there may be believed about anything outside its own session: the supervisor derives who is
+talking from the kernel (``SCM_CREDENTIALS``), only ever kills processes below itself, and ends
+the session's interpreter (``state="lost"``) when it hears anything inconsistent. The template and the other
 sessions carry on, and :attr:`LocalSandbox.restarts` stays 0 (the template never died).
 
 Each test runs in both modes and uses its own small sandbox (nothing preloaded), so a
