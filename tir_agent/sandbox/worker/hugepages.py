@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import os
 import sys
-from typing import Any
+
+from tir_agent.sandbox.worker.procs import madvise
 
 MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
@@ -42,9 +42,6 @@ def collapse_heap() -> int:
                 return 0
     except OSError:
         pass
-    madvise = _madvise()
-    if madvise is None:
-        return 0
     collapsed = 0
     for start, end in _anonymous_writable():
         lo = (start + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
@@ -57,22 +54,7 @@ def collapse_heap() -> int:
 
 def collapse(address: int) -> int:
     """Ask for the 2 MiB range at ``address`` (aligned) in one huge page: 0, or the errno."""
-    madvise = _madvise()
-    if madvise is None:
-        return errno.ENOSYS
     return 0 if madvise(address, HUGE_PAGE, MADV_COLLAPSE) == 0 else ctypes.get_errno()
-
-
-def _madvise() -> Any:
-    """libc's ``madvise``, errno kept; None where there is no libc to load."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    madvise = libc.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise
 
 
 def _anonymous_writable() -> list[tuple[int, int]]:

@@ -17,12 +17,13 @@ the cell.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import resource
 import sys
 from collections.abc import Callable
 from typing import Any
+
+from tir_agent.sandbox.worker.procs import madvise
 
 MADV_POPULATE_WRITE = 23
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -66,9 +67,6 @@ def populate(stop: Callable[[], bool]) -> None:
     """Copy the pages the previous runner wrote (see :func:`remember`), until ``stop()``
     says a request has come."""
     if not _written:
-        return
-    madvise = _madvise()
-    if madvise is None:
         return
     for i, (start, length) in enumerate(_written):
         if i % 16 == 0 and stop():
@@ -129,14 +127,3 @@ def _private_writable() -> list[tuple[int, int]]:
                 start, end = (int(x, 16) for x in fields[0].split("-"))
                 regions.append((start, end))
     return regions
-
-
-def _madvise() -> Any:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-    except OSError:
-        return None
-    madvise = libc.madvise
-    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    madvise.restype = ctypes.c_int
-    return madvise

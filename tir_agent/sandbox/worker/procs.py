@@ -19,6 +19,11 @@ PR_SET_CHILD_SUBREAPER = 36
 
 libc = ctypes.CDLL(None, use_errno=True)
 
+madvise = libc.madvise
+"""``madvise(address, length, advice)``: 0, or -1 with ``ctypes.get_errno()`` set."""
+madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+madvise.restype = ctypes.c_int
+
 
 def prctl(option: int, value: int) -> None:
     """``prctl(option, value, 0, 0, 0)``."""
