@@ -54,6 +54,8 @@ class CellWatch(SessionProcesses):
         self.died_wait = 0.0
         self.started = 0.0
         self.rid: object = None
+        self.claimed = b""
+        """The token ``take_over`` took, until it knows which runner's cell that is."""
         self.expired: proto.Message | None = None
         """The host's ``expire`` (see :meth:`overdue`), until the event loop acts on it."""
         self.unsure = False
@@ -295,8 +297,10 @@ class CellWatch(SessionProcesses):
         """The runner is dying or about to be killed: take over the cell it runs, if any (its
         record is in the token pipe; or in the shared page while the runner answers it: then
         True and :attr:`unsure`, the host may already have the runner's answer)."""
-        # garbage in the pipe (written by a thread between cells) is no cell
-        request = self.token.request_of(self.token.take())
+        # garbage in the pipe (written by a thread between cells) is no cell; a record
+        # take_over holds (it reads the channel before it watches the cell) is this cell's
+        request = self.token.request_of(self.claimed or self.token.take())
+        self.claimed = b""
         uncertain = False
         if request is None:
             request = self.token.answering()

@@ -28,8 +28,6 @@ class ControlMessages(CellWatch):
     """The supervisor's end of the session's control channel."""
     fresh: bool
     """The holder has not run a cell: its state is a fresh interpreter."""
-    claimed: bytes = b""
-    """The token :meth:`take_over` took, until it knows which runner's cell that is."""
 
     def take_over(self) -> None:
         """The takeover timer fired: take the running cell's token, if its runner has not.

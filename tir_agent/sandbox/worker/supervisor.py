@@ -161,6 +161,7 @@ class Supervisor(ControlMessages):
                     waiting.unregister(fd)
                     left.discard(fd)
         self.holder = self.runner = 0
+        self.claimed = b""  # (a token take_over holds is of a cell that is gone now)
         self.purge()
         if self.protections.session_uids:
             # Nothing of the session can be left outside the subtree purge() cleaned, but we
