@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
 
 FD_CTL = 3
 """In holders and runners: the supervisor channel."""
@@ -85,3 +86,20 @@ DEBUG = bool(os.environ.get("TIR_AGENT_SANDBOX_DEBUG"))
 def debug(text: str) -> None:
     """One trace line on stderr (call only under ``if DEBUG``: building ``text`` costs)."""
     os.write(2, f"S{os.getpid()} {text}\n".encode())
+
+
+def profile(supervisor: Any) -> None:
+    """``TIR_AGENT_SANDBOX_PROFILE=1`` in the sandbox's ``env``: profile ``supervisor`` until it
+    shuts down, into ``/tmp/supervisor-<pid>.prof`` (the sandbox's ``/tmp``)."""
+    import cProfile
+
+    profiler = cProfile.Profile()
+    original: Callable[[bool], NoReturn] = supervisor.shutdown
+
+    def dump(reply: bool = False) -> NoReturn:
+        profiler.disable()
+        profiler.dump_stats(f"/tmp/supervisor-{os.getpid()}.prof")
+        original(reply)
+
+    supervisor.shutdown = dump
+    profiler.enable()

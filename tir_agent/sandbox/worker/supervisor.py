@@ -391,16 +391,5 @@ def supervisor_main(
         socket.socket(fileno=fds[1]) if len(fds) > 1 else None,
     )
     if os.environ.get("TIR_AGENT_SANDBOX_PROFILE"):
-        import cProfile
-
-        profile = cProfile.Profile()
-        original = supervisor.shutdown
-
-        def dump(reply: bool = False) -> NoReturn:
-            profile.disable()
-            profile.dump_stats(f"/tmp/supervisor-{os.getpid()}.prof")
-            original(reply)
-
-        supervisor.shutdown = dump  # type: ignore[method-assign]
-        profile.enable()
+        layout.profile(supervisor)
     supervisor.serve()
