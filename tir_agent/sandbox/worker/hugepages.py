@@ -17,12 +17,10 @@ protected cell fell by about a third (docs/sandbox.md, "Where protected mode's t
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-import os
 import sys
 
-from tir_agent.sandbox.worker.procs import madvise
+from tir_agent.sandbox.worker.procs import madvise, private_writable
 
 MADV_COLLAPSE = 25
 HUGE_PAGE = 2 << 20
@@ -43,7 +41,7 @@ def collapse_heap() -> int:
     except OSError:
         pass
     collapsed = 0
-    for start, end in _anonymous_writable():
+    for start, end in private_writable(anonymous=True):
         lo = (start + HUGE_PAGE - 1) & ~(HUGE_PAGE - 1)
         for address in range(lo, end - HUGE_PAGE + 1, HUGE_PAGE):
             # one range per call: a range the kernel refuses must not stop the others
@@ -55,16 +53,3 @@ def collapse_heap() -> int:
 def collapse(address: int) -> int:
     """Ask for the 2 MiB range at ``address`` (aligned) in one huge page: 0, or the errno."""
     return 0 if madvise(address, HUGE_PAGE, MADV_COLLAPSE) == 0 else ctypes.get_errno()
-
-
-def _anonymous_writable() -> list[tuple[int, int]]:
-    """The private anonymous writable mappings (the heap and mmap'd arenas) of this process."""
-    regions: list[tuple[int, int]] = []
-    with contextlib.suppress(OSError), open(f"/proc/{os.getpid()}/maps") as f:
-        for row in f:
-            fields = row.split()
-            path = fields[5] if len(fields) > 5 else ""
-            if fields[1].startswith("rw") and fields[1][3] == "p" and path in ("", "[heap]"):
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                regions.append((start, end))
-    return regions

@@ -16,14 +16,13 @@ the cell.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from tir_agent.sandbox.worker.procs import madvise
+from tir_agent.sandbox.worker.procs import madvise, private_writable
 
 MADV_POPULATE_WRITE = 23
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -82,7 +81,7 @@ def written() -> list[tuple[int, int]]:
     np: Any = sys.modules.get("numpy")
     if np is None:
         return []
-    regions = _private_writable()
+    regions = private_writable()
     try:
         fd = os.open("/proc/self/pagemap", os.O_RDONLY)
     except OSError:
@@ -116,14 +115,3 @@ def written() -> list[tuple[int, int]]:
     return list(
         zip(addresses[run_starts].tolist(), ((run_ends - run_starts) * PAGE).tolist(), strict=True)
     )
-
-
-def _private_writable() -> list[tuple[int, int]]:
-    regions: list[tuple[int, int]] = []
-    with contextlib.suppress(OSError), open("/proc/self/maps") as f:
-        for row in f:
-            fields = row.split(maxsplit=5)
-            if fields[1] == "rw-p":
-                start, end = (int(x, 16) for x in fields[0].split("-"))
-                regions.append((start, end))
-    return regions

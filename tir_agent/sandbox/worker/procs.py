@@ -118,3 +118,20 @@ def has_children() -> bool:
     except OSError:
         return True
     return True
+
+
+def private_writable(*, anonymous: bool = False) -> list[tuple[int, int]]:
+    """``(start, end)`` of this process's private writable mappings (``/proc/self/maps``); with
+    ``anonymous``, only those without a file behind them (the heap and mmap'd arenas)."""
+    regions: list[tuple[int, int]] = []
+    with contextlib.suppress(OSError), open("/proc/self/maps") as f:
+        for row in f:
+            fields = row.split()
+            perms = fields[1]
+            if not perms.startswith("rw") or perms[3] != "p":
+                continue
+            if anonymous and (fields[5] if len(fields) > 5 else "") not in ("", "[heap]"):
+                continue
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            regions.append((start, end))
+    return regions
