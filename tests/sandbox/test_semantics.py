@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tir_agent.sandbox.local import LocalSandbox
@@ -128,3 +130,37 @@ async def test_a_large_cell_runs(sandbox: LocalSandbox) -> None:
     code = "total = 0\n" + "total += 1\n" * 100_000 + "total"  # about 1.1 MB of code
     r = await sandbox.run(code, timeout=30)
     assert (r.status, r.stdout) == ("completed", "100000\n")
+
+
+async def test_a_seeded_random_stream_continues_across_cells(sandbox: LocalSandbox) -> None:
+    """``random.seed(42)`` in one cell fixes what later cells draw, as in a notebook. CPython
+    reseeds ``random`` in every forked child; a protected runner is the session's continuation,
+    not a sibling, so that reseeding must not reach the cells."""
+    expected = random.Random(42)
+    async with sandbox.session() as s:
+        await s.run("import random\nrandom.seed(42)")
+        for _ in range(3):  # the first later cell, and the runners forked after it
+            r = await s.run("print(repr(random.random()))")
+            assert r.stdout == f"{expected.random()!r}\n"
+
+
+async def test_sessions_draw_different_random_numbers(sandbox: LocalSandbox) -> None:
+    """Sessions are copies of one template, and each is reseeded when it is made: two sessions
+    (and two one-off runs) do not draw the same unseeded numbers."""
+    code = "import random\nprint(random.getrandbits(64))"
+    async with sandbox.session() as a, sandbox.session() as b:
+        assert (await a.run(code)).stdout != (await b.run(code)).stdout
+    assert (await sandbox.run(code)).stdout != (await sandbox.run(code)).stdout
+
+
+async def test_a_rolled_back_cell_takes_back_its_random_draws(protected: LocalSandbox) -> None:
+    """State protection restores the random stream too: the draws of a cell that timed out are
+    undone, so the next cell draws what that one drew first."""
+    expected = random.Random(7)
+    async with protected.session() as s:
+        await s.run("import random\nrandom.seed(7)")
+        await s.run("pass")  # later cells run in runners
+        r = await s.run("print(repr(random.random()), flush=True)\nwhile True: pass", timeout=1)
+        first = expected.random()
+        assert (r.status, r.state, r.stdout) == ("timeout", "rolled_back", f"{first!r}\n")
+        assert (await s.run("print(repr(random.random()))")).stdout == f"{first!r}\n"

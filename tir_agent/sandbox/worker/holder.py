@@ -13,6 +13,7 @@ import contextlib
 import functools
 import mmap
 import os
+import random
 import select
 import signal
 import socket
@@ -26,6 +27,23 @@ from tir_agent.sandbox.worker.channels import Frames, await_assignment, send
 from tir_agent.sandbox.worker.layout import FD_CTL, FD_ERR_SAVED, FD_HOST, FD_OUT_SAVED
 from tir_agent.sandbox.worker.procs import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from tir_agent.sandbox.worker.runner import serve_cells
+
+# Bound to ``random``'s own instance when the template imports this module, so a cell that
+# rebinds the module's functions cannot make the holder run its code.
+_random_state = random.getstate
+_set_random_state = random.setstate
+
+
+def _fork_runner() -> int:
+    """``os.fork()`` for a runner. CPython reseeds ``random`` in every child it forks (a fork
+    hook that ``random`` registers), which is right for siblings but wrong here: the runner *is*
+    the session from now on, so a stream seeded by an earlier cell (``random.seed(42)``) must go
+    on where it was, and after a rollback where the holder has it. Costs ~10 µs a fork."""
+    state = _random_state()
+    pid = os.fork()
+    if pid == 0:
+        _set_random_state(state)
+    return pid
 
 
 def _await_reparenting(old: int) -> None:
@@ -92,7 +110,7 @@ def holder_main(
             select.select([frames.sock], [], [])
         while True:
             try:
-                pid = os.fork()
+                pid = _fork_runner()
                 break
             except OSError:
                 time.sleep(0.01)
