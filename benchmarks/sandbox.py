@@ -9,7 +9,12 @@ Measured in one run, each against its baseline:
    the same;
 3. trivial executions per second with 32 concurrent sessions;
 4. memory per idle session not shared with the template: USS (``Private_Clean + Private_Dirty``
-   of ``/proc/PID/smaps_rollup``) of the session's supervisor, holder and pre-forked runner.
+   of ``/proc/PID/smaps_rollup``) of the session's supervisor, holder and pre-forked runner;
+5. protected mode only: the floor its copies set, measured in a cell of a session (so on the
+   same interpreter, numpy and sympy loaded): how long ``os.fork()`` takes the parent, and the
+   CPU of a fork and the exit of the child (the process's and its reaped children's). A
+   protected cell costs at least one of each, so the number of cpus divided by that CPU bounds
+   its executions/s, and a cell sent right after the previous result waits at least for a fork.
 
 Run: ``python benchmarks/sandbox.py`` (quick, under a minute) or ``--full`` (more samples).
 """
@@ -31,6 +36,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tir_agent.sandbox.local import LocalSandbox
 
 FIRST_CELL = "import numpy as np\nimport sympy as sp\nprint(np.arange(4).sum(), sp.factorint(360))"
+
+
+FORK_FLOOR = """\
+import os, resource, statistics, time
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+took, n, start, until = [], 0, cpu(), time.perf_counter() + {seconds}
+while time.perf_counter() < until:
+    t = time.perf_counter()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    took.append(time.perf_counter() - t)
+    os.waitpid(pid, 0)
+    n += 1
+print(statistics.median(took), (cpu() - start) / n, n)
+"""
+"""A cell that forks the session's interpreter (a child that exits at once) for ``seconds``:
+prints the parent's median fork time, the CPU per fork and exit, and the count."""
 
 
 def load() -> str:
@@ -109,6 +134,18 @@ async def measure_mode(protect: bool, n_warm: int, n_new: int, seconds: float) -
                 paced.append(time.perf_counter() - t)
                 assert r.stdout == "2\n", r
             out["paced"] = line("warm print(1+1), 5-50 ms pauses", paced)
+            if protect:
+                r = await s.run(FORK_FLOOR.format(seconds=seconds / 2), timeout=30)
+                assert r.status == "completed", r
+                fork, cpu, n = (float(v) for v in r.stdout.split())
+                cores = os.cpu_count() or 1
+                out["fork"], out["ceiling"] = fork * 1000, cores / cpu
+                print(
+                    f"  {'fork + exit of the session interpreter':<44} median {fork * 1000:9.3f} ms "
+                    f"to fork, {cpu * 1000:.2f} ms CPU per fork and exit (n={n:.0f})\n"
+                    f"  {'  so: back to back waits at least':<44} {fork * 1000:9.3f} ms, "
+                    f"and at most {cores / cpu:.0f} executions/s on {cores} cpus"
+                )
 
         new = []
         for _ in range(n_new):
@@ -186,6 +223,12 @@ async def main() -> None:
             f"{'ok' if r['new'] <= 15 else 'MISSED'}, >=3000/s {'ok' if r['rate'] >= 3000 else 'MISSED'}, "
             f"<=10MiB {'ok' if r['mem'] <= 10 else 'MISSED'}"
         )
+        if "fork" in r:  # how close protected mode comes to the floor of a fork per cell
+            print(
+                f"  {'':<20} against its floor: back to back {r['warm'] / r['fork']:.1f}x the fork, "
+                f"{r['rate'] / r['ceiling']:.0%} of the {r['ceiling']:.0f}/s that a fork and an exit "
+                f"per cell allow"
+            )
 
 
 if __name__ == "__main__":
