@@ -5,6 +5,8 @@ Measured in one run, each against its baseline:
 1. warm execution of ``print(1+1)`` in a session, against a fresh ``python -I -c`` subprocess:
    back to back, and in the agent's pattern (a pause of 5-50 ms before each cell, as while the
    model writes the next one: protected mode forks the next cell's runner in such a pause);
+   and against the least a round trip to a warm interpreter costs here, with and without those
+   pauses (a plain Python child compiling the cell and returning its output from a pipe);
 2. a new session running a first cell that uses numpy and sympy, against a fresh subprocess doing
    the same;
 3. trivial executions per second with 32 concurrent sessions;
@@ -25,6 +27,7 @@ import argparse
 import asyncio
 import os
 import random
+import socket
 import statistics
 import subprocess
 import sys
@@ -56,6 +59,52 @@ print(statistics.median(took), (cpu() - start) / n, n)
 """
 """A cell that forks the session's interpreter (a child that exits at once) for ``seconds``:
 prints the parent's median fork time, the CPU per fork and exit, and the count."""
+
+
+BARE_CHILD = """\
+import os, socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+read_end, write_end = os.pipe()
+os.set_blocking(read_end, False)
+os.dup2(write_end, 1)
+sys.stdout = open(1, "w", buffering=1)
+namespace = {}
+while True:
+    code = sock.recv(65536).decode()
+    if not code:
+        break
+    exec(compile(code, "<cell>", "exec"), namespace)
+    sock.send(os.read(read_end, 65536))
+"""
+"""The least a warm session can do for a cell: a plain Python child that reads the code from a
+socket, compiles and runs it with its output into a pipe, and sends back what the pipe holds."""
+
+
+async def bare_round_trips(n: int, pauses: random.Random | None) -> list[float]:
+    """``print(1+1)`` through :data:`BARE_CHILD`, back to back or after the pauses drawn from
+    ``pauses`` (5-50 ms, as in the sandbox's paced figure): what this machine charges for a
+    round trip to a warm interpreter, with nothing of the sandbox in it."""
+    host, child = socket.socketpair()
+    proc = subprocess.Popen(
+        [sys.executable, "-I", "-c", BARE_CHILD, str(child.fileno())], pass_fds=[child.fileno()]
+    )
+    child.close()
+    host.setblocking(False)
+    loop = asyncio.get_running_loop()
+    took = []
+    try:
+        for i in range(n + 20):
+            if pauses is not None:
+                await asyncio.sleep(pauses.uniform(0.005, 0.05))
+            t = time.perf_counter()
+            await loop.sock_sendall(host, b"print(1+1)")
+            assert await loop.sock_recv(host, 65536) == b"2\n"
+            if i >= 20:  # the first ones warm it up
+                took.append(time.perf_counter() - t)
+    finally:
+        host.close()
+        proc.wait()
+    return took
 
 
 def load() -> str:
@@ -209,12 +258,18 @@ async def main() -> None:
     )
     print("\n[baselines]")
     base_warm = line("fresh `python -I -c 'print(1+1)'`", subprocess_times("print(1+1)", n_sub))
+    bare = line("warm bare interpreter, print(1+1)", await bare_round_trips(n_warm, None))
+    bare_paced = line("  the same, 5-50 ms pauses", await bare_round_trips(100, random.Random(13)))
     base_new = line(
         "fresh subprocess importing numpy+sympy", subprocess_times(FIRST_CELL, max(3, n_sub // 3))
     )
     results = {p: await measure_mode(p, n_warm, n_new, seconds) for p in (False, True)}
     print(f"\nload average at the end: {load()} (1, 5, 15 min; {os.cpu_count()} cpus)")
     print("\n[ratios: baseline / sandbox, higher is better]")
+    print(
+        f"  (a warm bare interpreter: {bare:.3f} ms back to back, {bare_paced:.3f} ms after 5-50 ms "
+        f"pauses: the least a round trip costs on this machine)"
+    )
     for p, r in results.items():
         print(
             f"  protect_state={p!s:<5}  warm x{base_warm / r['warm']:.0f}   new session x{base_new / r['new']:.0f}"
