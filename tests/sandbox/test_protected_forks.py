@@ -87,6 +87,27 @@ async def test_a_failed_first_cell_is_undone_with_its_files(protected: LocalSand
         assert (await s.run(exists)).stdout == "True True\n"
 
 
+@pytest.mark.parametrize("failure", ["timeout", "exit"])
+async def test_a_rolled_back_cell_takes_back_its_reads_of_open_files(
+    protected: LocalSandbox, failure: str
+) -> None:
+    """Files a cell opened stay open in the holder, and a runner shares them (a fork shares open
+    files, offsets included): the reads and seeks of a cell that is rolled back are undone, so
+    a file object reads on where the state before the cell left it."""
+    end = "while True: pass" if failure == "timeout" else "import os\nos._exit(1)"
+    async with protected.session() as s:
+        await s.run("open('d.txt', 'w').write(''.join(f'line{i}\\n' for i in range(100000)))")
+        await s.run("f = open('d.txt')\nf.readline()\nraw = open('d.txt', 'rb', buffering=0)")
+        assert (await s.run("raw.read(5)")).stdout == "b'line0'\n"
+        r = await s.run(
+            f"for _ in range(50000): f.readline()\nraw.read(100000)\nraw.seek(7)\n{end}",
+            timeout=1,
+        )
+        assert r.state == "rolled_back"
+        r = await s.run("print(repr(f.readline()), f.tell(), raw.read(6), raw.tell())")
+        assert r.stdout == "'line1\\n' 12 b'\\nline1' 11\n"
+
+
 async def test_a_thread_left_by_the_first_cell_goes_quiet(protected: LocalSandbox) -> None:
     """The holder that committed its first cell writes nowhere, as a committed runner."""
     async with protected.session() as s:

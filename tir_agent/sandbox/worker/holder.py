@@ -24,7 +24,13 @@ from tir_agent.sandbox import isolation
 from tir_agent.sandbox.config import SandboxConfig
 from tir_agent.sandbox.worker.cells import Runner
 from tir_agent.sandbox.worker.channels import Frames, await_assignment, send
-from tir_agent.sandbox.worker.layout import FD_CTL, FD_ERR_SAVED, FD_HOST, FD_OUT_SAVED
+from tir_agent.sandbox.worker.layout import (
+    FD_CTL,
+    FD_ERR_SAVED,
+    FD_HOST,
+    FD_LAST,
+    FD_OUT_SAVED,
+)
 from tir_agent.sandbox.worker.procs import PR_SET_DUMPABLE, PR_SET_PDEATHSIG, prctl
 from tir_agent.sandbox.worker.runner import serve_cells
 
@@ -34,16 +40,45 @@ _random_state = random.getstate
 _set_random_state = random.setstate
 
 
-def _fork_runner() -> int:
-    """``os.fork()`` for a runner. CPython reseeds ``random`` in every child it forks (a fork
-    hook that ``random`` registers), which is right for siblings but wrong here: the runner *is*
-    the session from now on, so a stream seeded by an earlier cell (``random.seed(42)``) must go
-    on where it was, and after a rollback where the holder has it. Costs ~10 µs a fork."""
+def _fork_runner() -> tuple[int, dict[int, int]]:
+    """``os.fork()`` for a runner, with what a rollback must put back: returns the pid and
+    the positions of this process's open files (see :func:`_file_positions`).
+
+    CPython reseeds ``random`` in every child it forks (a fork hook that ``random`` registers),
+    which is right for siblings but wrong here: the runner *is* the session from now on, so a
+    stream seeded by an earlier cell (``random.seed(42)``) must go on where it was, and after a
+    rollback where the holder has it. Costs ~10 µs a fork."""
     state = _random_state()
+    positions = _file_positions()
     pid = os.fork()
     if pid == 0:
         _set_random_state(state)
-    return pid
+    return pid, positions
+
+
+def _file_positions() -> dict[int, int]:
+    """The offsets of the files the session's cells opened (descriptors above ``FD_LAST``).
+    A fork shares open files instead of copying them: a cell that reads or seeks moves the
+    holder's file too, so a rolled-back cell's reads would otherwise stay done in the kernel
+    while the holder's Python objects (a file's buffer, ``tell()``) say they were not."""
+    positions: dict[int, int] = {}
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return positions
+    for name in names:
+        fd = int(name)
+        if fd > FD_LAST:
+            with contextlib.suppress(OSError):  # pipes, sockets; the listing's own descriptor
+                positions[fd] = os.lseek(fd, 0, os.SEEK_CUR)
+    return positions
+
+
+def _put_back(positions: dict[int, int]) -> None:
+    """A runner died without committing: its cell's reads and seeks are undone."""
+    for fd, offset in positions.items():
+        with contextlib.suppress(OSError):
+            os.lseek(fd, offset, os.SEEK_SET)
 
 
 def _await_reparenting(old: int) -> None:
@@ -110,7 +145,7 @@ def holder_main(
             select.select([frames.sock], [], [])
         while True:
             try:
-                pid = _fork_runner()
+                pid, positions = _fork_runner()
                 break
             except OSError:
                 time.sleep(0.01)
@@ -141,6 +176,7 @@ def holder_main(
             except ChildProcessError:
                 status = -1
                 break
+        _put_back(positions)  # before the next runner is forked
         send(ctl, {"op": "died", "pid": pid, "status": status})
 
 
