@@ -125,6 +125,32 @@ async def test_a_thread_left_by_the_first_cell_goes_quiet(protected: LocalSandbo
         assert (r.stdout, r.stderr, r.state) == ("clean\n", "", "kept")
 
 
+async def test_threads_a_cell_leaves_do_not_run_in_later_cells(protected: LocalSandbox) -> None:
+    """A fork copies only the thread that forks: a later cell runs in a copy of the holder
+    without the threads an earlier cell left running, and sees what they had done by the end
+    of their cell (docs/sandbox.md, Known limits)."""
+    async with protected.session() as s:
+        await s.run("pass")  # later cells run in runners
+        await s.run(
+            "import threading, time\n"
+            "done = []\n"
+            "started = threading.Event()\n"
+            "def work():\n"
+            "    done.append(0)\n"
+            "    started.set()\n"
+            "    for i in range(1, 100):\n"
+            "        time.sleep(0.01)\n"
+            "        done.append(i)\n"
+            "t = threading.Thread(target=work)\n"
+            "t.start()\n"
+            "started.wait()"
+        )
+        await asyncio.sleep(0.2)
+        # (with the thread running, join() would wait until it has all 100)
+        r = await s.run("t.join()\nprint(t.is_alive(), len(done) < 100)")
+        assert (r.stdout, r.stderr) == ("False True\n", "")
+
+
 def session_processes(uid: int) -> int:
     """How many processes run as ``uid`` (host view)."""
     count = 0
