@@ -164,3 +164,29 @@ async def test_a_rolled_back_cell_takes_back_its_random_draws(protected: LocalSa
         first = expected.random()
         assert (r.status, r.state, r.stdout) == ("timeout", "rolled_back", f"{first!r}\n")
         assert (await s.run("print(repr(random.random()))")).stdout == f"{first!r}\n"
+
+
+async def test_cells_run_in_main_so_their_functions_pickle(sandbox: LocalSandbox) -> None:
+    """Cells run in ``__main__``'s namespace, as a script or a notebook does: pickle finds a
+    cell's functions and classes by name, so ``multiprocessing`` and ``concurrent.futures``
+    pools can run them."""
+    async with sandbox.session() as s:
+        await s.run(
+            "def square(x):\n    return x * x\nclass Point:\n    def __init__(self, x):\n        self.x = x"
+        )
+        r = await s.run(
+            "import pickle, __main__\n"
+            "print(__main__.square is square, pickle.loads(pickle.dumps(Point(3))).x)\n"
+            "from multiprocessing import Pool\n"
+            "with Pool(2) as pool:\n"
+            "    print(pool.map(square, range(5)))\n"
+            "from concurrent.futures import ProcessPoolExecutor\n"
+            "with ProcessPoolExecutor(2) as ex:\n"
+            "    print(list(ex.map(square, [6, 7])))",
+            timeout=30,
+        )
+        assert (r.status, r.stdout, r.stderr) == (
+            "completed",
+            "True 3\n[0, 1, 4, 9, 16]\n[36, 49]\n",
+            "",
+        )

@@ -144,6 +144,12 @@ def preload(modules: tuple[str, ...]) -> None:
         _shell = _make_shell()
 
 
+_MODULE_DUNDERS = frozenset(
+    ("__name__", "__doc__", "__package__", "__loader__", "__spec__", "__builtins__")
+)
+"""What every module's namespace has: the plain cells' ``__main__`` and the shell's alike."""
+
+
 def _activate(runner: Any, interrupt: type[BaseException]) -> Any:
     """The session's shell, with its side effects in this process; the runner's namespace
     becomes the shell's (variables of earlier plain cells are kept)."""
@@ -156,7 +162,7 @@ def _activate(runner: Any, interrupt: type[BaseException]) -> Any:
             setattr(builtins, name, value)
         sys.modules["__main__"] = shell.user_module
         for name, value in runner.ns.items():
-            if name not in ("__name__", "__builtins__"):
+            if name not in _MODULE_DUNDERS:  # the shell's module has its own
                 shell.user_ns[name] = value
         runner.ns = shell.user_ns
         # The sandbox's soft timeout interrupts the cell silently (IPython would print it).

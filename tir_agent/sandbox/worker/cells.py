@@ -74,7 +74,13 @@ class Runner:
     """The interpreter state of one session and the code that runs cells in it."""
 
     def __init__(self) -> None:
-        self.ns: dict[str, Any] = {"__name__": "__main__", "__builtins__": builtins}
+        # The cells' namespace is __main__'s, as in a script or a notebook: pickle (and so
+        # multiprocessing and concurrent.futures pools) finds their functions and classes by
+        # name in sys.modules["__main__"].
+        main = types.ModuleType("__main__")
+        main.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = main
+        self.ns: dict[str, Any] = main.__dict__
         self.cell = 0
         self.out_raw = CappedRaw(1)
         self.err_raw = CappedRaw(2)
