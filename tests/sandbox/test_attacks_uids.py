@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -128,7 +129,7 @@ async def test_a_block_whose_uids_still_run_is_skipped(monkeypatch: pytest.Monke
     base = first.base
     first.release()
     index = (base - isolation.UID_BASE) // isolation.UID_BLOCK
-    monkeypatch.setattr(isolation.secrets, "randbelow", lambda n: index)  # try that block first
+    monkeypatch.setattr(secrets, "randbelow", lambda n: index)  # try that block first
     pid = os.fork()
     if pid == 0:
         try:
