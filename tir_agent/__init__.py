@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS: dict[str, str] = {
     # The agent.
     "Agent": "tir_agent.agent",
-    "AgentConfig": "tir_agent.agent",
+    "AgentConfig": "tir_agent.agent_config",
     "SolveResult": "tir_agent.turn",
     "SolveStatus": "tir_agent.turn",
     "Turn": "tir_agent.turn",
@@ -152,7 +152,8 @@ __all__ = [
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals(), __all__)
 
 if TYPE_CHECKING:
-    from tir_agent.agent import Agent, AgentConfig
+    from tir_agent.agent import Agent
+    from tir_agent.agent_config import AgentConfig
     from tir_agent.answers import extract_answer
     from tir_agent.batch import generate
     from tir_agent.chat_templates import ChatTemplate, get_chat_template

@@ -9,13 +9,12 @@ the first call), records every turn and execution, and builds the
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tir_agent._log import get_logger
 from tir_agent.answers import extract_answer
@@ -47,7 +46,11 @@ from tir_agent.turn import (
 )
 
 if TYPE_CHECKING:
-    from tir_agent.agent import Agent
+    from tir_agent.agent_config import AgentConfig
+    from tir_agent.client import ModelClient
+    from tir_agent.formats.tags import TagPreset
+    from tir_agent.pricing import PriceTable
+    from tir_agent.prompts import PromptConfig
     from tir_agent.tools.calls import ToolCalls
     from tir_agent.tools.toolbox import ToolIndex
 
@@ -60,6 +63,19 @@ Problem = str | Sequence[Mapping[str, Any]]
 """A problem statement (filled into the prompt), or a conversation of chat messages."""
 
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+
+
+class Solver(Protocol):
+    """What a :class:`Run` uses of its agent (:class:`~tir_agent.agent.Agent`)."""
+
+    config: AgentConfig
+    prompt: PromptConfig
+    tags: TagPreset
+    template: ChatTemplate | None
+    client: ModelClient
+    prices: PriceTable
+
+    async def _sandbox_for_run(self) -> Sandbox: ...
 
 
 def _check_messages(problem: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -96,7 +112,7 @@ class Run:
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Solver,
         problem: Problem,
         seed: int | None,
         fields: Mapping[str, Any],
@@ -109,7 +125,7 @@ class Run:
         self.seed = seed
         self.emit = emit
         self.total = draw_total_code_executions(config.total_code_executions_in_prompt, seed or 0)
-        if self.total is None and agent._states_budget:
+        if self.total is None and agent.prompt.needs_total_code_executions():
             self.total = config.max_code_executions
         self.budget = (
             self.total if config.override_max_code_executions else config.max_code_executions
@@ -253,18 +269,9 @@ class Run:
 
     async def _open_session(self) -> SandboxSession:
         if self._session is None:
-            sandbox = self.agent._sandbox or await self._default_sandbox()
+            sandbox = await self.agent._sandbox_for_run()
             self._session = await self._stack.enter_async_context(sandbox.session())
         return self._session
-
-    async def _default_sandbox(self) -> Sandbox:
-        loop = asyncio.get_running_loop()
-        sandbox = self.agent._own_sandboxes.get(loop)
-        if sandbox is None:
-            from tir_agent.sandbox.local import LocalSandbox  # heavy: only when code runs
-
-            sandbox = self.agent._own_sandboxes[loop] = LocalSandbox()
-        return cast(Sandbox, sandbox)
 
     def ends_final_round(self, turn: Turn) -> bool:
         """Code is spent and ``turn`` has calls: whether they end the solve (none of the user's

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from tir_agent._log import get_logger
 from tir_agent.errors import ConfigError, SandboxClosedError, SandboxError
@@ -21,7 +21,7 @@ from tir_agent.sandbox import protocol as proto
 from tir_agent.sandbox.result import ExecutionResult
 
 if TYPE_CHECKING:
-    from tir_agent.sandbox.local import LocalSandbox
+    from tir_agent.sandbox.config import SandboxConfig
 
 # The sessions' events (execution.finish, session.stop, ...) stay under the sandbox's logger.
 log = get_logger("tir_agent.sandbox.local")
@@ -170,12 +170,24 @@ class Channel(asyncio.Protocol):
             self.transport.close()
 
 
+class Owner(Protocol):
+    """What a session uses of its sandbox (:class:`~tir_agent.sandbox.local.LocalSandbox`)."""
+
+    config: SandboxConfig
+
+    def _restarted_since(self, generation: int) -> str | None: ...
+
+    async def _kill_supervisor(self, session: LocalSession) -> None: ...
+
+    def _release(self, session: LocalSession) -> None: ...
+
+
 class LocalSession:
     """One stateful interpreter. Use through ``async with sandbox.session() as s``."""
 
     def __init__(
         self,
-        sandbox: LocalSandbox,
+        sandbox: Owner,
         slot: int,
         pid: int,
         channel: Channel,
