@@ -74,6 +74,8 @@ class Solver(Protocol):
     template: ChatTemplate | None
     client: ModelClient
     prices: PriceTable
+    _states_budget: bool
+    """Whether the prompt states the budget (``{total_code_executions}``)."""
 
     async def _sandbox_for_run(self) -> Sandbox: ...
 
@@ -125,7 +127,7 @@ class Run:
         self.seed = seed
         self.emit = emit
         self.total = draw_total_code_executions(config.total_code_executions_in_prompt, seed or 0)
-        if self.total is None and agent.prompt.needs_total_code_executions():
+        if self.total is None and agent._states_budget:
             self.total = config.max_code_executions
         self.budget = (
             self.total if config.override_max_code_executions else config.max_code_executions
