@@ -17,6 +17,15 @@ from tir_agent.sandbox.protocol import LOST_NOTE
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+KILL_RUNNER_THEN_EXIT = (
+    "while not open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split():\n"
+    "        time.sleep(0.005)\n"
+    "    child = int(open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()[0])\n"
+    "    os.kill(child, 9); os._exit(0)"
+)
+"""For a thread of a committed cell: kill the runner forked for the next cell, then end the
+holder (its own interpreter): no copy of the state is left."""
+
 LATER = "import os, threading, time\ndef later():\n    time.sleep(0.05)\n    {}\nthreading.Thread(target=later, daemon=True).start()"
 
 
@@ -78,15 +87,9 @@ async def test_protected_the_next_runner_keeps_the_state(protected: LocalSandbox
 async def test_protected_holder_and_runner_both_gone(protected: LocalSandbox) -> None:
     """The thread kills the runner forked for the next cell, then its own interpreter: no
     copy of the state is left, and the next cell says so."""
-    kill_runner_then_exit = (
-        "while not open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split():\n"
-        "        time.sleep(0.005)\n"
-        "    child = int(open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split()[0])\n"
-        "    os.kill(child, 9); os._exit(0)"
-    )
     async with protected.session() as s:
         await s.run("x = 1")
-        await s.run(LATER.format(kill_runner_then_exit))
+        await s.run(LATER.format(KILL_RUNNER_THEN_EXIT))
         await asyncio.sleep(0.3)
         r = await s.run("'x' in globals()")
         assert (r.stdout, r.state) == ("False\n", "lost")
@@ -95,3 +98,34 @@ async def test_protected_holder_and_runner_both_gone(protected: LocalSandbox) ->
         )
         r = await s.run("x = 3\nx")
         assert (r.stdout, r.state) == ("3\n", "kept")
+
+
+async def test_the_exit_code_is_known_while_the_last_holder_is_torn_down(
+    protected: LocalSandbox,
+) -> None:
+    """As above, with an interpreter that takes a while to end (threads to stop, half a GB to
+    unmap): the supervisor hears that the runner and the holder ended before the holder's exit
+    status can be reaped, and waits for it instead of reporting an unknown death. Before, 4-5
+    rounds in 10 said "The interpreter died after the previous execution." here."""
+    slow_to_end = (
+        "import os, threading, time\n"
+        "import numpy as np\n"
+        "ballast = np.ones(60_000_000)\n"
+        "idle = threading.Event()\n"
+        "for _ in range(20):\n"
+        "    threading.Thread(target=idle.wait, daemon=True).start()\n"
+        "def later():\n"
+        "    time.sleep(0.05)\n"
+        "    " + KILL_RUNNER_THEN_EXIT + "\n"
+        "threading.Thread(target=later, daemon=True).start()"
+    )
+    async with protected.session() as s:
+        for _ in range(3):
+            await s.run("x = 1")
+            assert (await s.run(slow_to_end, timeout=30)).status == "completed"
+            await asyncio.sleep(0.5)
+            r = await s.run("'x' in globals()")
+            assert (r.stdout, r.state) == ("False\n", "lost")
+            assert r.stderr == (
+                "The interpreter exited with code 0 after the previous execution.\n" + LOST_NOTE
+            )

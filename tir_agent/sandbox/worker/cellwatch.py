@@ -290,7 +290,9 @@ class CellWatch(SessionProcesses):
                 return  # the other one holds the state (e.g. the runner forked for the next cell)
             # the state is gone between cells (a thread of the last cell called os._exit,
             # crashed, or a stray process killed it): start over, and say so with the next cell
-            status = self.statuses.pop(self.holder, None)
+            status = self.exit_status(self.holder) if self.holder else None
+            if DEBUG:
+                debug(f"gone between cells: {pid} holder={self.holder} status={status}")
             self.restart(describe_exit(status, during=False)[0])
 
     def adopt(self) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import time
 from collections.abc import Iterable
 
 from tir_agent.sandbox.worker.layout import DEBUG, debug
@@ -62,6 +63,18 @@ class SessionProcesses:
                 debug(f"reaped {pid} status {status}")
             if pid in (self.holder, self.runner):
                 self.statuses[pid] = status
+
+    def exit_status(self, pid: int, within: float = 0.5) -> int | None:
+        """The exit status of ``pid``, which has ended, waiting up to ``within`` seconds until
+        it can be reaped: a process whose last thread is still tearing down its memory, or that
+        ended as the child of a holder that is itself still exiting (ours only once that one
+        is gone), shows as ended before its status is ours. ``None`` if it never comes."""
+        deadline = time.monotonic() + within
+        while True:
+            self.reap()
+            if pid in self.statuses or time.monotonic() >= deadline:
+                return self.statuses.pop(pid, None)
+            time.sleep(0.002)
 
     def strays(self) -> list[int]:
         """Children of the supervisor that are neither the holder nor the runner (orphans)."""
