@@ -44,6 +44,19 @@ async def test_ipython_cells_share_the_session_with_plain_cells(sandbox: LocalSa
 
 
 @on_module_loop
+async def test_the_shell_takes_plain_variables_but_keeps_its_module(sandbox: LocalSandbox) -> None:
+    """Plain cells run in a ``__main__`` module of their own; the shell's first cell takes over
+    their variables but not that module's dunder names, and functions stay picklable."""
+    async with sandbox.session() as s:
+        await s.run("def double(v):\n    return 2 * v")
+        r = await s.run(
+            "import pickle\nprint(__doc__)\nprint(pickle.loads(pickle.dumps(double))(21))",
+            ipython=True,
+        )
+        assert r.stdout == "Automatically created module for IPython interactive environment\n42\n"
+
+
+@on_module_loop
 async def test_a_timed_out_ipython_cell_prints_nothing(sandbox: LocalSandbox) -> None:
     async with sandbox.session() as s:
         await s.run("n = 1", ipython=True)
